@@ -1,0 +1,40 @@
+"""aiguard: production-grade AI model calls, drop-in.
+
+Wrap a client or decorate a function; calls get retries, fallbacks, a circuit breaker, a
+deadline, and OpenTelemetry GenAI spans and metrics.
+
+Example::
+
+    import aiguard
+    from openai import OpenAI
+
+    client = aiguard.wrap(OpenAI(), retry=aiguard.Retry(attempts=4), fallback=["gpt-4o-mini"])
+    reply = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+"""
+
+from aiguard._breaker import Breaker
+from aiguard._config import configure
+from aiguard._decorator import guard
+from aiguard._errors import AIGuardError, CheckFailed, CircuitOpen, DeadlineExceeded
+from aiguard._policy import Failure, Policy, Retry, Target
+from aiguard._types import Usage
+from aiguard._wrap import wrap
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AIGuardError",
+    "Breaker",
+    "CheckFailed",
+    "CircuitOpen",
+    "DeadlineExceeded",
+    "Failure",
+    "Policy",
+    "Retry",
+    "Target",
+    "Usage",
+    "__version__",
+    "configure",
+    "guard",
+    "wrap",
+]

@@ -1,0 +1,394 @@
+"""``@aiguard.guard``: the guarded-call core around any function that calls a model.
+
+The function is the unit that is retried (on transient provider errors) and re-called with
+``model=`` set to the next fallback. Its arguments are validated against its type hints first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+import typing
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, ParamSpec, TypeVar, overload
+
+import pydantic
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from aiguard import _semconv as sc
+from aiguard._breaker import Breaker
+from aiguard._classify import classify
+from aiguard._core import Endpoint, Run, _deadline, begin, run_async, run_sync
+from aiguard._errors import CheckFailed, DeadlineExceeded
+from aiguard._policy import Failure, Policy, Retry, Target
+from aiguard._telemetry import Attrs, Usage
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _FunctionRoute:
+    """The decorator's view for the core: no inference spans of its own."""
+
+    span_kind = SpanKind.INTERNAL
+
+    def __init__(self, name: str) -> None:
+        self.operation = name
+
+    def request_attributes(self, request: dict[str, Any]) -> Attrs:
+        return {}
+
+    def response_attributes(self, result: Any) -> tuple[Attrs, Usage | None]:
+        return {}, None
+
+    classify = staticmethod(classify)
+
+
+class _Validator:
+    """Validates bound arguments against the function's type hints with pydantic.
+
+    Built on first use so forward references resolve; parameters whose type pydantic cannot
+    handle are left unchecked.
+    """
+
+    def __init__(self, fn: Callable[..., Any], signature: inspect.Signature) -> None:
+        self.fn = fn
+        self.signature = signature
+        self.adapters: dict[str, pydantic.TypeAdapter[Any]] | None = None
+
+    def _build(self) -> dict[str, pydantic.TypeAdapter[Any]]:
+        try:
+            hints = typing.get_type_hints(self.fn, include_extras=True)
+        except Exception:
+            hints = {}
+        adapters: dict[str, pydantic.TypeAdapter[Any]] = {}
+        for name, param in self.signature.parameters.items():
+            hint = hints.get(name)
+            if hint is None or hint is Any:
+                continue
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                hint = tuple[hint, ...]  # type: ignore[valid-type]
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                hint = dict[str, hint]  # type: ignore[valid-type]
+            adapter = _adapter(hint)
+            if adapter is not None:
+                adapters[name] = adapter
+        return adapters
+
+    def validate(self, arguments: dict[str, Any]) -> None:
+        adapters = self.adapters
+        if adapters is None:
+            adapters = self.adapters = self._build()
+        for name, value in arguments.items():
+            adapter = adapters.get(name)
+            if adapter is None:
+                continue
+            try:
+                arguments[name] = adapter.validate_python(value)
+            except pydantic.ValidationError as exc:
+                raise CheckFailed(
+                    f"argument validation of {self.fn.__qualname__}()",
+                    _describe(name, exc),
+                ) from None
+
+
+def _adapter(hint: Any) -> pydantic.TypeAdapter[Any] | None:
+    try:
+        return pydantic.TypeAdapter(hint)
+    except Exception:
+        pass
+    try:
+        return pydantic.TypeAdapter(hint, config=pydantic.ConfigDict(arbitrary_types_allowed=True))
+    except Exception:
+        return None
+
+
+def _describe(name: str, error: pydantic.ValidationError) -> str:
+    # Locations and messages only: the offending value is never repeated.
+    parts = []
+    for item in error.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in (name, *item["loc"]))
+        parts.append(f"{loc}: {item['msg']}")
+    return "; ".join(parts)
+
+
+@overload
+def guard(fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def guard(
+    *,
+    policy: Policy | None = None,
+    retry: Retry | None = ...,
+    fallback: list[str | Target] | str | Target | None = ...,
+    timeout: float | None = ...,
+    breaker: Breaker | None = ...,
+    fallback_on: Any = ...,
+    name: str | None = None,
+    validate_args: bool = True,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def guard(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    policy: Policy | None = None,
+    retry: Any = ...,
+    fallback: Any = ...,
+    timeout: Any = ...,
+    breaker: Any = ...,
+    fallback_on: Any = ...,
+    name: str | None = None,
+    validate_args: bool = True,
+) -> Any:
+    """Guard a function that calls a model: span, argument validation, retries, fallbacks.
+
+    Works on sync and async functions, generators and async generators (those are retried only
+    before their first item). Fallbacks re-call the function with ``model=`` set to the next
+    model, so the function needs a ``model`` parameter to use them.
+
+    Example::
+
+        @aiguard.guard(retry=aiguard.Retry(attempts=3), fallback=["gpt-4o-mini"])
+        def answer(question: str, model: str = "gpt-4o") -> str:
+            return client.chat.completions.create(model=model, messages=[...]).choices[0].message.content
+    """
+    merged = Policy.build(
+        policy, retry=retry, fallback=fallback, timeout=timeout, breaker=breaker,
+        fallback_on=fallback_on,
+    )
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(f"guard(name=...) must be a non-empty string, got {name!r}")
+    if not isinstance(validate_args, bool):
+        raise TypeError("guard(validate_args=...) must be True or False")
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        if not callable(func):
+            raise TypeError(f"@aiguard.guard decorates functions, got {type(func).__name__}")
+        return _Guarded(func, merged, name, validate_args).build()
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+class _Guarded:
+    def __init__(
+        self, fn: Callable[..., Any], policy: Policy, name: str | None, validate_args: bool
+    ) -> None:
+        self.fn = fn
+        self.policy = policy
+        self.signature = inspect.signature(fn)
+        self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
+        self.route = _FunctionRoute(self.name)
+        self.validator = _Validator(fn, self.signature) if validate_args else None
+        self.has_model = "model" in self.signature.parameters
+        if policy.fallback and not self.has_model:
+            raise TypeError(
+                f"@aiguard.guard(fallback=...) on {self.name}() needs a 'model' parameter: a "
+                "fallback re-calls the function with model= set to the next model"
+            )
+        if any(t.client is not None for t in policy.fallback):
+            raise TypeError(
+                "@aiguard.guard(fallback=...) takes model names; Target(client=...) is for "
+                "aiguard.wrap(), since the decorated function chooses its own client"
+            )
+        self.invoke = self._invoke_async if inspect.iscoroutinefunction(fn) else self._invoke
+        self.fallbacks = [self._endpoint(t.model, t.retry) for t in policy.fallback]
+        self.endpoints: dict[str, Endpoint] = {}
+        self.attrs: Attrs = {sc.GUARD_FUNCTION: self.name}
+
+    def _endpoint(self, model: str, retry: Retry | None) -> Endpoint:
+        return Endpoint(
+            invoke=self.invoke,
+            model=model,
+            provider="",
+            server={},
+            retry=retry or self.policy.retry,
+            breaker_key=(id(self.fn), model),
+            timeout_param=None,
+        )
+
+    def _invoke(self, request: dict[str, Any]) -> Any:
+        bound = inspect.BoundArguments(self.signature, request)  # type: ignore[arg-type]
+        return self.fn(*bound.args, **bound.kwargs)
+
+    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Run:
+        bound = self.signature.bind(*args, **kwargs)
+        if self.validator is not None:
+            self.validator.validate(bound.arguments)
+        model = ""
+        if self.has_model:
+            bound.apply_defaults()
+            given = bound.arguments.get("model")
+            model = given if isinstance(given, str) else ""
+        primary = self.endpoints.get(model)
+        if primary is None:
+            primary = self.endpoints[model] = self._endpoint(model, None)
+        return begin(
+            self.route,
+            self.policy,
+            [primary, *self.fallbacks],
+            dict(bound.arguments),
+            self.name,
+            self.attrs,
+            attempt_spans=False,
+        )
+
+    def build(self) -> Callable[..., Any]:
+        fn = self.fn
+        if inspect.isasyncgenfunction(fn):
+            wrapper: Callable[..., Any] = self._async_generator()
+        elif inspect.isgeneratorfunction(fn):
+            wrapper = self._generator()
+        elif inspect.iscoroutinefunction(fn):
+            wrapper = self._coroutine()
+        else:
+            wrapper = self._function()
+        functools.update_wrapper(wrapper, fn)
+        wrapper.__aiguard_policy__ = self.policy  # type: ignore[attr-defined]
+        return wrapper
+
+    def _function(self) -> Callable[..., Any]:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            return run_sync(self.begin(args, kwargs))
+
+        return guarded
+
+    def _invoke_async(self, request: dict[str, Any]) -> Any:
+        bound = inspect.BoundArguments(self.signature, request)  # type: ignore[arg-type]
+        coroutine = self.fn(*bound.args, **bound.kwargs)
+        deadline = _deadline.get()
+        if deadline is None:
+            return coroutine
+        return _within(coroutine, deadline, self.policy.timeout)
+
+    def _coroutine(self) -> Callable[..., Any]:
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            return await run_async(self.begin(args, kwargs))
+
+        return guarded
+
+    def _generator(self) -> Callable[..., Any]:
+        def guarded(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            run = self.begin(args, kwargs)
+            error: BaseException | None = None
+            gen: Any = None
+            try:
+                while True:
+                    endpoint, remaining = run.next_endpoint()
+                    attempt, request = run.start_attempt(endpoint, remaining)
+                    try:
+                        gen = endpoint.invoke(request)
+                        first = next(gen)
+                    except StopIteration:
+                        run.succeeded(attempt, None)
+                        return
+                    except Exception as exc:
+                        wait = run.failed(attempt, exc)
+                        if wait > 0:
+                            time.sleep(wait)
+                        continue
+                    run.succeeded(attempt, None)
+                    break
+                yield first
+                while True:
+                    token = _enter(run)
+                    try:
+                        item = next(gen)
+                    except StopIteration:
+                        return
+                    finally:
+                        _leave(token)
+                    yield item
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                if gen is not None:
+                    gen.close()
+                run.finish(error)
+
+        return guarded
+
+    def _async_generator(self) -> Callable[..., Any]:
+        async def guarded(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            run = self.begin(args, kwargs)
+            error: BaseException | None = None
+            gen: Any = None
+            try:
+                while True:
+                    endpoint, remaining = run.next_endpoint()
+                    attempt, request = run.start_attempt(endpoint, remaining)
+                    try:
+                        gen = endpoint.invoke(request)
+                        first = await gen.__anext__()
+                    except StopAsyncIteration:
+                        run.succeeded(attempt, None)
+                        return
+                    except Exception as exc:
+                        wait = run.failed(attempt, exc)
+                        if wait > 0:
+                            await asyncio.sleep(wait)
+                        continue
+                    run.succeeded(attempt, None)
+                    break
+                yield first
+                while True:
+                    token = _enter(run)
+                    try:
+                        item = await gen.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    finally:
+                        _leave(token)
+                    yield item
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                if gen is not None:
+                    await gen.aclose()
+                run.finish(error)
+
+        return guarded
+
+
+async def _within(coroutine: Any, deadline: float, timeout: float | None) -> Any:
+    """Await ``coroutine``, cancelling it when the guarded call's deadline passes."""
+    try:
+        async with asyncio.timeout_at(_loop_time(deadline)) as scope:
+            return await coroutine
+    except TimeoutError:
+        if scope.expired():
+            raise DeadlineExceeded(timeout or 0.0, 0) from None
+        raise
+
+
+def _loop_time(deadline: float) -> float:
+    # Deadlines are on time.monotonic(); the loop has its own clock.
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
+
+
+def _enter(run: Run) -> object:
+    return otel_context.attach(trace.set_span_in_context(run.span))
+
+
+def _leave(token: object) -> None:
+    try:
+        otel_context.detach(token)  # type: ignore[arg-type]
+    except Exception:
+        pass
+
+
+__all__ = ["Failure", "guard"]

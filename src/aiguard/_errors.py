@@ -1,0 +1,65 @@
+"""aiguard's own refusals.
+
+Provider failures are never wrapped: when retries and fallbacks are spent the caller gets the
+provider's own exception. The classes here are raised only when aiguard itself refuses to go on,
+and each message says what happened and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class AIGuardError(Exception):
+    """Base class of every refusal aiguard raises on its own account.
+
+    Example::
+
+        try:
+            client.chat.completions.create(model="gpt-4o", messages=msgs)
+        except aiguard.AIGuardError as refusal:
+            log.warning("aiguard refused the call: %s", refusal)
+    """
+
+
+class CheckFailed(AIGuardError, ValueError):
+    """A check on the call's input refused it before anything was sent.
+
+    ``check`` names the check and ``reason`` says why; neither ever repeats the offending value,
+    so the message is safe to log.
+    """
+
+    def __init__(self, check: str, reason: str) -> None:
+        self.check = check
+        self.reason = reason
+        super().__init__(f"{check} refused the call: {reason}. Nothing was sent.")
+
+
+class CircuitOpen(AIGuardError):
+    """Every target of the call is behind an open circuit breaker; no request was sent.
+
+    ``targets`` lists the ``(model, seconds until a probe is allowed)`` of each skipped target.
+    """
+
+    def __init__(self, targets: list[tuple[str, float]]) -> None:
+        self.targets = targets
+        parts = ", ".join(f"{model!r} (retry in {wait:.1f}s)" for model, wait in targets)
+        super().__init__(
+            f"circuit open for every target: {parts}. The targets failed repeatedly; aiguard "
+            "skips them until their breaker's reset_after passes. Add a fallback on another "
+            "provider, or raise Breaker(failures=...) if these failures were expected."
+        )
+
+
+class DeadlineExceeded(AIGuardError, TimeoutError):
+    """The guarded call's ``timeout`` passed before it could finish.
+
+    ``timeout`` is the whole call's budget in seconds and ``attempts`` how many requests were made.
+    The last provider error, if any, is the ``__cause__``.
+    """
+
+    def __init__(self, timeout: float, attempts: int) -> None:
+        self.timeout = timeout
+        self.attempts = attempts
+        super().__init__(
+            f"the guarded call's deadline of {timeout:g}s passed after {attempts} attempt(s). "
+            "Raise timeout= on the policy, or lower Retry(attempts=...) so retries fit in it."
+        )

@@ -1,0 +1,191 @@
+"""Policy objects: plain, immutable data that says how a guarded call behaves.
+
+Nothing here performs a call. ``wrap`` and ``guard`` accept these as keywords, or bundled in a
+reusable :class:`Policy`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiguard._breaker import Breaker
+
+
+def _check_seconds(what: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{what} must be a non-negative number of seconds, got {value}")
+
+
+class Failure(enum.Enum):
+    """Classes of failure that decide retries and fallbacks.
+
+    ``RATE_LIMIT`` and ``OUTAGE`` are transient and retried; ``CONTEXT_WINDOW`` and
+    ``CONTENT_POLICY`` are not retried but may select a fallback; ``FATAL`` is raised at once.
+    """
+
+    RATE_LIMIT = "rate_limit"
+    OUTAGE = "outage"
+    CONTEXT_WINDOW = "context_window"
+    CONTENT_POLICY = "content_policy"
+    FATAL = "fatal"
+
+    @property
+    def transient(self) -> bool:
+        return self is Failure.RATE_LIMIT or self is Failure.OUTAGE
+
+
+DEFAULT_FALLBACK_ON = frozenset({Failure.RATE_LIMIT, Failure.OUTAGE, Failure.CONTEXT_WINDOW})
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Retry transient failures with exponential backoff and jitter.
+
+    The n-th wait is ``min(wait_max, wait_initial * wait_exp_base ** (n - 1) + U(0, wait_jitter))``
+    unless the server said how long to wait (``Retry-After``), which wins. A server asking for more
+    than ``max_retry_after`` seconds, or for more than the time left before the call's deadline,
+    ends the retries on that target at once.
+
+    Example::
+
+        aiguard.wrap(OpenAI(), retry=aiguard.Retry(attempts=4, wait_initial=0.2))
+    """
+
+    attempts: int = 3
+    wait_initial: float = 0.5
+    wait_max: float = 20.0
+    wait_jitter: float = 1.0
+    wait_exp_base: float = 2.0
+    max_retry_after: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attempts, int) or isinstance(self.attempts, bool):
+            raise TypeError(f"Retry(attempts=...) must be an int, got {type(self.attempts).__name__}")
+        if self.attempts < 1:
+            raise ValueError(f"Retry(attempts={self.attempts}) must be at least 1 (1 = no retry)")
+        for name in ("wait_initial", "wait_max", "wait_jitter", "max_retry_after"):
+            _check_seconds(f"Retry({name}=...)", getattr(self, name))
+        _check_seconds("Retry(wait_exp_base=...)", self.wait_exp_base)
+        if self.wait_exp_base < 1:
+            raise ValueError("Retry(wait_exp_base=...) must be at least 1")
+
+    def backoff(self, retry_number: int, jitter: float) -> float:
+        """The wait before retry number ``retry_number`` (1-based), ``jitter`` in [0, 1)."""
+        exp = self.wait_initial * self.wait_exp_base ** (retry_number - 1)
+        return min(self.wait_max, exp + jitter * self.wait_jitter)
+
+
+NO_RETRY = Retry(attempts=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A fallback target: another model, optionally on another client.
+
+    ``client`` of ``None`` means the client being wrapped. ``retry`` overrides the policy's retry
+    for this target.
+
+    Example::
+
+        fallback=["gpt-4o-mini", aiguard.Target(client=azure_client, model="gpt-4o")]
+    """
+
+    model: str
+    client: Any = None
+    retry: Retry | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise TypeError(f"Target(model=...) must be a non-empty string, got {self.model!r}")
+        if self.retry is not None and not isinstance(self.retry, Retry):
+            raise TypeError("Target(retry=...) must be an aiguard.Retry or None")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A reusable bundle of the policy keywords ``wrap`` and ``guard`` accept.
+
+    Example::
+
+        strict = aiguard.Policy(retry=aiguard.Retry(attempts=4), fallback=["gpt-4o-mini"], timeout=30)
+        client = aiguard.wrap(OpenAI(), policy=strict)
+    """
+
+    retry: Retry = field(default_factory=Retry)
+    fallback: tuple[Target, ...] = ()
+    timeout: float | None = None
+    breaker: Breaker | None = None
+    fallback_on: frozenset[Failure] = DEFAULT_FALLBACK_ON
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.retry, Retry):
+            raise TypeError(
+                f"retry= must be an aiguard.Retry (or None for no retries), got {self.retry!r}"
+            )
+        if self.timeout is not None:
+            _check_seconds("timeout=", self.timeout)
+            if self.timeout <= 0:
+                raise ValueError(f"timeout={self.timeout} must be a positive number of seconds")
+        if self.breaker is not None and not isinstance(self.breaker, Breaker):
+            raise TypeError(f"breaker= must be an aiguard.Breaker, got {self.breaker!r}")
+
+    @classmethod
+    def build(
+        cls,
+        policy: Policy | None = None,
+        *,
+        retry: Any = ...,
+        fallback: Any = ...,
+        timeout: Any = ...,
+        breaker: Any = ...,
+        fallback_on: Any = ...,
+    ) -> Policy:
+        """Merge explicit keywords over ``policy`` (``...`` means "not given")."""
+        if policy is not None and not isinstance(policy, Policy):
+            raise TypeError(f"policy= must be an aiguard.Policy, got {type(policy).__name__}")
+        base = policy if policy is not None else cls()
+        return cls(
+            retry=base.retry if retry is ... else (NO_RETRY if retry is None else retry),
+            fallback=base.fallback if fallback is ... else _targets(fallback),
+            timeout=base.timeout if timeout is ... else timeout,
+            breaker=base.breaker if breaker is ... else breaker,
+            fallback_on=base.fallback_on if fallback_on is ... else _failures(fallback_on),
+        )
+
+
+def _targets(fallback: Any) -> tuple[Target, ...]:
+    if fallback is None:
+        return ()
+    if isinstance(fallback, str | Target):
+        fallback = [fallback]
+    if not isinstance(fallback, Iterable):
+        raise TypeError(f"fallback= must be a list of model names or aiguard.Target, got {fallback!r}")
+    targets = []
+    for item in fallback:
+        if isinstance(item, str):
+            targets.append(Target(model=item))
+        elif isinstance(item, Target):
+            targets.append(item)
+        else:
+            raise TypeError(
+                f"fallback= entries must be model names (str) or aiguard.Target, got {item!r}"
+            )
+    return tuple(targets)
+
+
+def _failures(value: Any) -> frozenset[Failure]:
+    items = [value] if isinstance(value, str | Failure) else list(value)
+    out = set()
+    for item in items:
+        try:
+            out.add(item if isinstance(item, Failure) else Failure(item))
+        except ValueError:
+            names = ", ".join(repr(f.value) for f in Failure if f is not Failure.FATAL)
+            raise ValueError(f"fallback_on= entries must be one of {names}, got {item!r}") from None
+    return frozenset(out)

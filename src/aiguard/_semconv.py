@@ -1,0 +1,70 @@
+"""Attribute and metric names aiguard emits, spelled once.
+
+The GenAI conventions live in open-telemetry/semantic-conventions-genai; the constants shipped in
+``opentelemetry-semantic-conventions`` are deprecated, so the names are strings here.
+"""
+
+from __future__ import annotations
+
+# GenAI inference span attributes
+OPERATION = "gen_ai.operation.name"
+PROVIDER = "gen_ai.provider.name"
+REQUEST_MODEL = "gen_ai.request.model"
+REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+REQUEST_TOP_P = "gen_ai.request.top_p"
+REQUEST_TOP_K = "gen_ai.request.top_k"
+REQUEST_FREQUENCY_PENALTY = "gen_ai.request.frequency_penalty"
+REQUEST_PRESENCE_PENALTY = "gen_ai.request.presence_penalty"
+REQUEST_STOP = "gen_ai.request.stop_sequences"
+REQUEST_SEED = "gen_ai.request.seed"
+REQUEST_CHOICE_COUNT = "gen_ai.request.choice.count"
+REQUEST_STREAM = "gen_ai.request.stream"
+REQUEST_ENCODING_FORMATS = "gen_ai.request.encoding_formats"
+OUTPUT_TYPE = "gen_ai.output.type"
+EMBEDDINGS_DIMENSION = "gen_ai.embeddings.dimension.count"
+RESPONSE_ID = "gen_ai.response.id"
+RESPONSE_MODEL = "gen_ai.response.model"
+RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+USAGE_INPUT = "gen_ai.usage.input_tokens"
+USAGE_OUTPUT = "gen_ai.usage.output_tokens"
+USAGE_CACHE_READ = "gen_ai.usage.cache_read.input_tokens"
+USAGE_CACHE_CREATION = "gen_ai.usage.cache_creation.input_tokens"
+USAGE_REASONING = "gen_ai.usage.reasoning.output_tokens"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"
+
+OPENAI_API_TYPE = "openai.api.type"
+OPENAI_REQUEST_SERVICE_TIER = "openai.request.service_tier"
+OPENAI_RESPONSE_SERVICE_TIER = "openai.response.service_tier"
+OPENAI_SYSTEM_FINGERPRINT = "openai.response.system_fingerprint"
+
+# aiguard's own attributes, for what the conventions lack
+GUARD_OPERATION = "aiguard.operation"
+GUARD_REQUEST_MODEL = "aiguard.request.model"
+GUARD_ATTEMPTS = "aiguard.attempts"
+GUARD_RETRIES = "aiguard.retries"
+GUARD_OUTCOME = "aiguard.outcome"
+GUARD_FUNCTION = "aiguard.function"
+ATTEMPT = "aiguard.attempt"
+TARGET_INDEX = "aiguard.target.index"
+FALLBACK_USED = "aiguard.fallback.used"
+FALLBACK_MODEL = "aiguard.fallback.model"
+FALLBACK_REASON = "aiguard.fallback.reason"
+FAILURE_CLASS = "aiguard.failure.class"
+RETRY_WAIT = "aiguard.retry.wait_s"
+BREAKER_SKIPPED = "aiguard.breaker.skipped"
+BREAKER_STATE = "aiguard.breaker.state"
+DEADLINE = "aiguard.deadline_s"
+
+# Metrics
+METRIC_DURATION = "gen_ai.client.operation.duration"
+METRIC_TOKENS = "gen_ai.client.token.usage"
+METRIC_RETRIES = "aiguard.retries"
+METRIC_FALLBACKS = "aiguard.fallbacks"
+METRIC_BREAKER = "aiguard.breaker.transitions"
+TOKEN_TYPE = "gen_ai.token.type"
+
+DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01 ... 81.92 s
+TOKEN_BUCKETS = [4**i for i in range(14)]  # 1 ... 67108864

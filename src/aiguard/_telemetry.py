@@ -1,0 +1,192 @@
+"""OpenTelemetry plumbing: the tracer, the instruments, and calls into them that cannot fail.
+
+Every function here swallows its own faults (logged once per kind): a broken span processor,
+exporter or meter must never change what the user's call returns or raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from aiguard import _semconv as sc
+from aiguard._types import Usage
+
+log = logging.getLogger("aiguard")
+
+_VERSION = "0.1.0"
+_reported: set[str] = set()
+
+Attrs = dict[str, AttributeValue]
+
+
+def report_fault(where: str, exc: BaseException) -> None:
+    """Log a fault inside aiguard's own machinery once per place and exception type."""
+    key = f"{where}:{type(exc).__qualname__}"
+    if key in _reported:
+        return
+    _reported.add(key)
+    try:
+        log.warning(
+            "aiguard: %s failed (%s); the call goes on, telemetry may be incomplete",
+            where,
+            type(exc).__qualname__,
+            exc_info=exc,
+        )
+    except Exception:  # a broken log handler must not break the app either
+        pass
+
+
+class Telemetry:
+    """The tracer and instruments aiguard records with, from one pair of providers."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.tracer = trace.get_tracer("aiguard", _VERSION, tracer_provider=tracer_provider)
+        meter = metrics.get_meter("aiguard", _VERSION, meter_provider=meter_provider)
+        self.duration = meter.create_histogram(
+            sc.METRIC_DURATION,
+            unit="s",
+            description="Duration of GenAI operations",
+            explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS,
+        )
+        self.tokens = meter.create_histogram(
+            sc.METRIC_TOKENS,
+            unit="{token}",
+            description="Tokens used by GenAI operations",
+            explicit_bucket_boundaries_advisory=sc.TOKEN_BUCKETS,
+        )
+        self.retries = meter.create_counter(
+            sc.METRIC_RETRIES, unit="{retry}", description="Retries aiguard made"
+        )
+        self.fallbacks = meter.create_counter(
+            sc.METRIC_FALLBACKS, unit="{fallback}", description="Fallbacks aiguard took"
+        )
+        self.breaker = meter.create_counter(
+            sc.METRIC_BREAKER,
+            unit="{transition}",
+            description="Circuit breaker state changes",
+        )
+
+    # -- spans ---------------------------------------------------------------------------------
+
+    def start_span(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Attrs,
+        parent: Span | None = None,
+    ) -> Span:
+        try:
+            context = trace.set_span_in_context(parent) if parent is not None else None
+            return self.tracer.start_span(name, context, kind, attributes)
+        except Exception as exc:
+            report_fault("starting a span", exc)
+            return trace.INVALID_SPAN
+
+    def count(self, counter: Any, attributes: Mapping[str, AttributeValue]) -> None:
+        try:
+            counter.add(1, attributes)
+        except Exception as exc:
+            report_fault("recording a metric", exc)
+
+    def record_attempt(
+        self,
+        seconds: float,
+        usage: Usage | None,
+        attributes: Attrs,
+    ) -> None:
+        """Record the duration and token metrics of one model request."""
+        try:
+            self.duration.record(seconds, attributes)
+            if usage is not None:
+                if usage.input_tokens is not None:
+                    self.tokens.record(usage.input_tokens, {**attributes, sc.TOKEN_TYPE: "input"})
+                if usage.output_tokens is not None:
+                    self.tokens.record(
+                        usage.output_tokens, {**attributes, sc.TOKEN_TYPE: "output"}
+                    )
+        except Exception as exc:
+            report_fault("recording a metric", exc)
+
+
+def end_span(span: Span, error: BaseException | None = None, attributes: Attrs | None = None) -> None:
+    """Set final attributes, the error status if any, and end the span, swallowing faults."""
+    try:
+        if not span.is_recording():
+            span.end()
+            return
+        if attributes:
+            span.set_attributes(attributes)
+        if error is not None:
+            span.set_attribute(sc.ERROR_TYPE, error_type(error))
+            # The class name only: provider messages may echo request content.
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
+    except Exception as exc:
+        report_fault("ending a span", exc)
+
+
+def add_event(span: Span, name: str, attributes: Attrs) -> None:
+    try:
+        if span.is_recording():
+            span.add_event(name, attributes)
+    except Exception as exc:
+        report_fault("adding a span event", exc)
+
+
+def error_type(error: BaseException) -> str:
+    """A low-cardinality name for an error: its public module path and class name."""
+    cls = type(error)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    public = []
+    for part in cls.__module__.split("."):
+        if part.startswith("_"):
+            break
+        public.append(part)
+    return ".".join([*public, cls.__qualname__])
+
+
+def usage_attributes(usage: Usage | None) -> Attrs:
+    if usage is None:
+        return {}
+    attrs: Attrs = {}
+    if usage.input_tokens is not None:
+        attrs[sc.USAGE_INPUT] = usage.input_tokens
+    if usage.output_tokens is not None:
+        attrs[sc.USAGE_OUTPUT] = usage.output_tokens
+    if usage.cache_read_tokens is not None:
+        attrs[sc.USAGE_CACHE_READ] = usage.cache_read_tokens
+    if usage.cache_write_tokens is not None:
+        attrs[sc.USAGE_CACHE_CREATION] = usage.cache_write_tokens
+    if usage.reasoning_tokens is not None:
+        attrs[sc.USAGE_REASONING] = usage.reasoning_tokens
+    return attrs
+
+
+class _State:
+    telemetry: Telemetry | None = None
+
+
+_state = _State()
+
+
+def current() -> Telemetry:
+    """The telemetry in force: set by ``configure``, else the global providers."""
+    telemetry = _state.telemetry
+    if telemetry is None:
+        telemetry = _state.telemetry = Telemetry()
+    return telemetry
+
+
+def install(telemetry: Telemetry | None) -> None:
+    _state.telemetry = telemetry

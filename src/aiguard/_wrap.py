@@ -1,0 +1,190 @@
+"""``aiguard.wrap``: a drop-in proxy whose model-calling methods run the guarded-call core.
+
+A provider adapter describes which methods to guard (a tree of attribute names ending in guarded
+callables); everything else on the client passes through to the original object untouched.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import wrapt
+
+from aiguard import _semconv as sc
+from aiguard._breaker import Breaker
+from aiguard._core import Endpoint, Route, begin, run_async, run_sync
+from aiguard._policy import Failure, Policy, Retry, Target
+
+C = TypeVar("C")
+
+# A tree of attribute names: a nested dict is a resource, a callable is a guarded method.
+Tree = dict[str, Any]
+
+
+class GuardedProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """Looks and behaves like the wrapped object; the attributes in ``tree`` are replaced."""
+
+    def __init__(self, wrapped: Any, tree: Tree) -> None:
+        super().__init__(wrapped)
+        self._self_tree = tree
+        self._self_cache: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        node = self._self_tree.get(name)
+        if node is None:
+            return getattr(self.__wrapped__, name)
+        found = self._self_cache.get(name)
+        if found is None:
+            found = node if callable(node) else GuardedProxy(getattr(self.__wrapped__, name), node)
+            self._self_cache[name] = found
+        return found
+
+    def __repr__(self) -> str:
+        return f"<aiguard.wrap of {self.__wrapped__!r}>"
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("an aiguard-wrapped client cannot be pickled; wrap the client after loading")
+
+
+def is_wrapped(obj: object) -> bool:
+    return isinstance(obj, GuardedProxy)
+
+
+def unwrap(obj: Any) -> Any:
+    while isinstance(obj, GuardedProxy):
+        obj = obj.__wrapped__
+    return obj
+
+
+def guarded_method(
+    route: Route,
+    policy: Policy,
+    primary: Callable[[str], Endpoint],
+    fallbacks: list[Endpoint],
+    passthrough: Callable[..., Any],
+    is_async: bool,
+    guard_when: Callable[[dict[str, Any]], bool] | None = None,
+) -> Callable[..., Any]:
+    """Build the replacement for one provider method.
+
+    ``primary(model)`` gives the endpoint of the wrapped client for the requested model;
+    ``fallbacks`` were resolved at wrap time. Calls the core cannot guard (positional arguments,
+    no model, or ``guard_when`` false) go to ``passthrough`` unchanged, so the SDK answers them as
+    it would.
+    """
+    operation = route.operation
+    names: dict[str, str] = {}
+
+    def prepare(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        model = kwargs.get("model")
+        if args or not isinstance(model, str) or (guard_when is not None and not guard_when(kwargs)):
+            return None
+        name = names.get(model)
+        if name is None:
+            name = names[model] = f"aiguard {operation} {model}"
+        return begin(
+            route,
+            policy,
+            [primary(model), *fallbacks],
+            kwargs,
+            name,
+            {sc.GUARD_OPERATION: operation, sc.GUARD_REQUEST_MODEL: model},
+        )
+
+    if is_async:
+
+        async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+            run = prepare(args, kwargs)
+            if run is None:
+                return await passthrough(*args, **kwargs)
+            return await run_async(run)
+
+        return guarded_async
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        run = prepare(args, kwargs)
+        if run is None:
+            return passthrough(*args, **kwargs)
+        return run_sync(run)
+
+    return guarded
+
+
+def endpoint_cache(make: Callable[[str], Endpoint]) -> Callable[[str], Endpoint]:
+    """Endpoints of the wrapped client, built once per model name."""
+    cache: dict[str, Endpoint] = {}
+
+    def get(model: str) -> Endpoint:
+        endpoint = cache.get(model)
+        if endpoint is None:
+            if len(cache) > 256:  # bounded: model names come from callers
+                cache.clear()
+            endpoint = cache[model] = make(model)
+        return endpoint
+
+    return get
+
+
+# Adapters, tried in order: (module that must be imported, adapter module, what it wraps).
+_ADAPTERS: list[tuple[str, str, str]] = [
+    ("openai", "aiguard.adapters._openai", "openai.OpenAI, openai.AsyncOpenAI"),
+]
+
+
+def wrap(
+    client: C,
+    *,
+    policy: Policy | None = None,
+    retry: Retry | None = ...,  # type: ignore[assignment]
+    fallback: list[str | Target] | str | Target | None = ...,  # type: ignore[assignment]
+    timeout: float | None = ...,  # type: ignore[assignment]
+    breaker: Breaker | None = ...,  # type: ignore[assignment]
+    fallback_on: Any = ...,
+    provider: str | None = None,
+) -> C:
+    """Return ``client`` guarded: same type, same API, same results, with policies and telemetry.
+
+    ``retry`` defaults to ``Retry()``; pass ``retry=None`` for a single attempt. The client's own
+    retries are switched off for guarded calls (on a copy: the original client is not changed).
+    ``provider`` overrides the ``gen_ai.provider.name`` aiguard detects from the base URL.
+
+    Example::
+
+        client = aiguard.wrap(OpenAI(), retry=aiguard.Retry(attempts=4), fallback=["gpt-4o-mini"])
+        reply = client.chat.completions.create(model="gpt-4o", messages=[...])
+    """
+    merged = Policy.build(
+        policy,
+        retry=retry,
+        fallback=fallback,
+        timeout=timeout,
+        breaker=breaker,
+        fallback_on=fallback_on,
+    )
+    if provider is not None and (not isinstance(provider, str) or not provider.strip()):
+        raise TypeError(f"provider= must be a non-empty string, got {provider!r}")
+    target = unwrap(client)
+    for module, adapter_name, _ in _ADAPTERS:
+        if module not in _imported_modules():
+            continue
+        adapter = importlib.import_module(adapter_name)
+        if adapter.supports(target):
+            wrapped: C = adapter.wrap(target, merged, provider)
+            return wrapped
+    supported = "; ".join(what for _, _, what in _ADAPTERS)
+    raise TypeError(
+        f"aiguard.wrap() cannot wrap {type(client).__module__}.{type(client).__qualname__}. "
+        f"Supported clients: {supported}. To guard any other function, decorate it with "
+        "@aiguard.guard()."
+    )
+
+
+def _imported_modules() -> set[str]:
+    import sys
+
+    return {name for name in ("openai", "anthropic", "llama_cpp", "ollama") if name in sys.modules}
+
+
+__all__ = ["Failure", "GuardedProxy", "guarded_method", "wrap"]

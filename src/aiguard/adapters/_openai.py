@@ -1,0 +1,297 @@
+"""OpenAI adapter: translates the openai SDK's requests, responses and errors for the core.
+
+Guards ``chat.completions.create`` / ``parse`` and ``embeddings.create`` on ``OpenAI`` and
+``AsyncOpenAI``; everything else passes through. Works for any OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import openai
+from opentelemetry.trace import SpanKind
+
+from aiguard import _semconv as sc
+from aiguard._core import Endpoint
+from aiguard._http import failure_for_status, retry_after, server_attributes
+from aiguard._policy import Failure, Policy, Target
+from aiguard._telemetry import Attrs
+from aiguard._types import Usage
+from aiguard._wrap import GuardedProxy, endpoint_cache, guarded_method, unwrap
+
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+_POLICY_CODES = frozenset({"content_policy_violation", "content_filter"})
+
+# Well-known hosts and ports; anything else is an unnamed OpenAI-compatible server.
+_HOSTS = {
+    "api.openai.com": "openai",
+    "api.groq.com": "groq",
+    "api.deepseek.com": "deepseek",
+    "api.mistral.ai": "mistral_ai",
+    "api.x.ai": "x_ai",
+    "api.perplexity.ai": "perplexity",
+    "openrouter.ai": "openrouter",
+}
+_PORTS = {11434: "ollama", 1234: "lm_studio"}
+
+
+def supports(client: object) -> bool:
+    return isinstance(client, openai.OpenAI | openai.AsyncOpenAI)
+
+
+def detect_provider(client: openai.OpenAI | openai.AsyncOpenAI) -> str:
+    url = client.base_url
+    host = url.host or ""
+    if host in _HOSTS:
+        return _HOSTS[host]
+    if host.endswith(".openai.azure.com"):
+        return "azure.ai.openai"
+    if url.port in _PORTS:
+        return _PORTS[url.port]
+    return "openai_compatible"
+
+
+def classify(error: BaseException) -> tuple[Failure, float | None]:
+    """Failure class and server-requested wait for an openai SDK error."""
+    if isinstance(error, openai.APIStatusError):
+        headers = error.response.headers
+        failure = failure_for_status(error.status_code)
+        if failure is not None:
+            return failure, retry_after(headers)
+        code = error.code or _body_code(error.body)
+        if code in _CONTEXT_CODES:
+            return Failure.CONTEXT_WINDOW, None
+        if code in _POLICY_CODES:
+            return Failure.CONTENT_POLICY, None
+        if headers.get("x-should-retry") == "true":
+            return Failure.OUTAGE, retry_after(headers)
+        return Failure.FATAL, None
+    if isinstance(error, openai.APIConnectionError):
+        return Failure.OUTAGE, None
+    return Failure.FATAL, None
+
+
+def _body_code(body: object) -> str | None:
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            code = inner.get("code")
+            return code if isinstance(code, str) else None
+    return None
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class _Route:
+    span_kind = SpanKind.CLIENT
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+
+    classify = staticmethod(classify)
+
+
+class ChatRoute(_Route):
+    """``chat.completions.create`` and ``parse``."""
+
+    def __init__(self) -> None:
+        super().__init__("chat")
+
+    def request_attributes(self, request: dict[str, Any]) -> Attrs:
+        attrs: Attrs = {sc.OPENAI_API_TYPE: "chat_completions"}
+        get = request.get
+        max_tokens = get("max_completion_tokens", get("max_tokens"))
+        if _number(max_tokens):
+            attrs[sc.REQUEST_MAX_TOKENS] = max_tokens  # type: ignore[assignment]
+        for key, name in (
+            ("temperature", sc.REQUEST_TEMPERATURE),
+            ("top_p", sc.REQUEST_TOP_P),
+            ("frequency_penalty", sc.REQUEST_FREQUENCY_PENALTY),
+            ("presence_penalty", sc.REQUEST_PRESENCE_PENALTY),
+            ("seed", sc.REQUEST_SEED),
+        ):
+            value = get(key)
+            if _number(value):
+                attrs[name] = value  # type: ignore[assignment]
+        n = get("n")
+        if _number(n) and n != 1:
+            attrs[sc.REQUEST_CHOICE_COUNT] = n  # type: ignore[assignment]
+        stop = get("stop")
+        if isinstance(stop, str):
+            attrs[sc.REQUEST_STOP] = [stop]
+        elif isinstance(stop, list | tuple) and all(isinstance(s, str) for s in stop):
+            attrs[sc.REQUEST_STOP] = list(stop)
+        tier = get("service_tier")
+        if isinstance(tier, str):
+            attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
+        fmt = get("response_format")
+        if isinstance(fmt, dict):
+            kind = fmt.get("type")
+            attrs[sc.OUTPUT_TYPE] = "json" if kind in ("json_object", "json_schema") else "text"
+        elif isinstance(fmt, type):  # parse(response_format=PydanticModel)
+            attrs[sc.OUTPUT_TYPE] = "json"
+        if get("stream") is True:
+            attrs[sc.REQUEST_STREAM] = True
+        return attrs
+
+    def response_attributes(self, result: Any) -> tuple[Attrs, Usage | None]:
+        attrs: Attrs = {}
+        response_id = getattr(result, "id", None)
+        if isinstance(response_id, str):
+            attrs[sc.RESPONSE_ID] = response_id
+        model = getattr(result, "model", None)
+        if isinstance(model, str):
+            attrs[sc.RESPONSE_MODEL] = model
+        choices = getattr(result, "choices", None)
+        if isinstance(choices, list):
+            reasons = [str(getattr(c, "finish_reason", None) or "") for c in choices]
+            attrs[sc.RESPONSE_FINISH_REASONS] = reasons
+        tier = getattr(result, "service_tier", None)
+        if isinstance(tier, str):
+            attrs[sc.OPENAI_RESPONSE_SERVICE_TIER] = tier
+        fingerprint = getattr(result, "system_fingerprint", None)
+        if isinstance(fingerprint, str):
+            attrs[sc.OPENAI_SYSTEM_FINGERPRINT] = fingerprint
+        return attrs, chat_usage(getattr(result, "usage", None))
+
+
+class EmbeddingsRoute(_Route):
+    """``embeddings.create``."""
+
+    def __init__(self) -> None:
+        super().__init__("embeddings")
+
+    def request_attributes(self, request: dict[str, Any]) -> Attrs:
+        attrs: Attrs = {}
+        fmt = request.get("encoding_format")
+        if isinstance(fmt, str):
+            attrs[sc.REQUEST_ENCODING_FORMATS] = [fmt]
+        dimensions = request.get("dimensions")
+        if _number(dimensions):
+            attrs[sc.EMBEDDINGS_DIMENSION] = dimensions  # type: ignore[assignment]
+        return attrs
+
+    def response_attributes(self, result: Any) -> tuple[Attrs, Usage | None]:
+        attrs: Attrs = {}
+        model = getattr(result, "model", None)
+        if isinstance(model, str):
+            attrs[sc.RESPONSE_MODEL] = model
+        data = getattr(result, "data", None)
+        if isinstance(data, list) and data:
+            vector = getattr(data[0], "embedding", None)
+            if isinstance(vector, list):
+                attrs[sc.EMBEDDINGS_DIMENSION] = len(vector)
+        usage = getattr(result, "usage", None)
+        tokens = getattr(usage, "prompt_tokens", None)
+        return attrs, Usage(input_tokens=tokens) if isinstance(tokens, int) else None
+
+
+def chat_usage(usage: Any) -> Usage | None:
+    """Usage from a chat completion; tolerant of servers that omit the detail objects."""
+    if usage is None:
+        return None
+    out = Usage()
+    prompt = getattr(usage, "prompt_tokens", None)
+    if isinstance(prompt, int):
+        out.input_tokens = prompt
+    completion = getattr(usage, "completion_tokens", None)
+    if isinstance(completion, int):
+        out.output_tokens = completion
+    cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None)
+    if isinstance(cached, int):
+        out.cache_read_tokens = cached
+    reasoning = getattr(
+        getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None
+    )
+    if isinstance(reasoning, int):
+        out.reasoning_tokens = reasoning
+    return out
+
+
+_CHAT = ChatRoute()
+_EMBEDDINGS = EmbeddingsRoute()
+
+# (path to the method, route, may the core guard this request?)
+_METHODS: list[tuple[tuple[str, ...], _Route, Callable[[dict[str, Any]], bool] | None]] = [
+    # Streams need their own lifecycle: they pass through until the streaming adapter lands.
+    (("chat", "completions", "create"), _CHAT, lambda request: request.get("stream") is not True),
+    (("chat", "completions", "parse"), _CHAT, None),
+    (("embeddings", "create"), _EMBEDDINGS, None),
+]
+
+
+def _method(client: Any, path: tuple[str, ...]) -> Any:
+    obj = client
+    for name in path:
+        obj = getattr(obj, name)
+    return obj
+
+
+class _Client:
+    """One client's view for the core: its retry-free copy, provider and server attributes."""
+
+    def __init__(self, client: openai.OpenAI | openai.AsyncOpenAI, provider: str | None) -> None:
+        self.original = client
+        self.quiet = client.with_options(max_retries=0)
+        self.provider = provider or detect_provider(client)
+        self.server = server_attributes(client.base_url)
+
+    def endpoint(self, path: tuple[str, ...], model: str, policy: Policy, target: Target | None) -> Endpoint:
+        method = _method(self.quiet, path)
+        retry = target.retry if target is not None and target.retry is not None else policy.retry
+        return Endpoint(
+            invoke=lambda request: method(**request),
+            model=model,
+            provider=self.provider,
+            server=self.server,
+            retry=retry,
+            breaker_key=(id(self.original), model),
+        )
+
+
+def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: str | None) -> Any:
+    is_async = isinstance(client, openai.AsyncOpenAI)
+    primary = _Client(client, provider)
+    others: dict[int, _Client] = {}
+    for target in policy.fallback:
+        if target.client is None:
+            continue
+        other = unwrap(target.client)
+        if not supports(other) or isinstance(other, openai.AsyncOpenAI) != is_async:
+            kind = "AsyncOpenAI" if is_async else "OpenAI"
+            raise TypeError(
+                f"fallback Target(model={target.model!r}) has a client of type "
+                f"{type(other).__qualname__}; a wrapped {kind} client can fall back only to "
+                f"another {kind} client (or to another model on the same client)"
+            )
+        others.setdefault(id(other), _Client(other, None))
+
+    tree: dict[str, Any] = {}
+    for path, route, guard_when in _METHODS:
+        fallbacks = [
+            (others[id(unwrap(t.client))] if t.client is not None else primary).endpoint(
+                path, t.model, policy, t
+            )
+            for t in policy.fallback
+        ]
+        node = tree
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = guarded_method(
+            route,
+            policy,
+            endpoint_cache(lambda model, path=path: primary.endpoint(path, model, policy, None)),
+            fallbacks,
+            _method(client, path),
+            is_async,
+            guard_when,
+        )
+
+    def with_options(**options: Any) -> Any:
+        return wrap(client.with_options(**options), policy, provider)
+
+    tree["with_options"] = tree["copy"] = with_options
+    return GuardedProxy(client, tree)

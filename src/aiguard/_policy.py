@@ -169,6 +169,8 @@ def _targets(fallback: Any) -> tuple[Target, ...]:
     targets = []
     for item in fallback:
         if isinstance(item, str):
+            if not item.strip():
+                raise TypeError("fallback= model names must be non-empty strings")
             targets.append(Target(model=item))
         elif isinstance(item, Target):
             targets.append(item)

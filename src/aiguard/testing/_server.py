@@ -191,6 +191,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        recorded = Recorded(
+            "GET", self.path, {k.lower(): v for k, v in self.headers.items()}, None, None, time.time()
+        )
+        self.server_state._take(None, recorded)
         if self.path.rstrip("/").endswith("/models"):
             self._json(200, {"object": "list", "data": [{"id": "mock", "object": "model"}]})
         else:

@@ -97,7 +97,7 @@ class MockServer:
         if self._httpd is not None:
             return self
         handler = type("Handler", (_Handler,), {"server_state": self})
-        self._httpd = ThreadingHTTPServer((self._host, self._port), handler)
+        self._httpd = _HTTPServer((self._host, self._port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="aiguard-mock-server", daemon=True
@@ -166,6 +166,11 @@ class MockServer:
                     break
             reply = self._replies.get(model or "") or self._replies.get(ANY_MODEL) or Reply()
             return fault, reply
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    request_queue_size = 256  # many concurrent clients must not be refused at connect
+    daemon_threads = True
 
 
 def _count_tokens(text: str) -> int:

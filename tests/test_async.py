@@ -8,9 +8,9 @@ import time
 import openai
 import pytest
 from opentelemetry import trace
+from tests.conftest import MESSAGES
 
 import aiguard
-from tests.conftest import MESSAGES
 
 NO_WAIT = aiguard.Retry(attempts=3, wait_initial=0, wait_jitter=0)
 

@@ -10,9 +10,9 @@ from typing import Any
 import openai
 import pydantic
 import pytest
+from tests.conftest import API_KEY, MESSAGES
 
 import aiguard
-from tests.conftest import API_KEY, MESSAGES
 
 NO_WAIT = aiguard.Retry(attempts=3, wait_initial=0, wait_jitter=0)
 
@@ -178,9 +178,7 @@ def test_decorating_a_non_callable_is_refused():
         aiguard.guard()(42)  # type: ignore[call-overload]
 
 
-def test_span_name_can_be_overridden_and_inner_calls_nest_under_it(
-    server, raw_client, telemetry
-):
+def test_span_name_can_be_overridden_and_inner_calls_nest_under_it(server, raw_client, telemetry):
     client = aiguard.wrap(raw_client)
 
     @aiguard.guard(name="summarise")

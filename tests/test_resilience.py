@@ -8,9 +8,9 @@ import time
 
 import openai
 import pytest
+from tests.conftest import MESSAGES
 
 import aiguard
-from tests.conftest import MESSAGES
 
 NO_WAIT = aiguard.Retry(attempts=3, wait_initial=0, wait_jitter=0)
 
@@ -312,7 +312,9 @@ def test_deadline_bounds_the_whole_call(make_client, server):
 
 def test_deadline_passed_between_attempts_raises_deadline_exceeded(make_client, server):
     server.fail("gpt-4o", status=500, times=5)
-    client = make_client(retry=aiguard.Retry(attempts=5, wait_initial=0.3, wait_jitter=0), timeout=0.5)
+    client = make_client(
+        retry=aiguard.Retry(attempts=5, wait_initial=0.3, wait_jitter=0), timeout=0.5
+    )
     started = time.monotonic()
     with pytest.raises(openai.InternalServerError):
         ask(client)  # the next backoff does not fit: stop early with the provider's error

@@ -12,11 +12,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from tests.conftest import API_KEY, MESSAGES
 
 import aiguard
 from aiguard import _semconv as sc
 from aiguard.testing import Capture
-from tests.conftest import API_KEY, MESSAGES
 
 NO_WAIT = aiguard.Retry(attempts=3, wait_initial=0, wait_jitter=0)
 

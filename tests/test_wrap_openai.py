@@ -5,9 +5,9 @@ from __future__ import annotations
 import openai
 import pydantic
 import pytest
+from tests.conftest import API_KEY, MESSAGES
 
 import aiguard
-from tests.conftest import API_KEY, MESSAGES
 
 
 def test_wrapped_client_is_still_an_openai_client(make_client):
@@ -144,7 +144,9 @@ def test_a_streaming_call_still_works_unguarded(make_client):
 
 def test_provider_is_detected_and_can_be_overridden(raw_client, telemetry):
     aiguard.wrap(raw_client).chat.completions.create(model="a", messages=MESSAGES)
-    aiguard.wrap(raw_client, provider="openai").chat.completions.create(model="b", messages=MESSAGES)
+    aiguard.wrap(raw_client, provider="openai").chat.completions.create(
+        model="b", messages=MESSAGES
+    )
     assert telemetry.span("chat a").attributes["gen_ai.provider.name"] == "openai_compatible"
     assert telemetry.span("chat b").attributes["gen_ai.provider.name"] == "openai"
 
@@ -162,7 +164,9 @@ def test_provider_detection_for_well_known_hosts():
     assert provider("http://127.0.0.1:8000/v1") == "openai_compatible"
 
 
-def test_malformed_json_from_the_server_raises_the_sdks_error_unretried(make_client, server, telemetry):
+def test_malformed_json_from_the_server_raises_the_sdks_error_unretried(
+    make_client, server, telemetry
+):
     server.fail("gpt-4o", malformed=True)
     with pytest.raises(Exception) as info:
         make_client().chat.completions.create(model="gpt-4o", messages=MESSAGES)

@@ -9,7 +9,8 @@ Example::
     from openai import OpenAI
 
     client = aiguard.wrap(OpenAI(), retry=aiguard.Retry(attempts=4), fallback=["gpt-4o-mini"])
-    reply = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    messages = [{"role": "user", "content": "hi"}]
+    reply = client.chat.completions.create(model="gpt-4o", messages=messages)
 """
 
 from aiguard._breaker import Breaker

@@ -129,7 +129,7 @@ def _exporter(exporter: str | SpanExporter | None) -> SpanExporter | None:
                     OTLPSpanExporter,
                 )
             else:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
                     OTLPSpanExporter,
                 )
         except ImportError:

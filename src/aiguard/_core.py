@@ -9,6 +9,7 @@ the only places where sync and async differ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -278,26 +279,26 @@ class Run:
         record = _Failed(endpoint.model, error, failure)
         self.history.append(record)
 
-        if failure.transient and not getattr(error, _RETRIED, False):
-            if self.on_target < endpoint.retry.attempts:
-                wait = self._wait(endpoint.retry, retry_after)
-                if wait is not None:
-                    record.wait = wait
-                    self.retries += 1
-                    self.telemetry.count(
-                        self.telemetry.retries,
-                        {sc.REQUEST_MODEL: endpoint.model, sc.FAILURE_CLASS: failure.value},
-                    )
-                    add_event(
-                        self.span,
-                        "aiguard.retry",
-                        {
-                            sc.ATTEMPT: self.attempts,
-                            sc.ERROR_TYPE: error_type(error),
-                            sc.RETRY_WAIT: wait,
-                        },
-                    )
-                    return wait
+        retryable = failure.transient and not getattr(error, _RETRIED, False)
+        if retryable and self.on_target < endpoint.retry.attempts:
+            wait = self._wait(endpoint.retry, retry_after)
+            if wait is not None:
+                record.wait = wait
+                self.retries += 1
+                self.telemetry.count(
+                    self.telemetry.retries,
+                    {sc.REQUEST_MODEL: endpoint.model, sc.FAILURE_CLASS: failure.value},
+                )
+                add_event(
+                    self.span,
+                    "aiguard.retry",
+                    {
+                        sc.ATTEMPT: self.attempts,
+                        sc.ERROR_TYPE: error_type(error),
+                        sc.RETRY_WAIT: wait,
+                    },
+                )
+                return wait
         if failure in self.policy.fallback_on and self.index + 1 < len(self.endpoints):
             self._move_on(failure)
             return 0.0
@@ -321,10 +322,8 @@ class Run:
 
     def _give_up(self, error: BaseException) -> BaseException:
         if self.history and self.history[-1].failure.transient:
-            try:
+            with contextlib.suppress(Exception):
                 setattr(error, _RETRIED, True)
-            except Exception:
-                pass
         if len(self.history) > 1 or self.skipped:
             try:
                 for earlier in self.history[:-1]:

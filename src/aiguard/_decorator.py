@@ -7,6 +7,7 @@ The function is the unit that is retried (on transient provider errors) and re-c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import time
@@ -25,7 +26,8 @@ from aiguard._classify import classify
 from aiguard._core import Endpoint, Run, _deadline, begin, run_async, run_sync
 from aiguard._errors import CheckFailed, DeadlineExceeded
 from aiguard._policy import Failure, Policy, Retry, Target
-from aiguard._telemetry import Attrs, Usage
+from aiguard._telemetry import Attrs
+from aiguard._types import Usage
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -157,10 +159,15 @@ def guard(
 
         @aiguard.guard(retry=aiguard.Retry(attempts=3), fallback=["gpt-4o-mini"])
         def answer(question: str, model: str = "gpt-4o") -> str:
-            return client.chat.completions.create(model=model, messages=[...]).choices[0].message.content
+            reply = client.chat.completions.create(model=model, messages=[...])
+            return reply.choices[0].message.content
     """
     merged = Policy.build(
-        policy, retry=retry, fallback=fallback, timeout=timeout, breaker=breaker,
+        policy,
+        retry=retry,
+        fallback=fallback,
+        timeout=timeout,
+        breaker=breaker,
         fallback_on=fallback_on,
     )
     if name is not None and (not isinstance(name, str) or not name):
@@ -216,7 +223,7 @@ class _Guarded:
         )
 
     def _invoke(self, request: dict[str, Any]) -> Any:
-        bound = inspect.BoundArguments(self.signature, request)  # type: ignore[arg-type]
+        bound = inspect.BoundArguments(self.signature, request)
         return self.fn(*bound.args, **bound.kwargs)
 
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Run:
@@ -262,7 +269,7 @@ class _Guarded:
         return guarded
 
     def _invoke_async(self, request: dict[str, Any]) -> Any:
-        bound = inspect.BoundArguments(self.signature, request)  # type: ignore[arg-type]
+        bound = inspect.BoundArguments(self.signature, request)
         coroutine = self.fn(*bound.args, **bound.kwargs)
         deadline = _deadline.get()
         if deadline is None:
@@ -385,10 +392,8 @@ def _enter(run: Run) -> object:
 
 
 def _leave(token: object) -> None:
-    try:
+    with contextlib.suppress(Exception):
         otel_context.detach(token)  # type: ignore[arg-type]
-    except Exception:
-        pass
 
 
 __all__ = ["Failure", "guard"]

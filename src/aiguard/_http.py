@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 
 from aiguard._policy import Failure
+from aiguard._telemetry import Attrs
 
 
 def retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -50,7 +51,7 @@ def failure_for_status(status: int) -> Failure | None:
     return None
 
 
-def server_attributes(url: object) -> dict[str, str | int]:
+def server_attributes(url: object) -> Attrs:
     """``server.address`` and ``server.port`` from an httpx-style URL (or a string)."""
     host = getattr(url, "host", None)
     port = getattr(url, "port", None)
@@ -60,7 +61,7 @@ def server_attributes(url: object) -> dict[str, str | int]:
 
         parts = urlsplit(url)
         host, port, scheme = parts.hostname, parts.port, parts.scheme
-    attrs: dict[str, str | int] = {}
+    attrs: Attrs = {}
     if host:
         attrs["server.address"] = str(host)
         if port is None:

@@ -66,7 +66,9 @@ class Retry:
 
     def __post_init__(self) -> None:
         if not isinstance(self.attempts, int) or isinstance(self.attempts, bool):
-            raise TypeError(f"Retry(attempts=...) must be an int, got {type(self.attempts).__name__}")
+            raise TypeError(
+                f"Retry(attempts=...) must be an int, got {type(self.attempts).__name__}"
+            )
         if self.attempts < 1:
             raise ValueError(f"Retry(attempts={self.attempts}) must be at least 1 (1 = no retry)")
         for name in ("wait_initial", "wait_max", "wait_jitter", "max_retry_after"):
@@ -113,7 +115,7 @@ class Policy:
 
     Example::
 
-        strict = aiguard.Policy(retry=aiguard.Retry(attempts=4), fallback=["gpt-4o-mini"], timeout=30)
+        strict = aiguard.Policy(retry=aiguard.Retry(attempts=4), timeout=30)
         client = aiguard.wrap(OpenAI(), policy=strict)
     """
 
@@ -165,7 +167,9 @@ def _targets(fallback: Any) -> tuple[Target, ...]:
     if isinstance(fallback, str | Target):
         fallback = [fallback]
     if not isinstance(fallback, Iterable):
-        raise TypeError(f"fallback= must be a list of model names or aiguard.Target, got {fallback!r}")
+        raise TypeError(
+            f"fallback= must be a list of model names or aiguard.Target, got {fallback!r}"
+        )
     targets = []
     for item in fallback:
         if isinstance(item, str):

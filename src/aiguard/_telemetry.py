@@ -6,6 +6,7 @@ exporter or meter must never change what the user's call returns or raises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -31,15 +32,13 @@ def report_fault(where: str, exc: BaseException) -> None:
     if key in _reported:
         return
     _reported.add(key)
-    try:
+    with contextlib.suppress(Exception):  # a broken log handler must not break the app either
         log.warning(
             "aiguard: %s failed (%s); the call goes on, telemetry may be incomplete",
             where,
             type(exc).__qualname__,
             exc_info=exc,
         )
-    except Exception:  # a broken log handler must not break the app either
-        pass
 
 
 class Telemetry:
@@ -111,14 +110,14 @@ class Telemetry:
                 if usage.input_tokens is not None:
                     self.tokens.record(usage.input_tokens, {**attributes, sc.TOKEN_TYPE: "input"})
                 if usage.output_tokens is not None:
-                    self.tokens.record(
-                        usage.output_tokens, {**attributes, sc.TOKEN_TYPE: "output"}
-                    )
+                    self.tokens.record(usage.output_tokens, {**attributes, sc.TOKEN_TYPE: "output"})
         except Exception as exc:
             report_fault("recording a metric", exc)
 
 
-def end_span(span: Span, error: BaseException | None = None, attributes: Attrs | None = None) -> None:
+def end_span(
+    span: Span, error: BaseException | None = None, attributes: Attrs | None = None
+) -> None:
     """Set final attributes, the error status if any, and end the span, swallowing faults."""
     try:
         if not span.is_recording():

@@ -23,7 +23,7 @@ C = TypeVar("C")
 Tree = dict[str, Any]
 
 
-class GuardedProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class GuardedProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """Looks and behaves like the wrapped object; the attributes in ``tree`` are replaced."""
 
     def __init__(self, wrapped: Any, tree: Tree) -> None:
@@ -45,7 +45,9 @@ class GuardedProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         return f"<aiguard.wrap of {self.__wrapped__!r}>"
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        raise TypeError("an aiguard-wrapped client cannot be pickled; wrap the client after loading")
+        raise TypeError(
+            "an aiguard-wrapped client cannot be pickled; wrap the client after loading"
+        )
 
 
 def is_wrapped(obj: object) -> bool:
@@ -79,7 +81,11 @@ def guarded_method(
 
     def prepare(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         model = kwargs.get("model")
-        if args or not isinstance(model, str) or (guard_when is not None and not guard_when(kwargs)):
+        if (
+            args
+            or not isinstance(model, str)
+            or (guard_when is not None and not guard_when(kwargs))
+        ):
             return None
         name = names.get(model)
         if name is None:

@@ -105,7 +105,7 @@ class ChatRoute(_Route):
         get = request.get
         max_tokens = get("max_completion_tokens", get("max_tokens"))
         if _number(max_tokens):
-            attrs[sc.REQUEST_MAX_TOKENS] = max_tokens  # type: ignore[assignment]
+            attrs[sc.REQUEST_MAX_TOKENS] = max_tokens
         for key, name in (
             ("temperature", sc.REQUEST_TEMPERATURE),
             ("top_p", sc.REQUEST_TOP_P),
@@ -115,10 +115,10 @@ class ChatRoute(_Route):
         ):
             value = get(key)
             if _number(value):
-                attrs[name] = value  # type: ignore[assignment]
+                attrs[name] = value
         n = get("n")
         if _number(n) and n != 1:
-            attrs[sc.REQUEST_CHOICE_COUNT] = n  # type: ignore[assignment]
+            attrs[sc.REQUEST_CHOICE_COUNT] = n
         stop = get("stop")
         if isinstance(stop, str):
             attrs[sc.REQUEST_STOP] = [stop]
@@ -171,7 +171,7 @@ class EmbeddingsRoute(_Route):
             attrs[sc.REQUEST_ENCODING_FORMATS] = [fmt]
         dimensions = request.get("dimensions")
         if _number(dimensions):
-            attrs[sc.EMBEDDINGS_DIMENSION] = dimensions  # type: ignore[assignment]
+            attrs[sc.EMBEDDINGS_DIMENSION] = dimensions
         return attrs
 
     def response_attributes(self, result: Any) -> tuple[Attrs, Usage | None]:
@@ -203,9 +203,7 @@ def chat_usage(usage: Any) -> Usage | None:
     cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None)
     if isinstance(cached, int):
         out.cache_read_tokens = cached
-    reasoning = getattr(
-        getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None
-    )
+    reasoning = getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None)
     if isinstance(reasoning, int):
         out.reasoning_tokens = reasoning
     return out
@@ -215,7 +213,9 @@ _CHAT = ChatRoute()
 _EMBEDDINGS = EmbeddingsRoute()
 
 # (path to the method, route, may the core guard this request?)
-_METHODS: list[tuple[tuple[str, ...], _Route, Callable[[dict[str, Any]], bool] | None]] = [
+_METHODS: list[
+    tuple[tuple[str, ...], ChatRoute | EmbeddingsRoute, Callable[[dict[str, Any]], bool] | None]
+] = [
     # Streams need their own lifecycle: they pass through until the streaming adapter lands.
     (("chat", "completions", "create"), _CHAT, lambda request: request.get("stream") is not True),
     (("chat", "completions", "parse"), _CHAT, None),
@@ -239,7 +239,9 @@ class _Client:
         self.provider = provider or detect_provider(client)
         self.server = server_attributes(client.base_url)
 
-    def endpoint(self, path: tuple[str, ...], model: str, policy: Policy, target: Target | None) -> Endpoint:
+    def endpoint(
+        self, path: tuple[str, ...], model: str, policy: Policy, target: Target | None
+    ) -> Endpoint:
         method = _method(self.quiet, path)
         retry = target.retry if target is not None and target.retry is not None else policy.retry
         return Endpoint(
@@ -250,6 +252,15 @@ class _Client:
             retry=retry,
             breaker_key=(id(self.original), model),
         )
+
+
+def _primary_endpoints(
+    primary: _Client, path: tuple[str, ...], policy: Policy
+) -> Callable[[str], Endpoint]:
+    def make(model: str) -> Endpoint:
+        return primary.endpoint(path, model, policy, None)
+
+    return make
 
 
 def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: str | None) -> Any:
@@ -283,7 +294,7 @@ def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: s
         node[path[-1]] = guarded_method(
             route,
             policy,
-            endpoint_cache(lambda model, path=path: primary.endpoint(path, model, policy, None)),
+            endpoint_cache(_primary_endpoints(primary, path, policy)),
             fallbacks,
             _method(client, path),
             is_async,

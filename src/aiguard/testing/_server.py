@@ -7,6 +7,7 @@ request it receives. Point a real ``openai.OpenAI(base_url=server.url, api_key=.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -197,7 +198,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         recorded = Recorded(
-            "GET", self.path, {k.lower(): v for k, v in self.headers.items()}, None, None, time.time()
+            "GET",
+            self.path,
+            {k.lower(): v for k, v in self.headers.items()},
+            None,
+            None,
+            time.time(),
         )
         self.server_state._take(None, recorded)
         if self.path.rstrip("/").endswith("/models"):
@@ -214,8 +220,12 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         model = body.get("model") if isinstance(body, dict) else None
         recorded = Recorded(
-            "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body,
-            model if isinstance(model, str) else None, time.time(),
+            "POST",
+            self.path,
+            {k.lower(): v for k, v in self.headers.items()},
+            body,
+            model if isinstance(model, str) else None,
+            time.time(),
         )
         fault, reply = self.server_state._take(recorded.model, recorded)
         if not isinstance(body, dict):
@@ -300,7 +310,11 @@ class _Handler(BaseHTTPRequestHandler):
             "object": "list",
             "model": body.get("model"),
             "data": [
-                {"object": "embedding", "index": i, "embedding": [0.1 * (j + 1) for j in range(dims)]}
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": [0.1 * (j + 1) for j in range(dims)],
+                }
                 for i in range(len(items))
             ],
             "usage": {"prompt_tokens": _count_tokens(text), "total_tokens": _count_tokens(text)},
@@ -360,7 +374,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, fault: Fault) -> None:
         status = fault.status or 500
-        kind = {429: "rate_limit_exceeded", 400: "invalid_request_error"}.get(status, "server_error")
+        kind = {429: "rate_limit_exceeded", 400: "invalid_request_error"}.get(
+            status, "server_error"
+        )
         body = {"error": {"message": f"mock error {status}", "type": kind, "code": fault.code}}
         self._json(status, body, fault.headers)
 
@@ -384,15 +400,11 @@ class _Handler(BaseHTTPRequestHandler):
         """Close with RST (SO_LINGER 0), as a crashed upstream or a proxy would."""
         self.close_connection = True
         try:
-            self.connection.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-            )
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
         except OSError:
             pass
 
     def finish(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             super().finish()
-        except OSError:
-            pass

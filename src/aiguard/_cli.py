@@ -122,9 +122,11 @@ def _tree(spans: Sequence[ReadableSpan], out: TextIO, style: _Style) -> None:
             if a.get("aiguard.breaker.skipped"):
                 facts.append(f"breaker skipped {a['aiguard.breaker.skipped']}")
         if "gen_ai.usage.input_tokens" in a:
-            facts.append(
-                f"tokens in={a['gen_ai.usage.input_tokens']} out={a.get('gen_ai.usage.output_tokens')}"
+            tokens_in, tokens_out = (
+                a["gen_ai.usage.input_tokens"],
+                a.get("gen_ai.usage.output_tokens"),
             )
+            facts.append(f"tokens in={tokens_in} out={tokens_out}")
             if "gen_ai.usage.cache_read.input_tokens" in a:
                 facts.append(f"cached={a['gen_ai.usage.cache_read.input_tokens']}")
         failed = span.status.status_code is StatusCode.ERROR

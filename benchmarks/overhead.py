@@ -5,7 +5,7 @@ Run from the repository root with the project's virtualenv active::
 
     python benchmarks/overhead.py            # full run (under a minute on 2 cores)
     python benchmarks/overhead.py --quick    # ~10 s smoke run
-    python benchmarks/overhead.py --json     # also print the results as JSON
+    python benchmarks/overhead.py --json     # JSON on stdout, the table on stderr
 
 Every case calls the REAL ``openai.OpenAI`` client; only its HTTP transport is replaced by an
 in-process ``httpx2.MockTransport`` that answers with a fixed, realistic ``chat.completion``. So
@@ -40,6 +40,7 @@ of chunks its handler streams, so the report shows µs per chunk.
 from __future__ import annotations
 
 import argparse
+import builtins
 import gc
 import json
 import os
@@ -51,7 +52,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import httpx2
 import openai
@@ -67,7 +68,7 @@ import aiguard._config
 
 TARGET_US = 40.0
 MODEL = "gpt-4o"
-MESSAGES = [
+MESSAGES: list[Any] = [
     {"role": "system", "content": "You are a concise assistant for a travel booking site."},
     {"role": "user", "content": "What is the capital of France? Answer in one sentence."},
 ]
@@ -249,7 +250,7 @@ def chat_cases(sdk: Sdk) -> list[Case]:
     full_no_sdk = aiguard.wrap(make_openai_client(chat_handler), **full_policy())
 
     tracer = sdk.tracer_provider.get_tracer("benchmark")
-    span_attrs = {
+    span_attrs: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": MODEL,
@@ -266,7 +267,7 @@ def chat_cases(sdk: Sdk) -> list[Case]:
             "chat " + MODEL, kind=SpanKind.CLIENT, attributes=span_attrs
         ) as span:
             result = bare.chat.completions.create(model=MODEL, messages=MESSAGES)
-            usage = result.usage
+            usage: Any = result.usage
             span.set_attributes(
                 {
                     "gen_ai.response.id": result.id,
@@ -424,6 +425,14 @@ def summarize(samples: dict[str, Samples]) -> list[dict[str, Any]]:
         if bare is not None:
             row["overhead_vs_bare_us"] = med - bare
             row["ratio_vs_bare"] = med / bare
+            # Paired estimate: the same round's batches ran seconds apart, so their difference
+            # is less exposed to slow drift of the machine than the difference of medians.
+            diffs = [a - b for a, b in zip(s.per_unit_us, samples["bare"].per_unit_us, strict=True)]
+            row["paired_overhead_vs_bare_us"] = {
+                "median": statistics.median(diffs),
+                "p25": quantile(diffs, 0.25),
+                "p75": quantile(diffs, 0.75),
+            }
         if floor is not None:
             row["overhead_vs_otel_span_us"] = med - floor
             row["ratio_vs_otel_span"] = med / floor
@@ -433,7 +442,8 @@ def summarize(samples: dict[str, Samples]) -> list[dict[str, Any]]:
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "implementation": platform.python_implementation()}
-    for dist in ("aiguard", "openai", "httpx2", "opentelemetry-api", "opentelemetry-sdk", "wrapt", "pydantic"):
+    dists = ("aiguard", "openai", "httpx2", "opentelemetry-api", "opentelemetry-sdk", "wrapt")
+    for dist in (*dists, "pydantic"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -458,7 +468,10 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": usable, "os": platform.platform()}
 
 
-def print_report(rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
+def print_report(rows: list[dict[str, Any]], info: dict[str, Any], out: TextIO) -> None:
+    def print(*args: Any) -> None:  # the whole report goes to ``out``
+        builtins.print(*args, file=out)
+
     v = info["versions"]
     m = info["machine"]
     print(
@@ -504,6 +517,11 @@ def print_report(rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
             extra.append(f"{no_sdk['overhead_vs_bare_us']:.1f} µs with no SDK configured")
         if extra:
             print("  (" + "; ".join(extra) + ")")
+        paired = full["paired_overhead_vs_bare_us"]
+        print(
+            f"  paired per-round estimate: {paired['median']:.1f} µs "
+            f"(p25-p75 {paired['p25']:.1f} to {paired['p75']:.1f})"
+        )
     checks = info.get("checks", {})
     if checks:
         print(
@@ -520,16 +538,20 @@ def print_report(rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~10 s run with fewer rounds")
-    parser.add_argument("--json", action="store_true", help="also print results as JSON")
-    parser.add_argument("--rounds", type=int, help="timed rounds (default 30, quick 12)")
-    parser.add_argument("--batch", type=int, help="calls per case per round (default 250, quick 80)")
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON on stdout (the table goes to stderr)"
+    )
+    parser.add_argument("--rounds", type=int, help="timed rounds (default 30, quick 16)")
+    parser.add_argument(
+        "--batch", type=int, help="calls per case per round (default 250, quick 100)"
+    )
     parser.add_argument("--warmup", type=int, help="untimed warm-up rounds (default 3, quick 2)")
     parser.add_argument(
         "--keep-gc", action="store_true", help="leave the garbage collector on during batches"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed for the per-round case order")
     args = parser.parse_args(argv)
-    rounds, batch, warmup = (12, 80, 2) if args.quick else (30, 250, 3)
+    rounds, batch, warmup = (16, 100, 2) if args.quick else (30, 250, 3)
     args.rounds = args.rounds or rounds
     args.batch = args.batch or batch
     args.warmup = args.warmup if args.warmup is not None else warmup
@@ -560,9 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
 
     sdk.tracer_provider.force_flush()
-    spans_expected = sum(
-        c.spans_per_call * (args.rounds + args.warmup) * args.batch for c in cases
-    )
+    spans_expected = sum(c.spans_per_call * (args.rounds + args.warmup) * args.batch for c in cases)
     info = {
         "versions": versions(),
         "machine": machine(),
@@ -577,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         "checks": {"spans_exported": sdk.exporter.spans, "spans_expected": spans_expected},
     }
     rows = summarize(samples)
-    print_report(rows, info)
+    # With --json the table goes to stderr and stdout carries only the JSON document.
+    print_report(rows, info, sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps({**info, "results": rows, "target_us": TARGET_US}, indent=2))
     sdk.shutdown()

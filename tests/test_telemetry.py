@@ -219,3 +219,18 @@ def test_no_sdk_configured_records_nothing_and_works(raw_client, server):
     client = aiguard.wrap(raw_client, retry=NO_WAIT, fallback=["mini"])
     server.fail("gpt-4o", status=500, times=3)
     assert client.chat.completions.create(model="gpt-4o", messages=MESSAGES).model == "mini"
+
+
+def test_with_no_sdk_no_attribute_is_built(raw_client, server, monkeypatch):
+    from aiguard.adapters import _openai
+
+    calls = []
+    monkeypatch.setattr(
+        _openai.ChatRoute, "request_attributes", lambda self, r: calls.append("req") or {}
+    )
+    monkeypatch.setattr(
+        _openai.ChatRoute, "response_attributes", lambda self, r: calls.append("resp") or ({}, None)
+    )
+    aiguard._config.reset()
+    aiguard.wrap(raw_client).chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert calls == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -14,7 +14,7 @@ from opentelemetry.trace import StatusCode
 import aiguard
 from aiguard.testing import Capture, MockServer
 
-_MESSAGES = [{"role": "user", "content": "Summarise this support ticket in one line."}]
+_MESSAGES: Any = [{"role": "user", "content": "Summarise this support ticket in one line."}]
 
 
 class _Style:
@@ -48,10 +48,10 @@ def demo(out: TextIO) -> int:
         server.reply("gpt-4o", prompt_tokens=42, completion_tokens=18, cached_tokens=32)
         server.reply("gpt-4o-mini", prompt_tokens=42, completion_tokens=21)
 
-        scenes: list[tuple[str, Any]] = []
+        scenes: list[tuple[str, Callable[[], str]]] = []
 
-        def scene(title: str) -> Any:
-            def run(fn: Any) -> Any:
+        def scene(title: str) -> Callable[[Callable[[], str]], Callable[[], str]]:
+            def run(fn: Callable[[], str]) -> Callable[[], str]:
                 scenes.append((title, fn))
                 return fn
 
@@ -112,7 +112,7 @@ def _tree(spans: Sequence[ReadableSpan], out: TextIO, style: _Style) -> None:
         children.setdefault(parent if parent in ids else None, []).append(span)
 
     def show(span: ReadableSpan, depth: int) -> None:
-        a = span.attributes or {}
+        a = {k: str(v) if isinstance(v, bytes) else v for k, v in (span.attributes or {}).items()}
         ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
         facts = []
         if "aiguard.attempts" in a:

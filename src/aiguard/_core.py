@@ -67,6 +67,7 @@ class Endpoint:
     retry: Retry
     breaker_key: Hashable
     timeout_param: str | None = "timeout"
+    metric_attrs: Attrs | None = None
 
 
 @dataclass(slots=True)
@@ -99,6 +100,8 @@ class Run:
     span: Span
     deadline: float | None
     attempt_spans: bool
+    tracing: bool
+    measuring: bool
     index: int = 0
     attempts: int = 0
     on_target: int = 0
@@ -171,12 +174,15 @@ class Run:
                 given = request.get(endpoint.timeout_param)
                 if not isinstance(given, int | float) or given > remaining:
                     request[endpoint.timeout_param] = remaining
-        span = self._attempt_span(endpoint) if self.attempt_spans else self.span
+        span = self.span
         token = deadline_token = None
-        try:
-            token = otel_context.attach(trace.set_span_in_context(span))
-        except Exception as exc:
-            report_fault("attaching the span context", exc)
+        if self.tracing:
+            if self.attempt_spans:
+                span = self._attempt_span(endpoint)
+            try:
+                token = otel_context.attach(trace.set_span_in_context(span))
+            except Exception as exc:
+                report_fault("attaching the span context", exc)
         if self.deadline is not None:
             deadline_token = _deadline.set(self.deadline)
         attempt = _Attempt(endpoint, self.index, span, token, deadline_token, time.perf_counter())
@@ -203,12 +209,15 @@ class Run:
         )
 
     def _metric_attrs(self, endpoint: Endpoint) -> Attrs:
-        return {
-            sc.OPERATION: self.route.operation,
-            sc.PROVIDER: endpoint.provider,
-            sc.REQUEST_MODEL: endpoint.model,
-            **endpoint.server,
-        }
+        base = endpoint.metric_attrs
+        if base is None:
+            base = endpoint.metric_attrs = {
+                sc.OPERATION: self.route.operation,
+                sc.PROVIDER: endpoint.provider,
+                sc.REQUEST_MODEL: endpoint.model,
+                **endpoint.server,
+            }
+        return dict(base)
 
     def _detach(self, attempt: _Attempt) -> None:
         if attempt.deadline_token is not None:
@@ -227,7 +236,7 @@ class Run:
             state = self.policy.breaker.record(endpoint.breaker_key, True)
             if state is not None:
                 self._breaker_changed(endpoint, state)
-        if not self.attempt_spans:
+        if not self.attempt_spans or not (self.tracing or self.measuring):
             return
         seconds = time.perf_counter() - attempt.started
         try:
@@ -235,21 +244,23 @@ class Run:
         except Exception as exc:
             report_fault("reading response attributes", exc)
             attrs, usage = {}, None
-        metric_attrs = self._metric_attrs(endpoint)
-        model = attrs.get(sc.RESPONSE_MODEL)
-        if model is not None:
-            metric_attrs[sc.RESPONSE_MODEL] = model
-        self.telemetry.record_attempt(seconds, usage, metric_attrs)
-        if usage is not None:
-            attrs.update(usage_attributes(usage))
-        end_span(attempt.span, None, attrs)
+        if self.measuring:
+            metric_attrs = self._metric_attrs(endpoint)
+            model = attrs.get(sc.RESPONSE_MODEL)
+            if model is not None:
+                metric_attrs[sc.RESPONSE_MODEL] = model
+            self.telemetry.record_attempt(seconds, usage, metric_attrs)
+        if self.tracing:
+            if usage is not None:
+                attrs.update(usage_attributes(usage))
+            end_span(attempt.span, None, attrs)
 
     def aborted(self, attempt: _Attempt, error: BaseException) -> None:
         """The attempt was cancelled or interrupted: end its span, decide nothing."""
         self._detach(attempt)
         if self.policy.breaker is not None:
             self.policy.breaker.release(attempt.endpoint.breaker_key)
-        if self.attempt_spans:
+        if self.attempt_spans and self.tracing:
             end_span(attempt.span, error)
 
     def failed(self, attempt: _Attempt, error: BaseException) -> float:
@@ -265,11 +276,13 @@ class Run:
             report_fault("classifying an error", exc)
             failure, retry_after = Failure.FATAL, None
         if self.attempt_spans:
-            seconds = time.perf_counter() - attempt.started
-            metric_attrs = self._metric_attrs(endpoint)
-            metric_attrs[sc.ERROR_TYPE] = error_type(error)
-            self.telemetry.record_attempt(seconds, None, metric_attrs)
-            end_span(attempt.span, error, {sc.FAILURE_CLASS: failure.value})
+            if self.measuring:
+                seconds = time.perf_counter() - attempt.started
+                metric_attrs = self._metric_attrs(endpoint)
+                metric_attrs[sc.ERROR_TYPE] = error_type(error)
+                self.telemetry.record_attempt(seconds, None, metric_attrs)
+            if self.tracing:
+                end_span(attempt.span, error, {sc.FAILURE_CLASS: failure.value})
         if self.policy.breaker is not None:
             state = self.policy.breaker.record(endpoint.breaker_key, not failure.transient)
             if state is not None:
@@ -351,6 +364,8 @@ class Run:
 
     def finish(self, error: BaseException | None) -> None:
         """End the guarded call's span with its summary."""
+        if not self.tracing:
+            return
         attrs: Attrs = {
             sc.GUARD_ATTEMPTS: self.attempts,
             sc.GUARD_RETRIES: self.retries,
@@ -389,8 +404,24 @@ def begin(
     outer = _deadline.get()
     if outer is not None and (deadline is None or outer < deadline):
         deadline = outer
-    span = telemetry.start_span(span_name, SpanKind.INTERNAL, span_attrs)
-    return Run(route, policy, endpoints, request, telemetry, span, deadline, attempt_spans)
+    tracing = telemetry.tracing()
+    span = (
+        telemetry.start_span(span_name, SpanKind.INTERNAL, span_attrs)
+        if tracing
+        else trace.INVALID_SPAN
+    )
+    return Run(
+        route,
+        policy,
+        endpoints,
+        request,
+        telemetry,
+        span,
+        deadline,
+        attempt_spans,
+        tracing,
+        telemetry.measuring(),
+    )
 
 
 def run_sync(run: Run) -> Any:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import _internal as _metrics_internal
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
@@ -21,6 +22,14 @@ from aiguard._types import Usage
 log = logging.getLogger("aiguard")
 
 _VERSION = "0.1.0"
+_NOOP_TRACER_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+# The API's default until an SDK is set is a private proxy class; if it moves, aiguard only
+# loses the shortcut (it records into the no-op), never correctness.
+_NOOP_METER_PROVIDERS: tuple[type, ...] = tuple(
+    cls
+    for cls in (getattr(_metrics_internal, "_ProxyMeterProvider", None), metrics.NoOpMeterProvider)
+    if isinstance(cls, type)
+)
 _reported: set[str] = set()
 
 Attrs = dict[str, AttributeValue]
@@ -49,6 +58,8 @@ class Telemetry:
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
+        self._explicit_traces = tracer_provider is not None
+        self._explicit_metrics = meter_provider is not None
         self.tracer = trace.get_tracer("aiguard", _VERSION, tracer_provider=tracer_provider)
         meter = metrics.get_meter("aiguard", _VERSION, meter_provider=meter_provider)
         self.duration = meter.create_histogram(
@@ -74,6 +85,18 @@ class Telemetry:
             unit="{transition}",
             description="Circuit breaker state changes",
         )
+
+    def tracing(self) -> bool:
+        """Is anything listening for spans? False while only the API's no-op is there."""
+        if self._explicit_traces:
+            return True
+        return not isinstance(trace.get_tracer_provider(), _NOOP_TRACER_PROVIDERS)
+
+    def measuring(self) -> bool:
+        """Is anything listening for metrics?"""
+        if self._explicit_metrics:
+            return True
+        return not isinstance(metrics.get_meter_provider(), _NOOP_METER_PROVIDERS)
 
     # -- spans ---------------------------------------------------------------------------------
 

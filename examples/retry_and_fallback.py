@@ -30,7 +30,7 @@ def main() -> None:
         reply = client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
         print(f"outage on gpt-4o, answered by the fallback {reply.model}")
 
-        print(f"{len(server.requests)} requests reached the server:")
+        print(f"{len(server.requests)} requests reached the server; the spans recorded:")
         for span in telemetry.spans():
             attrs = span.attributes or {}
             print(f"  {span.name:<24} {attrs.get('error.type', 'ok')}")

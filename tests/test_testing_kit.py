@@ -56,3 +56,13 @@ def test_non_json_body_is_a_400(server):
 
     response = httpx2.post(f"{server.url}/chat/completions", content=b"{not json")
     assert response.status_code == 400
+
+
+def test_the_readme_testing_snippet_works(aiguard_server, aiguard_telemetry):
+    import aiguard
+
+    client = aiguard.wrap(openai.OpenAI(base_url=aiguard_server.url, api_key="test"))
+    aiguard_server.fail("gpt-4o", status=429, headers={"retry-after": "0"})
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert len(aiguard_server.requests) == 2
+    assert aiguard_telemetry.span("aiguard chat gpt-4o").attributes["aiguard.retries"] == 1

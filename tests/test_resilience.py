@@ -232,12 +232,18 @@ def test_open_breaker_goes_straight_to_the_fallback(make_client, server):
     assert [r.model for r in server.requests] == ["gpt-4o", "backup", "backup"]
 
 
-def test_breaker_half_open_probe_closes_on_success(make_client, server):
-    breaker = aiguard.Breaker(failures=1, reset_after=0.2)
+def tripped(make_client, server, reset_after):
+    """A client whose gpt-4o circuit has just opened after one 500."""
+    breaker = aiguard.Breaker(failures=1, reset_after=reset_after)
     client = make_client(retry=aiguard.Retry(attempts=1), breaker=breaker)
     server.fail("gpt-4o", status=500)
     with pytest.raises(openai.InternalServerError):
         ask(client)
+    return client, breaker
+
+
+def test_breaker_half_open_probe_closes_on_success(make_client, server):
+    client, breaker = tripped(make_client, server, reset_after=0.2)
     with pytest.raises(aiguard.CircuitOpen):
         ask(client)
     time.sleep(0.25)
@@ -246,11 +252,8 @@ def test_breaker_half_open_probe_closes_on_success(make_client, server):
 
 
 def test_breaker_half_open_probe_failure_reopens(make_client, server):
-    breaker = aiguard.Breaker(failures=1, reset_after=0.2)
-    client = make_client(retry=aiguard.Retry(attempts=1), breaker=breaker)
-    server.fail("gpt-4o", status=500, times=2)
-    with pytest.raises(openai.InternalServerError):
-        ask(client)
+    client, _ = tripped(make_client, server, reset_after=0.2)
+    server.fail("gpt-4o", status=500)
     time.sleep(0.25)
     with pytest.raises(openai.InternalServerError):
         ask(client)
@@ -259,11 +262,7 @@ def test_breaker_half_open_probe_failure_reopens(make_client, server):
 
 
 def test_breaker_lets_one_probe_through_under_concurrency(make_client, server):
-    breaker = aiguard.Breaker(failures=1, reset_after=0.1)
-    client = make_client(retry=aiguard.Retry(attempts=1), breaker=breaker)
-    server.fail("gpt-4o", status=500)
-    with pytest.raises(openai.InternalServerError):
-        ask(client)
+    client, _ = tripped(make_client, server, reset_after=0.1)
     time.sleep(0.15)
     server.fail("gpt-4o", delay=0.3)  # the probe is slow
     results: list[str] = []

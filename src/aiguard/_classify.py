@@ -7,33 +7,19 @@ network errors.
 
 from __future__ import annotations
 
-import importlib
-import sys
-from collections.abc import Callable
-
+from aiguard import adapters
 from aiguard._errors import AIGuardError
 from aiguard._policy import Failure
-
-Classifier = Callable[[BaseException], tuple[Failure, "float | None"]]
-
-# Module whose exceptions an adapter understands -> the adapter module.
-_ADAPTERS = {
-    "openai": "aiguard.adapters._openai",
-}
-_loaded: dict[str, Classifier] = {}
 
 
 def classify(error: BaseException) -> tuple[Failure, float | None]:
     if isinstance(error, AIGuardError):  # aiguard's own refusals are final
         return Failure.FATAL, None
     for cls in type(error).__mro__:
-        root = cls.__module__.partition(".")[0]
-        adapter = _ADAPTERS.get(root)
-        if adapter is not None and root in sys.modules:
-            classifier = _loaded.get(root)
-            if classifier is None:
-                classifier = _loaded[root] = importlib.import_module(adapter).classify
-            return classifier(error)
+        adapter = adapters.loaded(cls.__module__.partition(".")[0])
+        if adapter is not None:
+            result: tuple[Failure, float | None] = adapter.classify(error)
+            return result
     if isinstance(error, TimeoutError | ConnectionError):
         return Failure.OUTAGE, None
     return Failure.FATAL, None

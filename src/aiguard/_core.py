@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -474,6 +474,3 @@ async def run_async(run: Run) -> Any:
         raise
     finally:
         run.finish(error)
-
-
-AsyncInvoke = Callable[[dict[str, Any]], Awaitable[Any]]

@@ -25,7 +25,7 @@ from aiguard._breaker import Breaker
 from aiguard._classify import classify
 from aiguard._core import Endpoint, Run, _deadline, begin, run_async, run_sync
 from aiguard._errors import CheckFailed, DeadlineExceeded
-from aiguard._policy import Failure, Policy, Retry, Target
+from aiguard._policy import Policy, Retry, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
 
@@ -394,6 +394,3 @@ def _enter(run: Run) -> object:
 def _leave(token: object) -> None:
     with contextlib.suppress(Exception):
         otel_context.detach(token)  # type: ignore[arg-type]
-
-
-__all__ = ["Failure", "guard"]

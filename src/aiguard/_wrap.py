@@ -6,16 +6,16 @@ callables); everything else on the client passes through to the original object 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import wrapt
 
 from aiguard import _semconv as sc
+from aiguard import adapters
 from aiguard._breaker import Breaker
 from aiguard._core import Endpoint, Route, begin, run_async, run_sync
-from aiguard._policy import Failure, Policy, Retry, Target
+from aiguard._policy import Policy, Retry, Target
 
 C = TypeVar("C")
 
@@ -133,12 +133,6 @@ def endpoint_cache(make: Callable[[str], Endpoint]) -> Callable[[str], Endpoint]
     return get
 
 
-# Adapters, tried in order: (module that must be imported, adapter module, what it wraps).
-_ADAPTERS: list[tuple[str, str, str]] = [
-    ("openai", "aiguard.adapters._openai", "openai.OpenAI, openai.AsyncOpenAI"),
-]
-
-
 def wrap(
     client: C,
     *,
@@ -172,25 +166,13 @@ def wrap(
     if provider is not None and (not isinstance(provider, str) or not provider.strip()):
         raise TypeError(f"provider= must be a non-empty string, got {provider!r}")
     target = unwrap(client)
-    for module, adapter_name, _ in _ADAPTERS:
-        if module not in _imported_modules():
-            continue
-        adapter = importlib.import_module(adapter_name)
-        if adapter.supports(target):
+    for sdk in adapters.ADAPTERS:
+        adapter = adapters.loaded(sdk)
+        if adapter is not None and adapter.supports(target):
             wrapped: C = adapter.wrap(target, merged, provider)
             return wrapped
-    supported = "; ".join(what for _, _, what in _ADAPTERS)
     raise TypeError(
         f"aiguard.wrap() cannot wrap {type(client).__module__}.{type(client).__qualname__}. "
-        f"Supported clients: {supported}. To guard any other function, decorate it with "
-        "@aiguard.guard()."
+        f"Supported clients: {adapters.supported()}. To guard any other function, decorate it "
+        "with @aiguard.guard()."
     )
-
-
-def _imported_modules() -> set[str]:
-    import sys
-
-    return {name for name in ("openai", "anthropic", "llama_cpp", "ollama") if name in sys.modules}
-
-
-__all__ = ["Failure", "GuardedProxy", "guarded_method", "wrap"]

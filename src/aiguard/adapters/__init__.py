@@ -1,0 +1,29 @@
+"""Provider adapters, one module each, loaded only once their SDK has been imported.
+
+An object or exception of an SDK that was never imported cannot exist, so an adapter whose SDK
+is absent from ``sys.modules`` is never needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+
+# SDK module -> (adapter module, what it wraps).
+ADAPTERS: dict[str, tuple[str, str]] = {
+    "openai": ("aiguard.adapters._openai", "openai.OpenAI, openai.AsyncOpenAI"),
+}
+
+
+def loaded(sdk: str) -> ModuleType | None:
+    """The adapter for the SDK module ``sdk``, if there is one and that SDK is imported."""
+    entry = ADAPTERS.get(sdk)
+    if entry is None or sdk not in sys.modules:
+        return None
+    return importlib.import_module(entry[0])
+
+
+def supported() -> str:
+    """What ``aiguard.wrap`` can wrap, for error messages."""
+    return "; ".join(what for _, what in ADAPTERS.values())

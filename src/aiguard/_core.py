@@ -11,18 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable, Hashable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
+from aiguard import _budget, prices
 from aiguard import _semconv as sc
-from aiguard._errors import CircuitOpen, DeadlineExceeded
+from aiguard._budget import Budget
+from aiguard._errors import BudgetExceeded, CircuitOpen, DeadlineExceeded
+from aiguard._messages import DEFAULT_MAX_OUTPUT_TOKENS
 from aiguard._policy import Failure, Policy, Retry
 from aiguard._telemetry import (
     Attrs,
@@ -36,8 +41,18 @@ from aiguard._telemetry import (
 )
 from aiguard._types import Usage
 
-# The deadline of the innermost guarded call in progress: nested guards never outlive it.
-_deadline: ContextVar[float | None] = ContextVar("aiguard_deadline", default=None)
+# The innermost guarded call with an attempt in progress: nested guards never outlive its
+# deadline and add their cost to its total.
+_frame: ContextVar[Run | None] = ContextVar("aiguard_frame", default=None)
+_ZERO = Decimal(0)
+_cost_lock = threading.Lock()
+
+
+def current_deadline() -> float | None:
+    """The deadline (on ``time.monotonic()``) of the innermost guarded call in progress."""
+    run = _frame.get()
+    return None if run is None else run.deadline
+
 
 # Set on an exception a guard gave up on after retrying, so an outer guard does not retry it again.
 _RETRIED = "_aiguard_retried"
@@ -48,12 +63,18 @@ class Route(Protocol):
 
     operation: str
     span_kind: SpanKind
+    # Does a response carry usage that has a price? False for the decorator's functions.
+    priced: bool
 
     def request_attributes(self, request: dict[str, Any]) -> Attrs: ...
 
     def response_attributes(self, result: Any) -> tuple[Attrs, Usage | None]: ...
 
     def classify(self, error: BaseException) -> tuple[Failure, float | None]: ...
+
+    def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
+        """Upper bounds of the request's input tokens and of its output tokens (None: unset)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -76,8 +97,9 @@ class _Attempt:
     index: int
     span: Span
     token: object | None
-    deadline_token: Token[float | None] | None
+    scope: list[tuple[ContextVar[Any], Token[Any]]] | None
     started: float
+    reserved: Decimal = _ZERO
 
 
 @dataclass(slots=True)
@@ -109,6 +131,12 @@ class Run:
     history: list[_Failed] = field(default_factory=list)
     skipped: list[tuple[str, float]] = field(default_factory=list)
     request_attrs: Attrs | None = None
+    parent: Run | None = None
+    budgets: tuple[Budget, ...] = ()
+    tag: str | None = None
+    cost: Decimal = _ZERO  # over this call's attempts and the guarded calls nested in it
+    costed: bool = False
+    estimate: tuple[int, int] | None = None
 
     # -- choosing where the next request goes --------------------------------------------------
 
@@ -163,6 +191,11 @@ class Run:
     def start_attempt(
         self, endpoint: Endpoint, remaining: float | None
     ) -> tuple[_Attempt, dict[str, Any]]:
+        """Open an attempt: reserve its worst-case cost, start its span, enter its scope.
+
+        Raises :class:`BudgetExceeded` (nothing sent) when a budget has no room for it.
+        """
+        reserved = self._reserve(endpoint) if self.budgets else _ZERO
         self.attempts += 1
         self.on_target += 1
         request = self.request
@@ -175,7 +208,7 @@ class Run:
                 if not isinstance(given, int | float) or given > remaining:
                     request[endpoint.timeout_param] = remaining
         span = self.span
-        token = deadline_token = None
+        token = None
         if self.tracing:
             if self.attempt_spans:
                 span = self._attempt_span(endpoint)
@@ -183,10 +216,88 @@ class Run:
                 token = otel_context.attach(trace.set_span_in_context(span))
             except Exception as exc:
                 report_fault("attaching the span context", exc)
-        if self.deadline is not None:
-            deadline_token = _deadline.set(self.deadline)
-        attempt = _Attempt(endpoint, self.index, span, token, deadline_token, time.perf_counter())
+        attempt = _Attempt(
+            endpoint, self.index, span, token, self.enter(), time.perf_counter(), reserved
+        )
         return attempt, request
+
+    def enter(self) -> list[tuple[ContextVar[Any], Token[Any]]]:
+        """Make this call the parent of guarded calls made until :meth:`leave`."""
+        scope: list[tuple[ContextVar[Any], Token[Any]]] = [(_frame, _frame.set(self))]
+        policy = self.policy
+        if policy.budget is not None:
+            scope.append((_budget.active, _budget.active.set(self.budgets)))
+        if policy.tag is not None:
+            scope.append((_budget.current_tag, _budget.current_tag.set(policy.tag)))
+        return scope
+
+    @staticmethod
+    def leave(scope: list[tuple[ContextVar[Any], Token[Any]]] | None) -> None:
+        if scope:
+            for var, token in reversed(scope):
+                var.reset(token)
+
+    # -- cost and budgets ----------------------------------------------------------------------
+
+    def _reserve(self, endpoint: Endpoint) -> Decimal:
+        """Hold the attempt's worst-case cost on every budget in force, or refuse the call."""
+        if not self.route.priced:
+            return _ZERO
+        price = prices.lookup(endpoint.provider, endpoint.model)
+        if price is None or not price.per_token:
+            return _ZERO  # unknown price or compute time: settled after the call
+        if self.estimate is None:
+            inputs, outputs = self.route.estimate(self.request)
+            self.estimate = (inputs, DEFAULT_MAX_OUTPUT_TOKENS if outputs is None else outputs)
+        amount = price.worst_case(*self.estimate)
+        held: list[Budget] = []
+        try:
+            for budget in self.budgets:
+                budget.reserve(amount, endpoint.model)
+                held.append(budget)
+        except BudgetExceeded:
+            for budget in held:
+                budget.settle(amount, _ZERO)
+            self.telemetry.count(
+                self.telemetry.refusals,
+                {sc.REQUEST_MODEL: endpoint.model, sc.REFUSAL_KIND: "budget"},
+            )
+            add_event(self.span, "aiguard.budget.refused", {sc.REQUEST_MODEL: endpoint.model})
+            raise
+        return amount
+
+    def _charge(
+        self, attempt: _Attempt, usage: Usage | None, response_model: Any, seconds: float
+    ) -> Decimal | None:
+        """Price a finished attempt, settle its reservations and add it to the totals."""
+        cost: Decimal | None = None
+        try:
+            endpoint = attempt.endpoint
+            price = None
+            if isinstance(response_model, str) and response_model != endpoint.model:
+                price = prices.lookup(endpoint.provider, response_model)
+            if price is None:
+                price = prices.lookup(endpoint.provider, endpoint.model)
+            if price is not None:
+                cost = price.cost(usage, seconds)
+        except Exception as exc:
+            report_fault("pricing a call", exc)
+            cost = attempt.reserved or None  # a hard budget assumes the worst
+        for budget in self.budgets:
+            budget.settle(attempt.reserved, cost or _ZERO)
+        if cost is not None:
+            self.add_cost(cost)
+        return cost
+
+    def add_cost(self, cost: Decimal) -> None:
+        with _cost_lock:  # nested calls may finish on other threads
+            self.cost += cost
+            self.costed = True
+
+    def _release(self, attempt: _Attempt) -> None:
+        if attempt.reserved:
+            for budget in self.budgets:
+                budget.settle(attempt.reserved, _ZERO)
 
     def _attempt_span(self, endpoint: Endpoint) -> Span:
         if self.request_attrs is None:
@@ -220,8 +331,7 @@ class Run:
         return dict(base)
 
     def _detach(self, attempt: _Attempt) -> None:
-        if attempt.deadline_token is not None:
-            _deadline.reset(attempt.deadline_token)
+        self.leave(attempt.scope)
         if attempt.token is not None:
             try:
                 otel_context.detach(attempt.token)  # type: ignore[arg-type]
@@ -236,7 +346,7 @@ class Run:
             state = self.policy.breaker.record(endpoint.breaker_key, True)
             if state is not None:
                 self._breaker_changed(endpoint, state)
-        if not self.attempt_spans or not (self.tracing or self.measuring):
+        if not self.attempt_spans or not (self.tracing or self.measuring or self.budgets):
             return
         seconds = time.perf_counter() - attempt.started
         try:
@@ -244,20 +354,29 @@ class Run:
         except Exception as exc:
             report_fault("reading response attributes", exc)
             attrs, usage = {}, None
+        model = attrs.get(sc.RESPONSE_MODEL)
+        cost = self._charge(attempt, usage, model, seconds) if self.route.priced else None
         if self.measuring:
             metric_attrs = self._metric_attrs(endpoint)
-            model = attrs.get(sc.RESPONSE_MODEL)
             if model is not None:
                 metric_attrs[sc.RESPONSE_MODEL] = model
             self.telemetry.record_attempt(seconds, usage, metric_attrs)
+            if cost is not None:
+                if self.tag is not None:
+                    metric_attrs[sc.TAG] = self.tag
+                self.telemetry.record_cost(cost, metric_attrs)
         if self.tracing:
             if usage is not None:
                 attrs.update(usage_attributes(usage))
+            if cost is not None:
+                attrs[sc.COST_USD] = float(cost)
+                attrs[sc.COST_BASIS] = cost_basis(endpoint)
             end_span(attempt.span, None, attrs)
 
     def aborted(self, attempt: _Attempt, error: BaseException) -> None:
         """The attempt was cancelled or interrupted: end its span, decide nothing."""
         self._detach(attempt)
+        self._release(attempt)
         if self.policy.breaker is not None:
             self.policy.breaker.release(attempt.endpoint.breaker_key)
         if self.attempt_spans and self.tracing:
@@ -266,9 +385,11 @@ class Run:
     def failed(self, attempt: _Attempt, error: BaseException) -> float:
         """Record a failed attempt and decide: the seconds to wait before the next attempt.
 
-        Raises ``error`` (or an aiguard refusal) when the call should give up.
+        Raises ``error`` (or an aiguard refusal) when the call should give up. A failed attempt
+        reported no usage, so it costs nothing: its reservation is released.
         """
         self._detach(attempt)
+        self._release(attempt)
         endpoint = attempt.endpoint
         try:
             failure, retry_after = self.route.classify(error)
@@ -363,7 +484,9 @@ class Run:
         return refusal
 
     def finish(self, error: BaseException | None) -> None:
-        """End the guarded call's span with its summary."""
+        """End the guarded call's span with its summary; add its cost to the enclosing call's."""
+        if self.parent is not None and self.costed:
+            self.parent.add_cost(self.cost)
         if not self.tracing:
             return
         attrs: Attrs = {
@@ -376,7 +499,18 @@ class Run:
             attrs[sc.FALLBACK_MODEL] = self.endpoints[self.index].model
         if self.skipped:
             attrs[sc.BREAKER_SKIPPED] = len(self.skipped)
+        if self.costed:
+            attrs[sc.COST_TOTAL_USD] = float(self.cost)
+        if self.budgets:
+            attrs[sc.BUDGET_REMAINING_USD] = float(min(b.remaining for b in self.budgets))
+        if self.tag is not None:
+            attrs[sc.TAG] = self.tag
         end_span(self.span, error, attrs)
+
+
+def cost_basis(endpoint: Endpoint) -> str:
+    price = prices.lookup(endpoint.provider, endpoint.model)
+    return "compute_time" if price is not None and not price.per_token else "tokens"
 
 
 class _Testing:
@@ -401,9 +535,14 @@ def begin(
     telemetry = current()
     now = time.monotonic()
     deadline = now + policy.timeout if policy.timeout is not None else None
-    outer = _deadline.get()
-    if outer is not None and (deadline is None or outer < deadline):
-        deadline = outer
+    parent = _frame.get()
+    if parent is not None:
+        outer = parent.deadline
+        if outer is not None and (deadline is None or outer < deadline):
+            deadline = outer
+    budgets = _budget.active.get()
+    if policy.budget is not None and policy.budget not in budgets:
+        budgets = (*budgets, policy.budget)
     tracing = telemetry.tracing()
     span = (
         telemetry.start_span(span_name, SpanKind.INTERNAL, span_attrs)
@@ -421,6 +560,9 @@ def begin(
         attempt_spans,
         tracing,
         telemetry.measuring(),
+        parent=parent,
+        budgets=budgets,
+        tag=policy.tag if policy.tag is not None else _budget.current_tag.get(),
     )
 
 

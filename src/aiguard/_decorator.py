@@ -22,8 +22,9 @@ from opentelemetry.trace import SpanKind
 
 from aiguard import _semconv as sc
 from aiguard._breaker import Breaker
+from aiguard._budget import Budget
 from aiguard._classify import classify
-from aiguard._core import Endpoint, Run, _deadline, begin, run_async, run_sync
+from aiguard._core import Endpoint, Run, begin, current_deadline, run_async, run_sync
 from aiguard._errors import CheckFailed, DeadlineExceeded
 from aiguard._policy import Policy, Retry, Target
 from aiguard._telemetry import Attrs
@@ -37,9 +38,13 @@ class _FunctionRoute:
     """The decorator's view for the core: no inference spans of its own."""
 
     span_kind = SpanKind.INTERNAL
+    priced = False
 
     def __init__(self, name: str) -> None:
         self.operation = name
+
+    def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
+        return 0, 0
 
     def request_attributes(self, request: dict[str, Any]) -> Attrs:
         return {}
@@ -131,6 +136,8 @@ def guard(
     timeout: float | None = ...,
     breaker: Breaker | None = ...,
     fallback_on: Any = ...,
+    budget: Budget | None = ...,
+    tag: str | None = ...,
     name: str | None = None,
     validate_args: bool = True,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
@@ -146,6 +153,8 @@ def guard(
     timeout: Any = ...,
     breaker: Any = ...,
     fallback_on: Any = ...,
+    budget: Any = ...,
+    tag: Any = ...,
     name: str | None = None,
     validate_args: bool = True,
 ) -> Any:
@@ -153,7 +162,8 @@ def guard(
 
     Works on sync and async functions, generators and async generators (those are retried only
     before their first item). Fallbacks re-call the function with ``model=`` set to the next
-    model, so the function needs a ``model`` parameter to use them.
+    model, so the function needs a ``model`` parameter to use them. ``budget`` and ``tag``
+    apply to every guarded call the function makes.
 
     Example::
 
@@ -169,6 +179,8 @@ def guard(
         timeout=timeout,
         breaker=breaker,
         fallback_on=fallback_on,
+        budget=budget,
+        tag=tag,
     )
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"guard(name=...) must be a non-empty string, got {name!r}")
@@ -271,7 +283,7 @@ class _Guarded:
     def _invoke_async(self, request: dict[str, Any]) -> Any:
         bound = inspect.BoundArguments(self.signature, request)
         coroutine = self.fn(*bound.args, **bound.kwargs)
-        deadline = _deadline.get()
+        deadline = current_deadline()
         if deadline is None:
             return coroutine
         return _within(coroutine, deadline, self.policy.timeout)
@@ -387,10 +399,18 @@ def _loop_time(deadline: float) -> float:
     return asyncio.get_running_loop().time() + (deadline - time.monotonic())
 
 
-def _enter(run: Run) -> object:
-    return otel_context.attach(trace.set_span_in_context(run.span))
-
-
-def _leave(token: object) -> None:
+def _enter(run: Run) -> tuple[object, Any]:
+    # Between items the generator body runs as part of the guarded call: its span is current
+    # and nested guarded calls see its deadline, budgets and tag.
+    token: object = None
     with contextlib.suppress(Exception):
-        otel_context.detach(token)  # type: ignore[arg-type]
+        token = otel_context.attach(trace.set_span_in_context(run.span))
+    return token, run.enter()
+
+
+def _leave(tokens: tuple[object, Any]) -> None:
+    token, scope = tokens
+    Run.leave(scope)
+    if token is not None:
+        with contextlib.suppress(Exception):
+            otel_context.detach(token)  # type: ignore[arg-type]

@@ -7,6 +7,8 @@ and each message says what happened and what to do about it.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 
 class AIGuardError(Exception):
     """Base class of every refusal aiguard raises on its own account.
@@ -63,3 +65,44 @@ class DeadlineExceeded(AIGuardError, TimeoutError):
             f"the guarded call's deadline of {timeout:g}s passed after {attempts} attempt(s). "
             "Raise timeout= on the policy, or lower Retry(attempts=...) so retries fit in it."
         )
+
+
+class BudgetExceeded(AIGuardError):
+    """A budget refused the call before it was sent: its worst-case cost does not fit.
+
+    ``limit``, ``spent`` and ``reserved`` (held by calls in flight) describe the budget, and
+    ``estimate`` the call's worst case, all in USD (``decimal.Decimal``); ``per_call`` is true
+    when the budget's ``per_call_usd`` refused it. Nothing was sent and nothing was charged.
+    """
+
+    def __init__(
+        self,
+        budget: str,
+        limit: Decimal,
+        spent: Decimal,
+        reserved: Decimal,
+        estimate: Decimal,
+        model: str,
+        per_call: bool = False,
+    ) -> None:
+        self.budget = budget
+        self.limit = limit
+        self.spent = spent
+        self.reserved = reserved
+        self.estimate = estimate
+        self.model = model
+        self.per_call = per_call
+        if per_call:
+            what = (
+                f"the call to {model!r} may cost up to ${estimate:.6f}, more than {budget}'s "
+                f"per-call limit of ${limit:.6f}"
+            )
+            advice = "Lower max_tokens or shorten the input, or raise Budget(per_call_usd=...)."
+        else:
+            what = (
+                f"the call to {model!r} may cost up to ${estimate:.6f} and {budget} has "
+                f"${max(limit - spent - reserved, Decimal(0)):.6f} left (limit ${limit:.6f}, "
+                f"spent ${spent:.6f}, ${reserved:.6f} reserved by calls in flight)"
+            )
+            advice = "Raise Budget(usd=...), or lower max_tokens so the worst case fits."
+        super().__init__(f"budget exceeded: {what}. Nothing was sent. {advice}")

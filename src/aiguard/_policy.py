@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiguard._breaker import Breaker
+from aiguard._budget import Budget, _check_tag
 
 
 def _check_seconds(what: str, value: Any) -> None:
@@ -124,6 +125,8 @@ class Policy:
     timeout: float | None = None
     breaker: Breaker | None = None
     fallback_on: frozenset[Failure] = DEFAULT_FALLBACK_ON
+    budget: Budget | None = None
+    tag: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.retry, Retry):
@@ -136,6 +139,13 @@ class Policy:
                 raise ValueError(f"timeout={self.timeout} must be a positive number of seconds")
         if self.breaker is not None and not isinstance(self.breaker, Breaker):
             raise TypeError(f"breaker= must be an aiguard.Breaker, got {self.breaker!r}")
+        if self.budget is not None and not isinstance(self.budget, Budget):
+            raise TypeError(
+                f"budget= must be an aiguard.Budget (e.g. aiguard.Budget(usd=5)), got "
+                f"{self.budget!r}"
+            )
+        if self.tag is not None:
+            _check_tag(self.tag)
 
     @classmethod
     def build(
@@ -147,6 +157,8 @@ class Policy:
         timeout: Any = ...,
         breaker: Any = ...,
         fallback_on: Any = ...,
+        budget: Any = ...,
+        tag: Any = ...,
     ) -> Policy:
         """Merge explicit keywords over ``policy`` (``...`` means "not given")."""
         if policy is not None and not isinstance(policy, Policy):
@@ -158,6 +170,8 @@ class Policy:
             timeout=base.timeout if timeout is ... else timeout,
             breaker=base.breaker if breaker is ... else breaker,
             fallback_on=base.fallback_on if fallback_on is ... else _failures(fallback_on),
+            budget=base.budget if budget is ... else budget,
+            tag=base.tag if tag is ... else tag,
         )
 
 

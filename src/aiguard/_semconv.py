@@ -57,6 +57,12 @@ RETRY_WAIT = "aiguard.retry.wait_s"
 BREAKER_SKIPPED = "aiguard.breaker.skipped"
 BREAKER_STATE = "aiguard.breaker.state"
 DEADLINE = "aiguard.deadline_s"
+COST_USD = "aiguard.cost.usd"
+COST_TOTAL_USD = "aiguard.cost.total_usd"
+COST_BASIS = "aiguard.cost.basis"
+BUDGET_REMAINING_USD = "aiguard.budget.remaining_usd"
+TAG = "aiguard.tag"
+REFUSAL_KIND = "aiguard.refusal"
 
 # Metrics
 METRIC_DURATION = "gen_ai.client.operation.duration"
@@ -64,6 +70,8 @@ METRIC_TOKENS = "gen_ai.client.token.usage"
 METRIC_RETRIES = "aiguard.retries"
 METRIC_FALLBACKS = "aiguard.fallbacks"
 METRIC_BREAKER = "aiguard.breaker.transitions"
+METRIC_COST = "aiguard.cost"
+METRIC_REFUSALS = "aiguard.refusals"
 TOKEN_TYPE = "gen_ai.token.type"
 
 DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01 ... 81.92 s

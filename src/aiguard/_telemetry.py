@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -85,6 +86,14 @@ class Telemetry:
             unit="{transition}",
             description="Circuit breaker state changes",
         )
+        self.cost = meter.create_counter(
+            sc.METRIC_COST, unit="USD", description="What guarded model calls cost"
+        )
+        self.refusals = meter.create_counter(
+            sc.METRIC_REFUSALS,
+            unit="{call}",
+            description="Calls aiguard refused before sending (budget, check)",
+        )
 
     def tracing(self) -> bool:
         """Is anything listening for spans? False while only the API's no-op is there."""
@@ -134,6 +143,12 @@ class Telemetry:
                     self.tokens.record(usage.input_tokens, {**attributes, sc.TOKEN_TYPE: "input"})
                 if usage.output_tokens is not None:
                     self.tokens.record(usage.output_tokens, {**attributes, sc.TOKEN_TYPE: "output"})
+        except Exception as exc:
+            report_fault("recording a metric", exc)
+
+    def record_cost(self, cost: Decimal, attributes: Attrs) -> None:
+        try:
+            self.cost.add(float(cost), attributes)
         except Exception as exc:
             report_fault("recording a metric", exc)
 

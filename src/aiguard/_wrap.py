@@ -14,6 +14,7 @@ import wrapt
 from aiguard import _semconv as sc
 from aiguard import adapters
 from aiguard._breaker import Breaker
+from aiguard._budget import Budget
 from aiguard._core import Endpoint, Route, begin, run_async, run_sync
 from aiguard._policy import Policy, Retry, Target
 
@@ -142,6 +143,8 @@ def wrap(
     timeout: float | None = ...,  # type: ignore[assignment]
     breaker: Breaker | None = ...,  # type: ignore[assignment]
     fallback_on: Any = ...,
+    budget: Budget | None = ...,  # type: ignore[assignment]
+    tag: str | None = ...,  # type: ignore[assignment]
     provider: str | None = None,
 ) -> C:
     """Return ``client`` guarded: same type, same API, same results, with policies and telemetry.
@@ -149,6 +152,8 @@ def wrap(
     ``retry`` defaults to ``Retry()``; pass ``retry=None`` for a single attempt. The client's own
     retries are switched off for guarded calls (on a copy: the original client is not changed).
     ``provider`` overrides the ``gen_ai.provider.name`` aiguard detects from the base URL.
+    ``budget`` refuses calls whose worst-case cost does not fit in it; ``tag`` attributes the
+    spend (a feature or tenant name).
 
     Example::
 
@@ -162,6 +167,8 @@ def wrap(
         timeout=timeout,
         breaker=breaker,
         fallback_on=fallback_on,
+        budget=budget,
+        tag=tag,
     )
     if provider is not None and (not isinstance(provider, str) or not provider.strip()):
         raise TypeError(f"provider= must be a non-empty string, got {provider!r}")

@@ -15,6 +15,7 @@ from opentelemetry.trace import SpanKind
 from aiguard import _semconv as sc
 from aiguard._core import Endpoint
 from aiguard._http import failure_for_status, retry_after, server_attributes
+from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
@@ -87,6 +88,7 @@ def _number(value: object) -> bool:
 
 class _Route:
     span_kind = SpanKind.CLIENT
+    priced = True
 
     def __init__(self, operation: str) -> None:
         self.operation = operation
@@ -157,6 +159,71 @@ class ChatRoute(_Route):
             attrs[sc.OPENAI_SYSTEM_FINGERPRINT] = fingerprint
         return attrs, chat_usage(getattr(result, "usage", None))
 
+    def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
+        extra = [to_json(request[key]) for key in _EXTRA_INPUT if request.get(key) is not None]
+        fmt = request.get("response_format")
+        if isinstance(fmt, type):  # parse(response_format=Model): its JSON schema is sent
+            extra.append(to_json(getattr(fmt, "model_json_schema", dict)()))
+        inputs = estimate_input_tokens(chat_messages(request.get("messages")), extra)
+        limit = request.get("max_completion_tokens", request.get("max_tokens"))
+        n = request.get("n")
+        choices = n if isinstance(n, int) and n > 1 else 1
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            return inputs, limit * choices
+        return inputs, None
+
+
+# Request fields sent to the model besides the messages.
+_EXTRA_INPUT = ("tools", "functions", "response_format", "prediction")
+
+
+def chat_messages(messages: Any) -> list[Message]:
+    """A chat completions ``messages`` list in the neutral form (dicts or SDK objects)."""
+    if not isinstance(messages, list | tuple):
+        return []
+    out = []
+    for message in messages:
+        get = message.get if isinstance(message, dict) else _getter(message)
+        role = get("role")
+        parts = _content_parts(get("content"))
+        for call in get("tool_calls") or ():
+            parts.append(Part("tool_call", to_json(_plain(call))))
+        if get("function_call"):
+            parts.append(Part("tool_call", to_json(_plain(get("function_call")))))
+        if role == "tool":
+            parts = [Part("tool_call_response", p.content) for p in parts]
+        out.append(Message(role if isinstance(role, str) else "user", parts))
+    return out
+
+
+def _getter(obj: Any) -> Callable[[str], Any]:
+    return lambda name: getattr(obj, name, None)
+
+
+def _plain(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump() if callable(dump) else value
+
+
+def _content_parts(content: Any) -> list[Part]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [Part("text", content)]
+    if not isinstance(content, list | tuple):
+        return [Part("other", to_json(_plain(content)))]
+    parts = []
+    for item in content:
+        item = _plain(item)
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "text" and isinstance(item.get("text"), str):
+            parts.append(Part("text", item["text"]))
+        elif kind in ("image_url", "image"):
+            parts.append(Part("image"))
+        else:  # audio, files, refusals: counted by their JSON size
+            parts.append(Part("other", to_json(item)))
+    return parts
+
 
 class EmbeddingsRoute(_Route):
     """``embeddings.create``."""
@@ -173,6 +240,19 @@ class EmbeddingsRoute(_Route):
         if _number(dimensions):
             attrs[sc.EMBEDDINGS_DIMENSION] = dimensions
         return attrs
+
+    def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
+        given = request.get("input")
+        items = given if isinstance(given, list) else [given]
+        total = 0
+        for item in items:
+            if isinstance(item, str):
+                total += len(item.encode("utf-8", "surrogatepass"))
+            elif isinstance(item, list):  # already tokens
+                total += len(item)
+            else:
+                total += len(to_json(item))
+        return total, 0
 
     def response_attributes(self, result: Any) -> tuple[Attrs, Usage | None]:
         attrs: Attrs = {}

@@ -1,0 +1,203 @@
+"""Hard spending limits, and the tag spend is attributed to.
+
+A :class:`Budget` is never exceeded: before a call is sent its worst-case cost is reserved, and the
+call is refused when the reservation does not fit; afterwards the reservation is settled to the
+real cost. Budgets apply per wrapped client or decorated function (``budget=``) and to any code in
+a ``with aiguard.budget(...)`` block; every budget in force must have room for the call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from aiguard._errors import BudgetExceeded
+
+_ZERO = Decimal(0)
+T = TypeVar("T")
+
+# Budgets of the enclosing ``with aiguard.budget(...)`` blocks and guarded calls, outermost first.
+active: ContextVar[tuple[Budget, ...]] = ContextVar("aiguard_budgets", default=())
+# The tag of the enclosing ``with aiguard.tag(...)`` block.
+current_tag: ContextVar[str | None] = ContextVar("aiguard_tag", default=None)
+
+
+def _usd(name: str, value: object) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        raise TypeError(f"{name} must be a number of USD, got {value!r}")
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError:
+        raise ValueError(f"{name} must be a number of USD, got {value!r}") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ValueError(f"{name} must be a positive, finite number of USD, got {value!r}")
+    return amount
+
+
+class Budget:
+    """A spending limit in USD that guarded calls reserve against before they are sent.
+
+    ``spent`` is what settled calls cost, ``reserved`` what calls in flight may still cost, and
+    ``remaining`` what is left for new calls. ``per_call_usd`` also refuses any single call whose
+    worst case exceeds it. Safe to share between threads and asyncio tasks.
+
+    Example::
+
+        monthly = aiguard.Budget(usd=50.00, per_call_usd=0.25, name="tenant-42")
+        client = aiguard.wrap(OpenAI(), budget=monthly)
+        print(monthly.spent, monthly.remaining)
+    """
+
+    def __init__(
+        self,
+        usd: float | Decimal | str,
+        *,
+        per_call_usd: float | Decimal | str | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.limit = _usd("Budget(usd=...)", usd)
+        self.per_call = None if per_call_usd is None else _usd("per_call_usd", per_call_usd)
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise TypeError(f"Budget(name=...) must be a non-empty string, got {name!r}")
+        self.name = name
+        self._spent = _ZERO
+        self._reserved = _ZERO
+        self._refusals = 0
+        self._lock = threading.Lock()
+
+    @property
+    def spent(self) -> Decimal:
+        """USD charged by calls that finished."""
+        return self._spent
+
+    @property
+    def reserved(self) -> Decimal:
+        """USD held for calls in flight (their worst case)."""
+        return self._reserved
+
+    @property
+    def remaining(self) -> Decimal:
+        """USD left for new calls (never negative)."""
+        with self._lock:
+            return max(self.limit - self._spent - self._reserved, _ZERO)
+
+    @property
+    def refusals(self) -> int:
+        """How many calls this budget refused."""
+        return self._refusals
+
+    def __repr__(self) -> str:
+        label = f" {self.name!r}" if self.name else ""
+        return f"<aiguard.Budget{label} ${self._spent} of ${self.limit} spent>"
+
+    def _label(self) -> str:
+        return f"budget {self.name!r}" if self.name else "the budget"
+
+    def reserve(self, amount: Decimal, model: str) -> None:
+        """Hold ``amount`` for a call, or raise :class:`BudgetExceeded` and hold nothing."""
+        with self._lock:
+            if self.per_call is not None and amount > self.per_call:
+                self._refusals += 1
+                raise BudgetExceeded(
+                    self._label(), self.per_call, self._spent, self._reserved, amount, model, True
+                )
+            if self._spent + self._reserved + amount > self.limit:
+                self._refusals += 1
+                raise BudgetExceeded(
+                    self._label(), self.limit, self._spent, self._reserved, amount, model
+                )
+            self._reserved += amount
+
+    def settle(self, reserved: Decimal, cost: Decimal) -> None:
+        """Release a reservation and charge what the call really cost."""
+        with self._lock:
+            self._reserved = max(self._reserved - reserved, _ZERO)
+            self._spent += cost
+
+    def _scope(self) -> _Scope[Budget]:
+        def enter() -> Token[Any]:
+            outer = active.get()
+            return active.set(outer if self in outer else (*outer, self))
+
+        return _Scope(enter, active, self)
+
+
+class _Scope(Generic[T]):
+    """A ``with`` / ``async with`` block that sets a context variable for the code inside."""
+
+    __slots__ = ("_enter", "_token", "_value", "_var")
+
+    def __init__(self, enter: Callable[[], Token[Any]], var: ContextVar[Any], value: T) -> None:
+        self._enter = enter
+        self._var = var
+        self._value = value
+        self._token: Token[Any] | None = None
+
+    def __enter__(self) -> T:
+        if self._token is not None:
+            raise RuntimeError("this aiguard scope is already entered; make a new one per block")
+        self._token = self._enter()
+        return self._value
+
+    def __exit__(self, *exc: object) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            self._var.reset(token)
+
+    async def __aenter__(self) -> T:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__()
+
+
+def budget(
+    usd: float | Decimal | str | Budget | None = None,
+    *,
+    per_call_usd: float | Decimal | str | None = None,
+    name: str | None = None,
+) -> _Scope[Budget]:
+    """A block in which every guarded call also counts against a budget (sync or async code).
+
+    Pass a limit to make a new :class:`Budget`, or an existing one to apply it again (a tenant's
+    budget shared across requests). Nested blocks all apply; the block gives the budget.
+
+    Example::
+
+        with aiguard.budget(usd=2.00) as b:
+            answer = client.chat.completions.create(model="gpt-4o", messages=msgs)
+        print(b.spent, b.remaining)
+    """
+    if isinstance(usd, Budget):
+        if per_call_usd is not None or name is not None:
+            raise TypeError("aiguard.budget(existing_budget) takes no other arguments")
+        return usd._scope()
+    if usd is None:
+        raise TypeError("aiguard.budget() needs usd=..., a limit in USD, or an aiguard.Budget")
+    return Budget(usd, per_call_usd=per_call_usd, name=name)._scope()
+
+
+def _check_tag(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 128:
+        raise TypeError(
+            f"a tag must be a non-empty string of at most 128 characters, got {value!r}; keep "
+            "tags few and fixed (a feature or tenant name): each one is a metric series"
+        )
+    return value
+
+
+def tag(name: str) -> _Scope[str]:
+    """Attribute the spend of every guarded call in the block to ``name`` (``aiguard.tag``).
+
+    Tags are metric attributes, so keep them few: a feature, a tenant tier, never a user id.
+
+    Example::
+
+        with aiguard.tag("summaries"):
+            client.chat.completions.create(model="gpt-4o-mini", messages=msgs)
+    """
+    checked = _check_tag(name)
+    return _Scope(lambda: current_tag.set(checked), current_tag, checked)

@@ -1,7 +1,7 @@
 """aiguard: production-grade AI model calls, drop-in.
 
 Wrap a client or decorate a function; calls get retries, fallbacks, a circuit breaker, a
-deadline, and OpenTelemetry GenAI spans and metrics.
+deadline, cost accounting with hard budgets, and OpenTelemetry GenAI spans and metrics.
 
 Example::
 
@@ -13,10 +13,18 @@ Example::
     reply = client.chat.completions.create(model="gpt-4o", messages=messages)
 """
 
+from aiguard import prices
 from aiguard._breaker import Breaker
+from aiguard._budget import Budget, budget, tag
 from aiguard._config import configure
 from aiguard._decorator import guard
-from aiguard._errors import AIGuardError, CheckFailed, CircuitOpen, DeadlineExceeded
+from aiguard._errors import (
+    AIGuardError,
+    BudgetExceeded,
+    CheckFailed,
+    CircuitOpen,
+    DeadlineExceeded,
+)
 from aiguard._policy import Failure, Policy, Retry, Target
 from aiguard._types import Usage
 from aiguard._wrap import wrap
@@ -26,6 +34,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AIGuardError",
     "Breaker",
+    "Budget",
+    "BudgetExceeded",
     "CheckFailed",
     "CircuitOpen",
     "DeadlineExceeded",
@@ -35,7 +45,10 @@ __all__ = [
     "Target",
     "Usage",
     "__version__",
+    "budget",
     "configure",
     "guard",
+    "prices",
+    "tag",
     "wrap",
 ]

@@ -243,13 +243,17 @@ class Run:
         """Hold the attempt's worst-case cost on every budget in force, or refuse the call."""
         if not self.route.priced:
             return _ZERO
-        price = prices.lookup(endpoint.provider, endpoint.model)
-        if price is None or not price.per_token:
-            return _ZERO  # unknown price or compute time: settled after the call
-        if self.estimate is None:
-            inputs, outputs = self.route.estimate(self.request)
-            self.estimate = (inputs, DEFAULT_MAX_OUTPUT_TOKENS if outputs is None else outputs)
-        amount = price.worst_case(*self.estimate)
+        try:
+            price = prices.lookup(endpoint.provider, endpoint.model)
+            if price is None or not price.per_token:
+                return _ZERO  # unknown price or compute time: settled after the call
+            if self.estimate is None:
+                inputs, outputs = self.route.estimate(self.request)
+                self.estimate = (inputs, DEFAULT_MAX_OUTPUT_TOKENS if outputs is None else outputs)
+            amount = price.worst_case(*self.estimate)
+        except Exception as exc:  # a fault in aiguard's pricing must not stop the call
+            report_fault("estimating a call's cost", exc)
+            return _ZERO
         held: list[Budget] = []
         try:
             for budget in self.budgets:

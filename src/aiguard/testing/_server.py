@@ -242,10 +242,10 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
 
-Dialect = Literal["openai", "anthropic", "ollama"]
-Route = Callable[[dict[str, Any], Reply, "Fault | None"], None]
+_Dialect = Literal["openai", "anthropic", "ollama"]
+_Route = Callable[[dict[str, Any], Reply, Fault | None], None]
 
-_MALFORMED: dict[Dialect, bytes] = {
+_MALFORMED: dict[_Dialect, bytes] = {
     "openai": b'{"id": "chatcmpl-broken", "choices": [',
     "anthropic": b'{"id": "msg_broken", "type": "message", "content": [',
     "ollama": b'{"model": "broken", "message": {',
@@ -397,10 +397,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             route(body, reply, fault)
 
-    def _route(self, path: str) -> tuple[Dialect, Route | None]:
+    def _route(self, path: str) -> tuple[_Dialect, _Route | None]:
         """Which protocol a path speaks, and the method answering it (None: no such route)."""
         if path.startswith("/api/"):
-            ollama: dict[str, Route] = {
+            ollama: dict[str, _Route] = {
                 "/api/chat": self._ollama_chat,
                 "/api/generate": self._ollama_generate,
                 "/api/embed": self._ollama_embed,
@@ -663,7 +663,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- shared --------------------------------------------------------------------------------
 
     def _error(
-        self, dialect: Dialect, status: int, message: str, fault: Fault | None = None
+        self, dialect: _Dialect, status: int, message: str, fault: Fault | None = None
     ) -> None:
         """Answer ``status`` with ``dialect``'s error body."""
         headers = fault.headers if fault else None

@@ -26,6 +26,13 @@ Cases (see ``chat_cases``):
 ``wrap_full_policy_no_sdk``
     The same full policy with no SDK configured: aiguard records through the global
     OpenTelemetry API providers, which are the default no-op ones.
+``wrap_full_policy_unpriced``
+    The full policy on a model with no price (``provider="vllm"``): no cost is computed, so the
+    difference to ``wrap_full_policy`` is the cost accounting's share (price, span attributes,
+    spend metric).
+``wrap_full_policy_budget``
+    The full policy plus ``budget=aiguard.Budget(...)`` and ``tag=``: the difference to
+    ``wrap_full_policy`` is the budget's share (input estimate, reservation, settlement).
 
 Cases are measured interleaved: in every round each case times one batch of calls (with
 ``time.perf_counter_ns`` and the garbage collector paused), in a shuffled order per round so that
@@ -248,6 +255,13 @@ def chat_cases(sdk: Sdk) -> list[Case]:
     no_policy = aiguard.wrap(make_openai_client(chat_handler), retry=None)
     full = aiguard.wrap(make_openai_client(chat_handler), **full_policy())
     full_no_sdk = aiguard.wrap(make_openai_client(chat_handler), **full_policy())
+    unpriced = aiguard.wrap(make_openai_client(chat_handler), provider="vllm", **full_policy())
+    budgeted = aiguard.wrap(
+        make_openai_client(chat_handler),
+        budget=aiguard.Budget(usd=10**9),
+        tag="bench",
+        **full_policy(),
+    )
 
     tracer = sdk.tracer_provider.get_tracer("benchmark")
     span_attrs: dict[str, Any] = {
@@ -291,6 +305,12 @@ def chat_cases(sdk: Sdk) -> list[Case]:
     def call_full_no_sdk() -> Any:
         return full_no_sdk.chat.completions.create(model=MODEL, messages=MESSAGES)
 
+    def call_unpriced() -> Any:
+        return unpriced.chat.completions.create(model=MODEL, messages=MESSAGES)
+
+    def call_budgeted() -> Any:
+        return budgeted.chat.completions.create(model=MODEL, messages=MESSAGES)
+
     return [
         Case("bare", "plain openai.OpenAI client", call_bare),
         Case(
@@ -318,6 +338,20 @@ def chat_cases(sdk: Sdk) -> list[Case]:
             "same full policy, no SDK: global no-op API providers",
             call_full_no_sdk,
             telemetry="noop",
+        ),
+        Case(
+            "wrap_full_policy_unpriced",
+            "full policy, model without a price: no cost accounting",
+            call_unpriced,
+            telemetry="sdk",
+            spans_per_call=2,
+        ),
+        Case(
+            "wrap_full_policy_budget",
+            "full policy + Budget + tag: estimate, reserve, settle",
+            call_budgeted,
+            telemetry="sdk",
+            spans_per_call=2,
         ),
     ]
 

@@ -26,9 +26,18 @@ from opentelemetry.trace import Span, SpanKind
 from aiguard import _budget, prices
 from aiguard import _semconv as sc
 from aiguard._budget import Budget
-from aiguard._errors import BudgetExceeded, CircuitOpen, DeadlineExceeded
+from aiguard._errors import BudgetExceeded, CircuitOpen, DeadlineExceeded, StreamTruncated
 from aiguard._messages import DEFAULT_MAX_OUTPUT_TOKENS
 from aiguard._policy import Failure, Policy, Retry
+from aiguard._stream import (
+    AsyncGuardedStream,
+    Ended,
+    GuardedStream,
+    Reader,
+    _Lifecycle,
+    first_chunk,
+    first_chunk_async,
+)
 from aiguard._telemetry import (
     Attrs,
     Telemetry,
@@ -74,6 +83,12 @@ class Route(Protocol):
 
     def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
         """Upper bounds of the request's input tokens and of its output tokens (None: unset)."""
+        ...
+
+    def stream(
+        self, request: dict[str, Any], include_usage: bool
+    ) -> tuple[dict[str, Any], Callable[[], Reader]] | None:
+        """For a request that asks for a stream: the request to send and its chunk readers."""
         ...
 
 
@@ -137,6 +152,12 @@ class Run:
     cost: Decimal = _ZERO  # over this call's attempts and the guarded calls nested in it
     costed: bool = False
     estimate: tuple[int, int] | None = None
+    reader: Callable[[], Reader] | None = None  # set for a streaming call
+    deferred: bool = False  # a stream was handed to the user: it ends the call
+
+    @property
+    def raise_on_truncation(self) -> bool:
+        return self.policy.raise_on_truncation
 
     # -- choosing where the next request goes --------------------------------------------------
 
@@ -271,9 +292,18 @@ class Run:
         return amount
 
     def _charge(
-        self, attempt: _Attempt, usage: Usage | None, response_model: Any, seconds: float
+        self,
+        attempt: _Attempt,
+        usage: Usage | None,
+        response_model: Any,
+        seconds: float,
+        unknown_is_worst: bool = False,
     ) -> Decimal | None:
-        """Price a finished attempt, settle its reservations and add it to the totals."""
+        """Price a finished attempt, settle its reservations and add it to the totals.
+
+        ``unknown_is_worst``: a stream that ended early without usage was billed for an unknown
+        part of its answer; budgets keep its worst case.
+        """
         cost: Decimal | None = None
         try:
             endpoint = attempt.endpoint
@@ -287,8 +317,11 @@ class Run:
         except Exception as exc:
             report_fault("pricing a call", exc)
             cost = attempt.reserved or None  # a hard budget assumes the worst
+        charged = cost
+        if charged is None and unknown_is_worst:
+            charged = attempt.reserved
         for budget in self.budgets:
-            budget.settle(attempt.reserved, cost or _ZERO)
+            budget.settle(attempt.reserved, charged or _ZERO)
         if cost is not None:
             self.add_cost(cost)
         return cost
@@ -376,6 +409,82 @@ class Run:
                 attrs[sc.COST_USD] = float(cost)
                 attrs[sc.COST_BASIS] = cost_basis(endpoint)
             end_span(attempt.span, None, attrs)
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def stream_started(self, attempt: _Attempt, reader: Reader) -> _Lifecycle:
+        """The first chunk arrived: hand the stream to the user, who ends the call."""
+        self._detach(attempt)  # the user iterates in their own context
+        self.deferred = True
+        life = _Lifecycle(self, attempt, reader)
+        if self.measuring:
+            self.telemetry.record_first_chunk(
+                life.first_at - attempt.started, self._metric_attrs(attempt.endpoint)
+            )
+        return life
+
+    def stream_ended(self, attempt: _Attempt, reader: Reader, how: Ended, first_at: float) -> None:
+        """Record how a stream handed to the user ended, and end the guarded call."""
+        now = time.perf_counter()
+        endpoint = attempt.endpoint
+        error = how.error
+        failure = None
+        if error is not None and not isinstance(error, StreamTruncated):
+            try:
+                failure, _ = self.route.classify(error)
+            except Exception as exc:
+                report_fault("classifying an error", exc)
+                failure = Failure.FATAL
+        if self.policy.breaker is not None:
+            ok = failure is None or not failure.transient
+            state = self.policy.breaker.record(endpoint.breaker_key, ok)
+            if state is not None:
+                self._breaker_changed(endpoint, state)
+        recorded = error
+        if error is None and not how.abandoned and not reader.complete:
+            recorded = StreamTruncated(endpoint.model)  # cut cleanly: the SDK did not notice
+        if not (self.tracing or self.measuring or self.budgets):
+            self.finish(recorded)
+            return
+        try:
+            attrs, usage = reader.result()
+        except Exception as exc:
+            report_fault("reading response attributes", exc)
+            attrs, usage = {}, None
+        seconds = now - attempt.started
+        model = attrs.get(sc.RESPONSE_MODEL)
+        cost = (
+            self._charge(attempt, usage, model, seconds, unknown_is_worst=usage is None)
+            if self.route.priced
+            else None
+        )
+        if self.measuring:
+            metric_attrs = self._metric_attrs(endpoint)
+            if model is not None:
+                metric_attrs[sc.RESPONSE_MODEL] = model
+            if recorded is not None:
+                metric_attrs[sc.ERROR_TYPE] = error_type(recorded)
+            self.telemetry.record_attempt(seconds, usage, metric_attrs)
+            if reader.chunks > 1:
+                self.telemetry.record_chunk_time(
+                    (now - first_at) / (reader.chunks - 1), metric_attrs
+                )
+            if cost is not None:
+                if self.tag is not None:
+                    metric_attrs[sc.TAG] = self.tag
+                self.telemetry.record_cost(cost, metric_attrs)
+        if self.tracing:
+            if usage is not None:
+                attrs.update(usage_attributes(usage))
+            if cost is not None:
+                attrs[sc.COST_USD] = float(cost)
+                attrs[sc.COST_BASIS] = cost_basis(endpoint)
+            attrs[sc.TIME_TO_FIRST_CHUNK] = first_at - attempt.started
+            attrs[sc.STREAM_CHUNKS] = reader.chunks
+            if how.abandoned:
+                attrs[sc.STREAM_ABANDONED] = True
+            end_span(attempt.span, recorded, attrs)
+        self.finish(recorded, "abandoned" if how.abandoned else None)
 
     def aborted(self, attempt: _Attempt, error: BaseException) -> None:
         """The attempt was cancelled or interrupted: end its span, decide nothing."""
@@ -487,7 +596,7 @@ class Run:
             refusal.__cause__ = self.history[-1].error
         return refusal
 
-    def finish(self, error: BaseException | None) -> None:
+    def finish(self, error: BaseException | None, outcome: str | None = None) -> None:
         """End the guarded call's span with its summary; add its cost to the enclosing call's."""
         if self.parent is not None and self.costed:
             self.parent.add_cost(self.cost)
@@ -496,7 +605,7 @@ class Run:
         attrs: Attrs = {
             sc.GUARD_ATTEMPTS: self.attempts,
             sc.GUARD_RETRIES: self.retries,
-            sc.GUARD_OUTCOME: "ok" if error is None else "error",
+            sc.GUARD_OUTCOME: outcome or ("ok" if error is None else "error"),
             sc.FALLBACK_USED: self.index > 0,
         }
         if self.index > 0 and self.index < len(self.endpoints):
@@ -534,6 +643,7 @@ def begin(
     span_name: str,
     span_attrs: Attrs,
     attempt_spans: bool = True,
+    reader: Callable[[], Reader] | None = None,
 ) -> Run:
     """Open the guarded call's span and its state."""
     telemetry = current()
@@ -567,6 +677,7 @@ def begin(
         parent=parent,
         budgets=budgets,
         tag=policy.tag if policy.tag is not None else _budget.current_tag.get(),
+        reader=reader,
     )
 
 
@@ -579,6 +690,9 @@ def run_sync(run: Run) -> Any:
             attempt, request = run.start_attempt(endpoint, remaining)
             try:
                 result = endpoint.invoke(request)
+                if run.reader is not None:  # a stream counts as started at its first chunk
+                    reader = run.reader()
+                    iterator, first = first_chunk(result, reader)
             except BaseException as exc:
                 if not isinstance(exc, Exception):  # cancelled or interrupted: no retry
                     run.aborted(attempt, exc)
@@ -587,13 +701,16 @@ def run_sync(run: Run) -> Any:
                 if wait > 0:
                     time.sleep(wait)
                 continue
+            if run.reader is not None:
+                return GuardedStream(result, iterator, first, run.stream_started(attempt, reader))
             run.succeeded(attempt, result)
             return result
     except BaseException as exc:
         error = exc
         raise
     finally:
-        run.finish(error)
+        if not run.deferred:
+            run.finish(error)
 
 
 async def run_async(run: Run) -> Any:
@@ -605,6 +722,9 @@ async def run_async(run: Run) -> Any:
             attempt, request = run.start_attempt(endpoint, remaining)
             try:
                 result = await endpoint.invoke(request)
+                if run.reader is not None:
+                    reader = run.reader()
+                    iterator, first = await first_chunk_async(result, reader)
             except BaseException as exc:
                 if not isinstance(exc, Exception):  # cancelled or interrupted: no retry
                     run.aborted(attempt, exc)
@@ -613,10 +733,14 @@ async def run_async(run: Run) -> Any:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 continue
+            if run.reader is not None:
+                life = run.stream_started(attempt, reader)
+                return AsyncGuardedStream(result, iterator, first, life)
             run.succeeded(attempt, result)
             return result
     except BaseException as exc:
         error = exc
         raise
     finally:
-        run.finish(error)
+        if not run.deferred:
+            run.finish(error)

@@ -46,6 +46,9 @@ class _FunctionRoute:
     def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
         return 0, 0
 
+    def stream(self, request: dict[str, Any], include_usage: bool) -> None:
+        return None  # a generator function is guarded up to its first item instead
+
     def request_attributes(self, request: dict[str, Any]) -> Attrs:
         return {}
 

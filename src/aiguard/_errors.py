@@ -106,3 +106,19 @@ class BudgetExceeded(AIGuardError):
             )
             advice = "Raise Budget(usd=...), or lower max_tokens so the worst case fits."
         super().__init__(f"budget exceeded: {what}. Nothing was sent. {advice}")
+
+
+class StreamTruncated(AIGuardError):
+    """A stream ended without saying it was complete (no finish reason, no final event).
+
+    Servers and proxies sometimes cut a stream cleanly, and SDKs do not notice: the answer is
+    silently incomplete. aiguard always records it on the span (``error.type``); it raises this
+    only when asked to, with ``raise_on_truncation=True``.
+    """
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"the stream from {model!r} ended without a finish reason: the answer is incomplete. "
+            "The server or a proxy cut it; retry the call, or treat what arrived as partial."
+        )

@@ -127,6 +127,9 @@ class Policy:
     fallback_on: frozenset[Failure] = DEFAULT_FALLBACK_ON
     budget: Budget | None = None
     tag: str | None = None
+    # Streams: ask for usage (hiding the extra chunk) and raise StreamTruncated on a cut stream.
+    stream_usage: bool = True
+    raise_on_truncation: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.retry, Retry):
@@ -146,6 +149,9 @@ class Policy:
             )
         if self.tag is not None:
             _check_tag(self.tag)
+        for name in ("stream_usage", "raise_on_truncation"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}= must be True or False, got {getattr(self, name)!r}")
 
     @classmethod
     def build(
@@ -159,6 +165,8 @@ class Policy:
         fallback_on: Any = ...,
         budget: Any = ...,
         tag: Any = ...,
+        stream_usage: Any = ...,
+        raise_on_truncation: Any = ...,
     ) -> Policy:
         """Merge explicit keywords over ``policy`` (``...`` means "not given")."""
         if policy is not None and not isinstance(policy, Policy):
@@ -172,6 +180,10 @@ class Policy:
             fallback_on=base.fallback_on if fallback_on is ... else _failures(fallback_on),
             budget=base.budget if budget is ... else budget,
             tag=base.tag if tag is ... else tag,
+            stream_usage=base.stream_usage if stream_usage is ... else stream_usage,
+            raise_on_truncation=(
+                base.raise_on_truncation if raise_on_truncation is ... else raise_on_truncation
+            ),
         )
 
 

@@ -62,6 +62,9 @@ COST_TOTAL_USD = "aiguard.cost.total_usd"
 COST_BASIS = "aiguard.cost.basis"
 BUDGET_REMAINING_USD = "aiguard.budget.remaining_usd"
 TAG = "aiguard.tag"
+TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
+STREAM_CHUNKS = "aiguard.stream.chunks"
+STREAM_ABANDONED = "aiguard.stream.abandoned"
 REFUSAL_KIND = "aiguard.refusal"
 
 # Metrics
@@ -71,8 +74,12 @@ METRIC_RETRIES = "aiguard.retries"
 METRIC_FALLBACKS = "aiguard.fallbacks"
 METRIC_BREAKER = "aiguard.breaker.transitions"
 METRIC_COST = "aiguard.cost"
+METRIC_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
+METRIC_CHUNK_TIME = "gen_ai.client.operation.time_per_output_chunk"
 METRIC_REFUSALS = "aiguard.refusals"
 TOKEN_TYPE = "gen_ai.token.type"
 
 DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01 ... 81.92 s
+# Advised buckets for the streaming timings.
+CHUNK_BUCKETS = [0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
 TOKEN_BUCKETS = [4**i for i in range(14)]  # 1 ... 67108864

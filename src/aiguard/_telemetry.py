@@ -86,6 +86,18 @@ class Telemetry:
             unit="{transition}",
             description="Circuit breaker state changes",
         )
+        self.first_chunk = meter.create_histogram(
+            sc.METRIC_FIRST_CHUNK,
+            unit="s",
+            description="Time to the first chunk of a streamed GenAI response",
+            explicit_bucket_boundaries_advisory=sc.CHUNK_BUCKETS,
+        )
+        self.chunk_time = meter.create_histogram(
+            sc.METRIC_CHUNK_TIME,
+            unit="s",
+            description="Mean time between the chunks of a streamed GenAI response",
+            explicit_bucket_boundaries_advisory=sc.CHUNK_BUCKETS,
+        )
         self.cost = meter.create_counter(
             sc.METRIC_COST, unit="USD", description="What guarded model calls cost"
         )
@@ -143,6 +155,18 @@ class Telemetry:
                     self.tokens.record(usage.input_tokens, {**attributes, sc.TOKEN_TYPE: "input"})
                 if usage.output_tokens is not None:
                     self.tokens.record(usage.output_tokens, {**attributes, sc.TOKEN_TYPE: "output"})
+        except Exception as exc:
+            report_fault("recording a metric", exc)
+
+    def record_first_chunk(self, seconds: float, attributes: Attrs) -> None:
+        try:
+            self.first_chunk.record(seconds, attributes)
+        except Exception as exc:
+            report_fault("recording a metric", exc)
+
+    def record_chunk_time(self, seconds: float, attributes: Attrs) -> None:
+        try:
+            self.chunk_time.record(seconds, attributes)
         except Exception as exc:
             report_fault("recording a metric", exc)
 

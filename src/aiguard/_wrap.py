@@ -91,6 +91,10 @@ def guarded_method(
         name = names.get(model)
         if name is None:
             name = names[model] = f"aiguard {operation} {model}"
+        reader = None
+        plan = route.stream(kwargs, policy.stream_usage)
+        if plan is not None:
+            kwargs, reader = plan
         return begin(
             route,
             policy,
@@ -98,6 +102,7 @@ def guarded_method(
             kwargs,
             name,
             {sc.GUARD_OPERATION: operation, sc.GUARD_REQUEST_MODEL: model},
+            reader=reader,
         )
 
     if is_async:
@@ -145,6 +150,8 @@ def wrap(
     fallback_on: Any = ...,
     budget: Budget | None = ...,  # type: ignore[assignment]
     tag: str | None = ...,  # type: ignore[assignment]
+    stream_usage: bool = ...,  # type: ignore[assignment]
+    raise_on_truncation: bool = ...,  # type: ignore[assignment]
     provider: str | None = None,
 ) -> C:
     """Return ``client`` guarded: same type, same API, same results, with policies and telemetry.
@@ -153,7 +160,10 @@ def wrap(
     retries are switched off for guarded calls (on a copy: the original client is not changed).
     ``provider`` overrides the ``gen_ai.provider.name`` aiguard detects from the base URL.
     ``budget`` refuses calls whose worst-case cost does not fit in it; ``tag`` attributes the
-    spend (a feature or tenant name).
+    spend (a feature or tenant name). Streams get usage even when the request did not ask for
+    it (``stream_usage=False`` turns that off for servers that reject ``stream_options``); a
+    stream cut without a finish reason is recorded as an error, and raises
+    :class:`aiguard.StreamTruncated` with ``raise_on_truncation=True``.
 
     Example::
 
@@ -169,6 +179,8 @@ def wrap(
         fallback_on=fallback_on,
         budget=budget,
         tag=tag,
+        stream_usage=stream_usage,
+        raise_on_truncation=raise_on_truncation,
     )
     if provider is not None and (not isinstance(provider, str) or not provider.strip()):
         raise TypeError(f"provider= must be a non-empty string, got {provider!r}")

@@ -90,6 +90,11 @@ class _Route:
     span_kind = SpanKind.CLIENT
     priced = True
 
+    def stream(
+        self, request: dict[str, Any], include_usage: bool
+    ) -> tuple[dict[str, Any], Callable[[], ChatReader]] | None:
+        return None
+
     def __init__(self, operation: str) -> None:
         self.operation = operation
 
@@ -224,6 +229,69 @@ def _content_parts(content: Any) -> list[Part]:
             parts.append(Part("other", to_json(item)))
     return parts
 
+    def stream(
+        self, request: dict[str, Any], include_usage: bool
+    ) -> tuple[dict[str, Any], Callable[[], ChatReader]] | None:
+        if request.get("stream") is not True:
+            return None
+        options = request.get("stream_options")
+        asked = isinstance(options, dict) and options.get("include_usage") is True
+        if not include_usage or asked:
+            return request, ChatReader
+        # Ask for usage, and hide the extra chunk it brings from a user who did not ask.
+        request = {**request, "stream_options": {**(options or {}), "include_usage": True}}
+        return request, _hiding_reader
+
+
+class ChatReader:
+    """Reads chat completion chunks: finish reasons, ids, the model and the usage chunk."""
+
+    __slots__ = ("chunks", "complete", "hide_usage", "id", "model", "reasons", "usage")
+
+    def __init__(self, hide_usage: bool = False) -> None:
+        self.hide_usage = hide_usage
+        self.chunks = 0
+        self.complete = False
+        self.reasons: dict[int, str] = {}
+        self.id: Any = None
+        self.model: Any = None
+        self.usage: Any = None
+
+    def chunk(self, item: Any) -> bool:
+        self.chunks += 1
+        if self.id is None:
+            self.id = item.id
+            self.model = item.model
+        choices = item.choices
+        if choices:
+            for choice in choices:
+                reason = choice.finish_reason
+                if reason is not None:
+                    self.reasons[choice.index] = reason
+                    self.complete = True
+            return True
+        usage = item.usage
+        if usage is not None:
+            self.usage = usage
+            if self.hide_usage:
+                self.chunks -= 1
+                return False
+        return True
+
+    def result(self) -> tuple[Attrs, Usage | None]:
+        attrs: Attrs = {}
+        if isinstance(self.id, str):
+            attrs[sc.RESPONSE_ID] = self.id
+        if isinstance(self.model, str):
+            attrs[sc.RESPONSE_MODEL] = self.model
+        if self.reasons:
+            attrs[sc.RESPONSE_FINISH_REASONS] = [self.reasons[i] for i in sorted(self.reasons)]
+        return attrs, chat_usage(self.usage)
+
+
+def _hiding_reader() -> ChatReader:
+    return ChatReader(hide_usage=True)
+
 
 class EmbeddingsRoute(_Route):
     """``embeddings.create``."""
@@ -296,8 +364,7 @@ _EMBEDDINGS = EmbeddingsRoute()
 _METHODS: list[
     tuple[tuple[str, ...], ChatRoute | EmbeddingsRoute, Callable[[dict[str, Any]], bool] | None]
 ] = [
-    # Streams need their own lifecycle: they pass through until the streaming adapter lands.
-    (("chat", "completions", "create"), _CHAT, lambda request: request.get("stream") is not True),
+    (("chat", "completions", "create"), _CHAT, None),
     (("chat", "completions", "parse"), _CHAT, None),
     (("embeddings", "create"), _EMBEDDINGS, None),
 ]

@@ -1,0 +1,223 @@
+"""Guarded streams: the SDK's own stream object, with telemetry that ends exactly once.
+
+The core reads a stream's first chunk inside the guarded call, so a stream that fails before
+its first chunk is retried or falls back like any call. From then on the user iterates the
+:class:`GuardedStream` (or :class:`AsyncGuardedStream`): a transparent proxy of the SDK's stream
+(``with``, ``close()``, ``.response`` and every other attribute still work) whose iteration passes
+each chunk to the adapter's :class:`Reader`. The guarded call ends on exhaustion, on an error while
+reading, on ``close()``, on leaving a ``with`` block, or when the stream is garbage-collected
+(marked abandoned), whichever comes first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+import wrapt
+
+from aiguard._telemetry import Attrs, report_fault
+from aiguard._types import Usage
+
+if TYPE_CHECKING:
+    from aiguard._core import Run, _Attempt
+
+
+class Reader(Protocol):
+    """What a provider adapter reads from a stream's chunks (one reader per attempt)."""
+
+    # Did the stream say it was complete (a finish reason, a final event)?
+    complete: bool
+    # Chunks seen so far.
+    chunks: int
+
+    def chunk(self, item: Any) -> bool:
+        """Note one chunk; False hides it from the user (a usage chunk aiguard asked for)."""
+        ...
+
+    def result(self) -> tuple[Attrs, Usage | None]:
+        """The response attributes and usage seen so far."""
+        ...
+
+
+class Ended:
+    """How a stream ended: read to the end, failed, or abandoned (closed or collected early)."""
+
+    __slots__ = ("abandoned", "error")
+
+    def __init__(self, error: BaseException | None = None, abandoned: bool = False) -> None:
+        self.error = error
+        self.abandoned = abandoned
+
+
+_NOTHING = object()  # no first chunk pending
+_EMPTY = object()  # the stream ended before a chunk the user may see
+
+
+def first_chunk(stream: Any, reader: Reader) -> tuple[Iterator[Any], Any]:
+    """Read up to the first chunk the user may see (raises what the stream raises)."""
+    iterator = iter(stream)
+    for item in iterator:
+        if _note(reader, item):
+            return iterator, item
+    return iterator, _EMPTY
+
+
+async def first_chunk_async(stream: Any, reader: Reader) -> tuple[AsyncIterator[Any], Any]:
+    iterator = stream.__aiter__()
+    async for item in iterator:
+        if _note(reader, item):
+            return iterator, item
+    return iterator, _EMPTY
+
+
+def _note(reader: Reader, item: Any) -> bool:
+    try:
+        return reader.chunk(item)
+    except Exception as exc:  # an odd chunk must reach the user, not break their loop
+        report_fault("reading a stream chunk", exc)
+        return True
+
+
+class _Lifecycle:
+    """The end of a guarded stream, shared by the sync and async proxies: exactly once."""
+
+    __slots__ = ("attempt", "done", "first_at", "reader", "run")
+
+    def __init__(self, run: Run, attempt: _Attempt, reader: Reader) -> None:
+        self.run = run
+        self.attempt = attempt
+        self.reader = reader
+        self.first_at = time.perf_counter()
+        self.done = False
+
+    def end(self, how: Ended) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.run.stream_ended(self.attempt, self.reader, how, self.first_at)
+        except Exception as exc:
+            report_fault("ending a stream's telemetry", exc)
+
+    def truncated(self) -> BaseException | None:
+        """The error to raise at the end of an incomplete stream, when the user asked for it."""
+        if self.reader.complete or not self.run.raise_on_truncation:
+            return None
+        from aiguard._errors import StreamTruncated
+
+        return StreamTruncated(self.attempt.endpoint.model)
+
+
+class GuardedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """The SDK's stream, iterated through aiguard (sync)."""
+
+    def __init__(
+        self, stream: Any, iterator: Iterator[Any], first: Any, lifecycle: _Lifecycle
+    ) -> None:
+        super().__init__(stream)
+        self._self_iterator = iterator
+        self._self_first = first
+        self._self_life = lifecycle
+        if first is _EMPTY:
+            self._self_first = _NOTHING
+            self._self_iterator = iter(())
+
+    def __iter__(self) -> GuardedStream:
+        return self
+
+    def __next__(self) -> Any:
+        first = self._self_first
+        if first is not _NOTHING:
+            self._self_first = _NOTHING
+            return first
+        life = self._self_life
+        try:
+            for item in self._self_iterator:
+                if _note(life.reader, item):
+                    return item
+        except BaseException as exc:
+            life.end(Ended(exc))
+            raise
+        error = life.truncated()
+        life.end(Ended(error))
+        if error is not None:
+            raise error
+        raise StopIteration
+
+    def close(self) -> None:
+        self._self_life.end(Ended(abandoned=True))
+        self.__wrapped__.close()
+
+    def __enter__(self) -> GuardedStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        life = getattr(self, "_self_life", None)
+        if life is not None:
+            life.end(Ended(abandoned=True))
+
+    def __repr__(self) -> str:
+        return f"<aiguard stream of {self.__wrapped__!r}>"
+
+
+class AsyncGuardedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """The SDK's stream, iterated through aiguard (async)."""
+
+    def __init__(
+        self, stream: Any, iterator: AsyncIterator[Any], first: Any, lifecycle: _Lifecycle
+    ) -> None:
+        super().__init__(stream)
+        self._self_iterator = iterator
+        self._self_first = first
+        self._self_life = lifecycle
+        if first is _EMPTY:
+            self._self_first = _NOTHING
+
+    def __aiter__(self) -> AsyncGuardedStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        first = self._self_first
+        if first is not _NOTHING:
+            self._self_first = _NOTHING
+            return first
+        life = self._self_life
+        if not life.done:
+            try:
+                async for item in self._self_iterator:
+                    if _note(life.reader, item):
+                        return item
+            except BaseException as exc:
+                life.end(Ended(exc))
+                raise
+        error = life.truncated()
+        life.end(Ended(error))
+        if error is not None:
+            raise error
+        raise StopAsyncIteration
+
+    async def close(self) -> None:
+        self._self_life.end(Ended(abandoned=True))
+        await self.__wrapped__.close()
+
+    async def aclose(self) -> None:
+        await self.close()
+
+    async def __aenter__(self) -> AsyncGuardedStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        life = getattr(self, "_self_life", None)
+        if life is not None:
+            life.end(Ended(abandoned=True))
+
+    def __repr__(self) -> str:
+        return f"<aiguard stream of {self.__wrapped__!r}>"

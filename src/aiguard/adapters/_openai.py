@@ -177,6 +177,19 @@ class ChatRoute(_Route):
             return inputs, limit * choices
         return inputs, None
 
+    def stream(
+        self, request: dict[str, Any], include_usage: bool
+    ) -> tuple[dict[str, Any], Callable[[], ChatReader]] | None:
+        if request.get("stream") is not True:
+            return None
+        options = request.get("stream_options")
+        asked = isinstance(options, dict) and options.get("include_usage") is True
+        if not include_usage or asked:
+            return request, ChatReader
+        # Ask for usage, and hide the extra chunk it brings from a user who did not ask.
+        request = {**request, "stream_options": {**(options or {}), "include_usage": True}}
+        return request, _hiding_reader
+
 
 # Request fields sent to the model besides the messages.
 _EXTRA_INPUT = ("tools", "functions", "response_format", "prediction")
@@ -228,19 +241,6 @@ def _content_parts(content: Any) -> list[Part]:
         else:  # audio, files, refusals: counted by their JSON size
             parts.append(Part("other", to_json(item)))
     return parts
-
-    def stream(
-        self, request: dict[str, Any], include_usage: bool
-    ) -> tuple[dict[str, Any], Callable[[], ChatReader]] | None:
-        if request.get("stream") is not True:
-            return None
-        options = request.get("stream_options")
-        asked = isinstance(options, dict) and options.get("include_usage") is True
-        if not include_usage or asked:
-            return request, ChatReader
-        # Ask for usage, and hide the extra chunk it brings from a user who did not ask.
-        request = {**request, "stream_options": {**(options or {}), "include_usage": True}}
-        return request, _hiding_reader
 
 
 class ChatReader:

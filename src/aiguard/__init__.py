@@ -24,6 +24,7 @@ from aiguard._errors import (
     CheckFailed,
     CircuitOpen,
     DeadlineExceeded,
+    StreamTruncated,
 )
 from aiguard._policy import Failure, Policy, Retry, Target
 from aiguard._types import Usage
@@ -42,6 +43,7 @@ __all__ = [
     "Failure",
     "Policy",
     "Retry",
+    "StreamTruncated",
     "Target",
     "Usage",
     "__version__",

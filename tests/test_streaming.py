@@ -1,0 +1,295 @@
+"""Guarded OpenAI chat streams: the SDK's own stream, usage always, one end on every path."""
+
+from __future__ import annotations
+
+import gc
+from decimal import Decimal
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletionChunk
+from tests.conftest import MESSAGES
+
+import aiguard
+
+ABANDONED = "aiguard.stream.abandoned"
+
+
+def _stream(client, model="gpt-4o", **kw):
+    return client.chat.completions.create(model=model, messages=MESSAGES, stream=True, **kw)
+
+
+def _shape(chunks):
+    return [
+        (c.object, [(x.index, x.delta.role, x.delta.content, x.finish_reason) for x in c.choices])
+        for c in chunks
+    ]
+
+
+def _ended_once(telemetry, model="gpt-4o"):
+    attempts = telemetry.spans(f"chat {model}")
+    guards = telemetry.spans(f"aiguard chat {model}")
+    assert len(guards) == 1, [s.name for s in telemetry.spans()]
+    return attempts[-1], guards[0]
+
+
+def test_user_iterates_exactly_what_the_sdk_gives(make_client, raw_client, telemetry):
+    raw = list(_stream(raw_client))
+    stream = _stream(make_client())
+    assert isinstance(stream, openai.Stream)
+    assert stream.response.status_code == 200
+    chunks = list(stream)
+    assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    assert _shape(chunks) == _shape(raw)
+    assert all(c.choices for c in chunks)  # the usage chunk aiguard asked for stays hidden
+
+
+def test_usage_is_recorded_without_the_user_asking(make_client, server, telemetry):
+    server.reply("gpt-4o", prompt_tokens=12, completion_tokens=4)
+    list(_stream(make_client(provider="openai")))
+    assert server.requests[0].body["stream_options"] == {"include_usage": True}
+    attempt, guard = _ended_once(telemetry)
+    a = attempt.attributes
+    assert a["gen_ai.request.stream"] is True
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (12, 4)
+    assert a["gen_ai.response.finish_reasons"] == ("stop",)
+    assert a["gen_ai.response.model"] == "gpt-4o"
+    assert a["gen_ai.response.time_to_first_chunk"] > 0
+    assert a["aiguard.stream.chunks"] == 5
+    assert Decimal(repr(a["aiguard.cost.usd"])) == Decimal(12 * 2.5 + 4 * 10) / 1_000_000
+    assert guard.attributes["aiguard.outcome"] == "ok"
+    assert ABANDONED not in a
+
+
+def test_a_user_who_asked_for_usage_gets_the_usage_chunk(make_client, server, telemetry):
+    chunks = list(_stream(make_client(), stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert telemetry.span("chat gpt-4o").attributes["gen_ai.usage.output_tokens"] > 0
+
+
+def test_usage_injection_can_be_switched_off(make_client, server, telemetry):
+    list(_stream(make_client(stream_usage=False)))
+    assert "stream_options" not in server.requests[0].body
+    assert "gen_ai.usage.output_tokens" not in telemetry.span("chat gpt-4o").attributes
+
+
+def test_stream_metrics(make_client, telemetry):
+    list(_stream(make_client()))
+    points = telemetry.metrics()
+    assert points["gen_ai.client.operation.time_to_first_chunk"][0].count == 1
+    assert points["gen_ai.client.operation.time_per_output_chunk"][0].count == 1
+    assert points["gen_ai.client.operation.duration"][0].count == 1
+    tokens = {p.attributes["gen_ai.token.type"] for p in points["gen_ai.client.token.usage"]}
+    assert tokens == {"input", "output"}
+
+
+# -- every way a stream can end ------------------------------------------------------------------
+
+
+def test_with_block_left_early_ends_once_as_abandoned(make_client, telemetry):
+    with _stream(make_client()) as stream:
+        next(iter(stream))
+    attempt, guard = _ended_once(telemetry)
+    assert attempt.attributes[ABANDONED] is True
+    assert guard.attributes["aiguard.outcome"] == "abandoned"
+    assert stream.response.is_closed
+
+
+def test_with_block_read_to_the_end_is_not_abandoned(make_client, telemetry):
+    with _stream(make_client()) as stream:
+        for _ in stream:
+            pass
+    attempt, guard = _ended_once(telemetry)
+    assert ABANDONED not in attempt.attributes and guard.attributes["aiguard.outcome"] == "ok"
+
+
+def test_close_ends_once(make_client, telemetry):
+    stream = _stream(make_client())
+    next(stream)
+    stream.close()
+    stream.close()
+    attempt, _ = _ended_once(telemetry)
+    assert attempt.attributes[ABANDONED] is True
+
+
+def test_break_then_garbage_collection_ends_once(make_client, telemetry):
+    stream = _stream(make_client())
+    for _ in stream:
+        break
+    assert telemetry.spans("aiguard chat gpt-4o") == []  # still open while referenced
+    del stream
+    gc.collect()
+    attempt, _ = _ended_once(telemetry)
+    assert attempt.attributes[ABANDONED] is True
+
+
+def test_an_error_while_reading_reaches_the_user_and_is_not_retried(make_client, server, telemetry):
+    server.fail("gpt-4o", cut_after=3)
+    received = []
+    with pytest.raises(openai.APIConnectionError):
+        for chunk in _stream(make_client(fallback=["gpt-4o-mini"])):
+            received.append(chunk)
+    assert len(received) == 3
+    assert len(server.requests) == 1  # never switched to another model mid-answer
+    attempt, guard = _ended_once(telemetry)
+    assert attempt.attributes["error.type"] == "openai.APIConnectionError"
+    assert guard.attributes["aiguard.outcome"] == "error"
+
+
+def test_an_error_event_mid_stream_reaches_the_user(make_client, server, telemetry):
+    server.fail("gpt-4o", cut_after=2, stream_error="server_error")
+    with pytest.raises(openai.APIError):
+        list(_stream(make_client()))
+    attempt, _ = _ended_once(telemetry)
+    assert attempt.attributes["error.type"] == "openai.APIError"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500},
+        {"status": 429, "headers": {"retry-after": "0"}},
+        {"reset": True},
+        {"cut_after": 0},  # headers sent, then the connection dropped before any chunk
+    ],
+)
+def test_a_stream_failing_before_its_first_chunk_is_retried(make_client, server, telemetry, fault):
+    server.fail("gpt-4o", **fault)
+    chunks = list(_stream(make_client()))
+    assert chunks and chunks[-1].choices[0].finish_reason == "stop"
+    assert len(server.requests) == 2
+    failed, ok = telemetry.spans("chat gpt-4o")
+    assert "error.type" in failed.attributes and "error.type" not in ok.attributes
+    assert telemetry.span("aiguard chat gpt-4o").attributes["aiguard.retries"] == 1
+
+
+def test_a_stream_falls_back_before_its_first_chunk(make_client, server, telemetry):
+    server.fail("gpt-4o", status=503, times=3)
+    chunks = list(_stream(make_client(fallback=["gpt-4o-mini"])))
+    assert chunks[0].model == "gpt-4o-mini"
+    guard = telemetry.span("aiguard chat gpt-4o")
+    assert guard.attributes["aiguard.fallback.model"] == "gpt-4o-mini"
+
+
+def test_a_silently_truncated_stream_is_recorded_as_an_error(make_client, server, telemetry):
+    server.fail("gpt-4o", truncate=True)
+    chunks = list(_stream(make_client()))
+    assert chunks and all(c.choices[0].finish_reason is None for c in chunks)
+    attempt, guard = _ended_once(telemetry)
+    assert attempt.attributes["error.type"] == "aiguard.StreamTruncated"
+    assert guard.attributes["error.type"] == "aiguard.StreamTruncated"
+
+
+def test_truncation_can_raise_after_the_chunks_arrived(make_client, server):
+    server.fail("gpt-4o", truncate=True)
+    received = []
+    with pytest.raises(aiguard.StreamTruncated, match="incomplete") as caught:
+        for chunk in _stream(make_client(raise_on_truncation=True)):
+            received.append(chunk)
+    assert received and isinstance(caught.value, aiguard.AIGuardError)
+
+
+def test_a_stream_holds_its_budget_reservation_until_it_ends(make_client, server):
+    server.reply("gpt-4o", prompt_tokens=10, completion_tokens=20)
+    budget = aiguard.Budget(usd=1)
+    stream = _stream(make_client(provider="openai", budget=budget), max_tokens=100)
+    next(stream)
+    assert budget.reserved > 0 and budget.spent == 0
+    list(stream)
+    assert budget.reserved == 0 and budget.spent == Decimal("0.000225")
+
+
+def test_an_abandoned_stream_keeps_its_worst_case_on_the_budget(make_client, server):
+    budget = aiguard.Budget(usd=1)
+    stream = _stream(make_client(provider="openai", budget=budget), max_tokens=100)
+    held = budget.reserved
+    next(stream)
+    stream.close()
+    assert budget.reserved == 0 and budget.spent == held  # usage unknown: billed the worst case
+
+
+def test_telemetry_faults_never_break_iteration(make_client, telemetry, monkeypatch):
+    from aiguard.adapters import _openai
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("reader bug")
+
+    monkeypatch.setattr(_openai.ChatReader, "result", explode)
+    chunks = list(_stream(make_client()))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    _ended_once(telemetry)
+    telemetry.clear()
+    monkeypatch.setattr(_openai.ChatReader, "chunk", explode)
+    chunks = list(_stream(make_client(stream_usage=False)))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    _ended_once(telemetry)
+
+
+def test_a_stream_that_asks_for_no_stream_is_a_plain_call(make_client, telemetry):
+    reply = make_client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=False)
+    assert reply.choices[0].message.content
+
+
+# -- async ---------------------------------------------------------------------------------------
+
+
+async def test_async_stream_iterates_like_the_sdk(make_async_client, raw_async_client, telemetry):
+    raw = [c async for c in await _stream(raw_async_client)]
+    stream = await _stream(make_async_client())
+    assert isinstance(stream, openai.AsyncStream)
+    chunks = [c async for c in stream]
+    assert _shape(chunks) == _shape(raw)
+    attempt, guard = _ended_once(telemetry)
+    assert attempt.attributes["gen_ai.usage.output_tokens"] > 0
+    assert guard.attributes["aiguard.outcome"] == "ok"
+
+
+async def test_async_with_left_early_ends_once(make_async_client, telemetry):
+    async with await _stream(make_async_client()) as stream:
+        async for _ in stream:
+            break
+    attempt, _ = _ended_once(telemetry)
+    assert attempt.attributes[ABANDONED] is True
+
+
+async def test_async_close_and_aclose_end_once(make_async_client, telemetry):
+    stream = await _stream(make_async_client())
+    await stream.__anext__()
+    await stream.aclose()
+    await stream.close()
+    attempt, _ = _ended_once(telemetry)
+    assert attempt.attributes[ABANDONED] is True
+
+
+async def test_async_break_then_garbage_collection_ends_once(make_async_client, telemetry):
+    stream = await _stream(make_async_client())
+    async for _ in stream:
+        break
+    del stream
+    gc.collect()
+    attempt, _ = _ended_once(telemetry)
+    assert attempt.attributes[ABANDONED] is True
+
+
+async def test_async_stream_retried_before_first_chunk_and_raises_after(
+    make_async_client, server, telemetry
+):
+    server.fail("gpt-4o", cut_after=0)
+    chunks = [c async for c in await _stream(make_async_client())]
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    telemetry.clear()
+    server.fail("gpt-4o", cut_after=2)
+    with pytest.raises(openai.APIConnectionError):
+        async for _ in await _stream(make_async_client()):
+            pass
+    attempt, _ = _ended_once(telemetry)
+    assert attempt.attributes["error.type"] == "openai.APIConnectionError"
+
+
+async def test_async_truncation(make_async_client, server, telemetry):
+    server.fail("gpt-4o", truncate=True)
+    with pytest.raises(aiguard.StreamTruncated):
+        async for _ in await _stream(make_async_client(raise_on_truncation=True)):
+            pass
+    attempt, _ = _ended_once(telemetry)
+    assert attempt.attributes["error.type"] == "aiguard.StreamTruncated"

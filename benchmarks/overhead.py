@@ -39,9 +39,15 @@ Cases are measured interleaved: in every round each case times one batch of call
 no case always follows the same neighbour. The figure per case is the median over rounds of the
 per-call time of its batch.
 
+Streaming cases (``stream_cases``) read a whole ``stream=True`` answer of 50 content chunks,
+bare (``stream_bare_50``) and through ``aiguard.wrap`` with the full policy and SDK telemetry
+(``stream_wrap_50``): what aiguard adds to a whole stream (its spans, the usage chunk it asks
+for, cost). The SDK spends tens of µs parsing each chunk, which drowns aiguard's per-chunk work
+in noise, so that is measured on its own (``per_chunk``): the same 1,000 parsed chunks iterated
+bare and through aiguard's stream proxy and chunk reader.
+
 Adding a case: write a function returning ``Case`` objects (like ``chat_cases``) and add it to
-``build_cases``. A streaming case would set ``unit="chunk"`` and ``units_per_call`` to the number
-of chunks its handler streams, so the report shows µs per chunk.
+``build_cases``.
 """
 
 from __future__ import annotations
@@ -74,6 +80,8 @@ import aiguard
 import aiguard._config
 
 TARGET_US = 40.0
+TARGET_CHUNK_US = 2.0
+STREAM_LENGTHS = (50,)
 MODEL = "gpt-4o"
 MESSAGES: list[Any] = [
     {"role": "system", "content": "You are a concise assistant for a travel booking site."},
@@ -238,6 +246,8 @@ class Case:
     units_per_call: int = 1
     # Spans one call should produce (checked against the null exporter's count at the end).
     spans_per_call: int = 0
+    # What a correct call returns, checked once before timing.
+    expect: Callable[[Any], bool] | None = None
 
 
 def full_policy() -> dict[str, Any]:
@@ -356,9 +366,80 @@ def chat_cases(sdk: Sdk) -> list[Case]:
     ]
 
 
+def stream_handler(chunks: int) -> Callable[[httpx2.Request], httpx2.Response]:
+    """Answer with an SSE stream: a role chunk, ``chunks`` words, a finish chunk (and usage)."""
+
+    def event(delta: dict[str, Any], finish: str | None, usage: Any = None) -> bytes:
+        body = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": MODEL,
+            "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        if usage:
+            body["usage"] = usage
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    head = event({"role": "assistant", "content": ""}, None)
+    words = b"".join(event({"content": f"word{i} "}, None) for i in range(chunks))
+    tail = event({}, "stop")
+    usage = event({}, None, {"prompt_tokens": 38, "completion_tokens": chunks, "total_tokens": 1})
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        wants_usage = (body.get("stream_options") or {}).get("include_usage")
+        content = head + words + tail + (usage if wants_usage else b"") + b"data: [DONE]\n\n"
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=content)
+
+    return handler
+
+
+def stream_cases(sdk: Sdk) -> list[Case]:
+    """``chat.completions.create(stream=True)`` read to the end, bare and guarded."""
+    cases = []
+    for n in STREAM_LENGTHS:
+        bare = make_openai_client(stream_handler(n))
+        guarded = aiguard.wrap(make_openai_client(stream_handler(n)), **full_policy())
+
+        def read(client: Any = bare) -> int:
+            stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+            return sum(1 for _ in stream)
+
+        def read_guarded(client: Any = guarded) -> int:
+            return read(client)
+
+        def expect(count: int, n: int = n) -> bool:
+            return count == n + 2
+
+        chunks = n + 2
+        cases.append(
+            Case(
+                f"stream_bare_{n}",
+                f"bare stream of {chunks} chunks",
+                read,
+                unit="chunk",
+                units_per_call=chunks,
+                expect=expect,
+            )
+        )
+        cases.append(
+            Case(
+                f"stream_wrap_{n}",
+                f"wrapped stream of {chunks} chunks, full policy, SDK",
+                read_guarded,
+                telemetry="sdk",
+                unit="chunk",
+                units_per_call=chunks,
+                spans_per_call=2,
+                expect=expect,
+            )
+        )
+    return cases
+
+
 def build_cases(sdk: Sdk) -> list[Case]:
-    # Later: + stream_cases(sdk), reporting µs per chunk.
-    return chat_cases(sdk)
+    return chat_cases(sdk) + stream_cases(sdk)
 
 
 def check_cases(cases: list[Case], switch: TelemetrySwitch) -> None:
@@ -366,6 +447,10 @@ def check_cases(cases: list[Case], switch: TelemetrySwitch) -> None:
     for case in cases:
         switch.use(case.telemetry)
         result = case.call()
+        if case.expect is not None:
+            if not case.expect(result):
+                sys.exit(f"case {case.name} returned an unexpected result: {result!r}")
+            continue
         content = result.choices[0].message.content
         if content != CHAT_COMPLETION["choices"][0]["message"]["content"]:
             sys.exit(f"case {case.name} returned an unexpected completion: {content!r}")
@@ -445,6 +530,8 @@ def summarize(samples: dict[str, Samples]) -> list[dict[str, Any]]:
     floor = medians.get("otel_span")
     rows = []
     for name, s in samples.items():
+        if name.startswith("stream_"):
+            continue
         med = medians[name]
         row: dict[str, Any] = {
             "case": name,
@@ -472,6 +559,79 @@ def summarize(samples: dict[str, Samples]) -> list[dict[str, Any]]:
             row["ratio_vs_otel_span"] = med / floor
         rows.append(row)
     return rows
+
+
+def summarize_streams(samples: dict[str, Samples]) -> dict[str, Any] | None:
+    """What aiguard adds to a whole stream, and per chunk (measured on parsed chunks)."""
+    medians = {name: statistics.median(s.per_unit_us) for name, s in samples.items()}
+    out: dict[str, Any] = {"cases": {}}
+    for n in STREAM_LENGTHS:
+        bare, wrap = medians.get(f"stream_bare_{n}"), medians.get(f"stream_wrap_{n}")
+        if bare is None or wrap is None:
+            return None
+        chunks = n + 2
+        out["cases"][n] = {
+            "chunks": chunks,
+            "bare_us_per_stream": bare * chunks,
+            "wrap_us_per_stream": wrap * chunks,
+            "overhead_us_per_stream": (wrap - bare) * chunks,
+        }
+    out["per_chunk"] = per_chunk_overhead()
+    return out
+
+
+def per_chunk_overhead(chunks: int = 1000, rounds: int = 200) -> dict[str, float]:
+    """µs per chunk of iterating parsed chunks bare and through aiguard's stream proxy."""
+    from openai.types.chat import ChatCompletionChunk
+
+    from aiguard._stream import GuardedStream, _Lifecycle
+    from aiguard.adapters._openai import ChatReader
+
+    parsed = [
+        ChatCompletionChunk.model_validate(
+            {
+                "id": "chatcmpl-bench",
+                "object": "chat.completion.chunk",
+                "created": 1_700_000_000,
+                "model": MODEL,
+                "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}],
+            }
+        )
+        for i in range(chunks)
+    ]
+
+    class Quiet:  # a lifecycle whose end records nothing: only the iteration is timed
+        done = False
+        reader = ChatReader()
+        run = None
+
+        def end(self, how: Any) -> None:
+            pass
+
+        def truncated(self) -> None:
+            return None
+
+    def bare() -> None:
+        for _ in iter(parsed):
+            pass
+
+    def proxied() -> None:
+        life: Any = Quiet()
+        life.reader = ChatReader()
+        it = iter(parsed)
+        for _ in GuardedStream(parsed, it, next(it), life):
+            pass
+
+    assert _Lifecycle  # the real lifecycle differs only in what happens once, at the end
+    times: dict[str, list[float]] = {"bare": [], "aiguard": []}
+    for _ in range(rounds):
+        for name, fn in (("bare", bare), ("aiguard", proxied)):
+            start = time.perf_counter_ns()
+            fn()
+            times[name].append((time.perf_counter_ns() - start) / 1000 / chunks)
+    bare_us = statistics.median(times["bare"])
+    guarded_us = statistics.median(times["aiguard"])
+    return {"bare_us": bare_us, "aiguard_us": guarded_us, "overhead_us": guarded_us - bare_us}
 
 
 def versions() -> dict[str, str]:
@@ -556,6 +716,21 @@ def print_report(rows: list[dict[str, Any]], info: dict[str, Any], out: TextIO) 
             f"  paired per-round estimate: {paired['median']:.1f} µs "
             f"(p25-p75 {paired['p25']:.1f} to {paired['p75']:.1f})"
         )
+    streams = info.get("streams")
+    if streams:
+        print()
+        for c in streams["cases"].values():
+            print(
+                f"stream of {c['chunks']} chunks read to the end: bare "
+                f"{c['bare_us_per_stream']:.0f} µs, wrapped {c['wrap_us_per_stream']:.0f} µs "
+                f"(+{c['overhead_us_per_stream']:.0f} µs per stream, incl. the usage chunk)"
+            )
+        chunk = streams["per_chunk"]
+        print(
+            f"per chunk: +{chunk['overhead_us']:.2f} µs (target <= {TARGET_CHUNK_US:.0f} µs; "
+            f"parsed chunks, bare loop {chunk['bare_us']:.2f} µs, through aiguard "
+            f"{chunk['aiguard_us']:.2f} µs)"
+        )
     checks = info.get("checks", {})
     if checks:
         print(
@@ -631,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
         "checks": {"spans_exported": sdk.exporter.spans, "spans_expected": spans_expected},
     }
     rows = summarize(samples)
+    info["streams"] = summarize_streams(samples)
     # With --json the table goes to stderr and stdout carries only the JSON document.
     print_report(rows, info, sys.stderr if args.json else sys.stdout)
     if args.json:

@@ -13,6 +13,7 @@ from types import ModuleType
 # SDK module -> (adapter module, what it wraps).
 ADAPTERS: dict[str, tuple[str, str]] = {
     "openai": ("aiguard.adapters._openai", "openai.OpenAI, openai.AsyncOpenAI"),
+    "ollama": ("aiguard.adapters._ollama", "ollama.Client, ollama.AsyncClient"),
 }
 
 

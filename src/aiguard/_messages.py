@@ -8,7 +8,7 @@ are written once. Nothing reads message text unless a budget, a check or capture
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,3 +71,54 @@ def estimate_input_tokens(messages: Iterable[Message], extra: Iterable[str] = ()
     for text in extra:
         total += len(text.encode("utf-8", "surrogatepass"))
     return total
+
+
+def openai_messages(messages: Any) -> list[Message]:
+    """Messages in the OpenAI chat format (dicts or SDK objects) in the neutral form.
+
+    That format is the lingua franca of local servers and llama.cpp too, hence it lives here.
+    """
+    if not isinstance(messages, list | tuple):
+        return []
+    out = []
+    for message in messages:
+        get = message.get if isinstance(message, dict) else _getter(message)
+        role = get("role")
+        parts = _content_parts(get("content"))
+        for call in get("tool_calls") or ():
+            parts.append(Part("tool_call", to_json(_plain(call))))
+        if get("function_call"):
+            parts.append(Part("tool_call", to_json(_plain(get("function_call")))))
+        if role == "tool":
+            parts = [Part("tool_call_response", p.content) for p in parts]
+        out.append(Message(role if isinstance(role, str) else "user", parts))
+    return out
+
+
+def _getter(obj: Any) -> Callable[[str], Any]:
+    return lambda name: getattr(obj, name, None)
+
+
+def _plain(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump() if callable(dump) else value
+
+
+def _content_parts(content: Any) -> list[Part]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [Part("text", content)]
+    if not isinstance(content, list | tuple):
+        return [Part("other", to_json(_plain(content)))]
+    parts = []
+    for item in content:
+        item = _plain(item)
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "text" and isinstance(item.get("text"), str):
+            parts.append(Part("text", item["text"]))
+        elif kind in ("image_url", "image"):
+            parts.append(Part("image"))
+        else:  # audio, files, refusals: counted by their JSON size
+            parts.append(Part("other", to_json(item)))
+    return parts

@@ -6,6 +6,7 @@ callables); everything else on the client passes through to the original object 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,6 +23,8 @@ C = TypeVar("C")
 
 # A tree of attribute names: a nested dict is a resource, a callable is a guarded method.
 Tree = dict[str, Any]
+# Turns a call's positional and keyword arguments into one dict of keywords.
+Binder = Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]
 
 
 class GuardedProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
@@ -69,19 +72,29 @@ def guarded_method(
     passthrough: Callable[..., Any],
     is_async: bool,
     guard_when: Callable[[dict[str, Any]], bool] | None = None,
+    default_model: str | None = None,
+    bind: Binder | None = None,
 ) -> Callable[..., Any]:
     """Build the replacement for one provider method.
 
     ``primary(model)`` gives the endpoint of the wrapped client for the requested model;
-    ``fallbacks`` were resolved at wrap time. Calls the core cannot guard (positional arguments,
-    no model, or ``guard_when`` false) go to ``passthrough`` unchanged, so the SDK answers them as
-    it would.
+    ``fallbacks`` were resolved at wrap time. ``bind`` turns positional arguments into keywords
+    (for SDKs whose methods are called positionally); ``default_model`` names the model when the
+    call does not (an in-process model). Calls the core cannot guard (positional arguments
+    without ``bind``, no model, or ``guard_when`` false) go to ``passthrough`` unchanged, so the
+    SDK answers them as it would.
     """
     operation = route.operation
     names: dict[str, str] = {}
 
     def prepare(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        model = kwargs.get("model")
+        if args and bind is not None:
+            try:
+                kwargs = bind(args, kwargs)
+                args = ()
+            except TypeError:
+                return None  # the SDK raises its own error for a call that does not bind
+        model = kwargs.get("model", default_model)
         if (
             args
             or not isinstance(model, str)
@@ -122,6 +135,18 @@ def guarded_method(
         return run_sync(run)
 
     return guarded
+
+
+def binder(
+    method: Callable[..., Any],
+) -> Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
+    """Turn a call's positional arguments into keywords, by the SDK method's signature."""
+    signature = inspect.signature(method)
+
+    def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        return dict(signature.bind(*args, **kwargs).arguments)
+
+    return bind
 
 
 def endpoint_cache(make: Callable[[str], Endpoint]) -> Callable[[str], Endpoint]:
@@ -185,11 +210,10 @@ def wrap(
     if provider is not None and (not isinstance(provider, str) or not provider.strip()):
         raise TypeError(f"provider= must be a non-empty string, got {provider!r}")
     target = unwrap(client)
-    for sdk in adapters.ADAPTERS:
-        adapter = adapters.loaded(sdk)
-        if adapter is not None and adapter.supports(target):
-            wrapped: C = adapter.wrap(target, merged, provider)
-            return wrapped
+    adapter = adapters.for_client(target)
+    if adapter is not None:
+        wrapped: C = adapter.wrap(target, merged, provider)
+        return wrapped
     raise TypeError(
         f"aiguard.wrap() cannot wrap {type(client).__module__}.{type(client).__qualname__}. "
         f"Supported clients: {adapters.supported()}. To guard any other function, decorate it "

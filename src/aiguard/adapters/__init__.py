@@ -13,6 +13,8 @@ from types import ModuleType
 # SDK module -> (adapter module, what it wraps).
 ADAPTERS: dict[str, tuple[str, str]] = {
     "openai": ("aiguard.adapters._openai", "openai.OpenAI, openai.AsyncOpenAI"),
+    "llama_cpp": ("aiguard.adapters._llama_cpp", "llama_cpp.Llama"),
+    "anthropic": ("aiguard.adapters._anthropic", "anthropic.Anthropic, anthropic.AsyncAnthropic"),
     "ollama": ("aiguard.adapters._ollama", "ollama.Client, ollama.AsyncClient"),
 }
 
@@ -28,3 +30,12 @@ def loaded(sdk: str) -> ModuleType | None:
 def supported() -> str:
     """What ``aiguard.wrap`` can wrap, for error messages."""
     return "; ".join(what for _, what in ADAPTERS.values())
+
+
+def for_client(client: object) -> ModuleType | None:
+    """The adapter that can wrap ``client``, if any."""
+    for sdk in ADAPTERS:
+        adapter = loaded(sdk)
+        if adapter is not None and adapter.supports(client):
+            return adapter
+    return None

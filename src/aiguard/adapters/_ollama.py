@@ -201,19 +201,23 @@ class GenerateRoute(_GenerationRoute):
         super().__init__("text_completion")
 
     def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
-        get = request.get
+        text = {key: value for key in _GENERATE_TEXT if isinstance(value := request.get(key), str)}
         messages = []
-        if isinstance(get("system"), str):
-            messages.append(Message("system", [Part("text", get("system"))]))
-        parts = [Part("text", get(key)) for key in ("prompt", "suffix") if isinstance(get(key), str)]
-        parts += [Part("image") for _ in get("images") or ()]
+        if "system" in text:
+            messages.append(Message("system", [Part("text", text["system"])]))
+        parts = [Part("text", text[key]) for key in ("prompt", "suffix") if key in text]
+        parts += [Part("image") for _ in request.get("images") or ()]
         messages.append(Message("user", parts))
-        template = get("template")
-        inputs = estimate_input_tokens(messages, [template] if isinstance(template, str) else [])
-        context = get("context")  # the token ids of an earlier answer, sent back as they are
+        template = [text["template"]] if "template" in text else []
+        inputs = estimate_input_tokens(messages, template)
+        context = request.get("context")  # the token ids of an earlier answer, sent back as is
         if isinstance(context, list | tuple):
             inputs += len(context)
-        return inputs, _max_output(get("options"))
+        return inputs, _max_output(request.get("options"))
+
+
+# What generate sends as text besides the images: all of it reaches the model.
+_GENERATE_TEXT = ("system", "prompt", "suffix", "template")
 
 
 class EmbedRoute(_Route):

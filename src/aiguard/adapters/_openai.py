@@ -6,16 +6,19 @@ Guards ``chat.completions.create`` / ``parse`` and ``embeddings.create`` on ``Op
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from opentelemetry.trace import SpanKind
 
 from aiguard import _semconv as sc
+from aiguard import adapters
 from aiguard._core import Endpoint
 from aiguard._http import failure_for_status, retry_after, server_attributes
-from aiguard._messages import Message, Part, estimate_input_tokens, to_json
+from aiguard._messages import estimate_input_tokens, openai_messages, to_json
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
@@ -169,7 +172,7 @@ class ChatRoute(_Route):
         fmt = request.get("response_format")
         if isinstance(fmt, type):  # parse(response_format=Model): its JSON schema is sent
             extra.append(to_json(getattr(fmt, "model_json_schema", dict)()))
-        inputs = estimate_input_tokens(chat_messages(request.get("messages")), extra)
+        inputs = estimate_input_tokens(openai_messages(request.get("messages")), extra)
         limit = request.get("max_completion_tokens", request.get("max_tokens"))
         n = request.get("n")
         choices = n if isinstance(n, int) and n > 1 else 1
@@ -193,54 +196,6 @@ class ChatRoute(_Route):
 
 # Request fields sent to the model besides the messages.
 _EXTRA_INPUT = ("tools", "functions", "response_format", "prediction")
-
-
-def chat_messages(messages: Any) -> list[Message]:
-    """A chat completions ``messages`` list in the neutral form (dicts or SDK objects)."""
-    if not isinstance(messages, list | tuple):
-        return []
-    out = []
-    for message in messages:
-        get = message.get if isinstance(message, dict) else _getter(message)
-        role = get("role")
-        parts = _content_parts(get("content"))
-        for call in get("tool_calls") or ():
-            parts.append(Part("tool_call", to_json(_plain(call))))
-        if get("function_call"):
-            parts.append(Part("tool_call", to_json(_plain(get("function_call")))))
-        if role == "tool":
-            parts = [Part("tool_call_response", p.content) for p in parts]
-        out.append(Message(role if isinstance(role, str) else "user", parts))
-    return out
-
-
-def _getter(obj: Any) -> Callable[[str], Any]:
-    return lambda name: getattr(obj, name, None)
-
-
-def _plain(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)
-    return dump() if callable(dump) else value
-
-
-def _content_parts(content: Any) -> list[Part]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [Part("text", content)]
-    if not isinstance(content, list | tuple):
-        return [Part("other", to_json(_plain(content)))]
-    parts = []
-    for item in content:
-        item = _plain(item)
-        kind = item.get("type") if isinstance(item, dict) else None
-        if kind == "text" and isinstance(item.get("text"), str):
-            parts.append(Part("text", item["text"]))
-        elif kind in ("image_url", "image"):
-            parts.append(Part("image"))
-        else:  # audio, files, refusals: counted by their JSON size
-            parts.append(Part("other", to_json(item)))
-    return parts
 
 
 class ChatReader:
@@ -358,13 +313,14 @@ def chat_usage(usage: Any) -> Usage | None:
 
 
 _CHAT = ChatRoute()
+_CREATE = ("chat", "completions", "create")
 _EMBEDDINGS = EmbeddingsRoute()
 
 # (path to the method, route, may the core guard this request?)
 _METHODS: list[
     tuple[tuple[str, ...], ChatRoute | EmbeddingsRoute, Callable[[dict[str, Any]], bool] | None]
 ] = [
-    (("chat", "completions", "create"), _CHAT, None),
+    (_CREATE, _CHAT, None),
     (("chat", "completions", "parse"), _CHAT, None),
     (("embeddings", "create"), _EMBEDDINGS, None),
 ]
@@ -410,31 +366,92 @@ def _primary_endpoints(
     return make
 
 
+class _Foreign:
+    """A fallback client of another SDK that answers OpenAI chat requests (a local model).
+
+    Its adapter's ``openai_chat`` takes the OpenAI request and answers in OpenAI's format as
+    dicts; here they become the openai SDK's own types, so the user gets what the primary
+    client returns. Only ``chat.completions.create`` falls back to it.
+    """
+
+    def __init__(self, client: Any, is_async: bool) -> None:
+        adapter = adapters.for_client(client)
+        translate = getattr(adapter, "openai_chat", None)
+        if translate is None:
+            raise TypeError(
+                f"a fallback client of type {type(client).__qualname__} cannot answer OpenAI "
+                "chat requests; use another OpenAI client or a llama_cpp.Llama"
+            )
+        self.client = client
+        self.answer, self.provider = translate(client)
+        self.is_async = is_async
+
+    def endpoint(self, target: Target, policy: Policy) -> Endpoint:
+        answer = self.answer
+
+        def invoke(request: dict[str, Any]) -> Any:
+            result = answer(request)
+            if isinstance(result, dict):
+                return ChatCompletion.model_validate(result)
+            return (ChatCompletionChunk.model_validate(chunk) for chunk in result)
+
+        async def invoke_async(request: dict[str, Any]) -> Any:
+            result = await asyncio.to_thread(invoke, request)  # the model runs off the loop
+            return result if isinstance(result, ChatCompletion) else _in_thread(result)
+
+        return Endpoint(
+            invoke=invoke_async if self.is_async else invoke,
+            model=target.model,
+            provider=self.provider,
+            server={},
+            retry=target.retry or policy.retry,
+            breaker_key=(id(self.client), target.model),
+            timeout_param=None,
+        )
+
+
+async def _in_thread(chunks: Iterator[Any]) -> AsyncIterator[Any]:
+    """Iterate a blocking iterator from async code, one item per worker-thread hop."""
+    done = object()
+    while True:
+        item = await asyncio.to_thread(next, chunks, done)
+        if item is done:
+            return
+        yield item
+
+
 def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: str | None) -> Any:
     is_async = isinstance(client, openai.AsyncOpenAI)
     primary = _Client(client, provider)
-    others: dict[int, _Client] = {}
+    others: dict[int, _Client | _Foreign] = {}
     for target in policy.fallback:
         if target.client is None:
             continue
         other = unwrap(target.client)
-        if not supports(other) or isinstance(other, openai.AsyncOpenAI) != is_async:
-            kind = "AsyncOpenAI" if is_async else "OpenAI"
-            raise TypeError(
-                f"fallback Target(model={target.model!r}) has a client of type "
-                f"{type(other).__qualname__}; a wrapped {kind} client can fall back only to "
-                f"another {kind} client (or to another model on the same client)"
-            )
-        others.setdefault(id(other), _Client(other, None))
+        if id(other) in others:
+            continue
+        if supports(other):
+            if isinstance(other, openai.AsyncOpenAI) != is_async:
+                kind = "AsyncOpenAI" if is_async else "OpenAI"
+                raise TypeError(
+                    f"fallback Target(model={target.model!r}) has a client of type "
+                    f"{type(other).__qualname__}; a wrapped {kind} client can fall back only to "
+                    f"another {kind} client, a local model, or another model on the same client"
+                )
+            others[id(other)] = _Client(other, None)
+        else:
+            others[id(other)] = _Foreign(other, is_async)
 
     tree: dict[str, Any] = {}
     for path, route, guard_when in _METHODS:
-        fallbacks = [
-            (others[id(unwrap(t.client))] if t.client is not None else primary).endpoint(
-                path, t.model, policy, t
-            )
-            for t in policy.fallback
-        ]
+        fallbacks = []
+        for t in policy.fallback:
+            owner = others[id(unwrap(t.client))] if t.client is not None else primary
+            if isinstance(owner, _Foreign):
+                if path == _CREATE:
+                    fallbacks.append(owner.endpoint(t, policy))
+            else:
+                fallbacks.append(owner.endpoint(path, t.model, policy, t))
         node = tree
         for name in path[:-1]:
             node = node.setdefault(name, {})

@@ -1,0 +1,466 @@
+"""Anthropic adapter: translates the anthropic SDK's requests, responses and errors for the core.
+
+Guards ``messages.create`` (with and without ``stream=True``) and the ``messages.stream(...)``
+helper on ``Anthropic`` and ``AsyncAnthropic``; everything else passes through.
+
+The helper goes through the core's stream machinery too: the guarded call opens the raw event
+stream (retried and falling back like any call until its first event), and the SDK's own
+``MessageStreamManager`` is built around that guarded stream, so ``text_stream``,
+``get_final_message()`` and ``with`` behave exactly as they do unguarded.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+from anthropic.lib.streaming import AsyncMessageStreamManager, MessageStreamManager
+from opentelemetry.trace import SpanKind
+
+from aiguard import _semconv as sc
+from aiguard._core import Endpoint
+from aiguard._http import failure_for_status, retry_after, server_attributes
+from aiguard._messages import Message, Part, estimate_input_tokens, to_json
+from aiguard._policy import Failure, Policy, Target
+from aiguard._telemetry import Attrs
+from aiguard._types import Usage
+from aiguard._wrap import GuardedProxy, endpoint_cache, guarded_method, unwrap
+
+PROVIDER = "anthropic"
+
+# Error types that say the service, not the request, failed. An SSE ``error`` event arrives on a
+# response whose HTTP status was 200, so only its type tells what happened.
+_TRANSIENT_TYPES = {
+    "rate_limit_error": Failure.RATE_LIMIT,
+    "overloaded_error": Failure.OUTAGE,
+    "api_error": Failure.OUTAGE,
+    "timeout_error": Failure.OUTAGE,
+}
+# How the API says a prompt does not fit the model's context window (a 400, no dedicated code).
+_CONTEXT_MESSAGE = "prompt is too long"
+
+
+def _outage_errors() -> tuple[type[BaseException], ...]:
+    """Errors without an HTTP status that mean the service could not be reached or cut us off.
+
+    A stream cut mid-way raises the HTTP library's own error, not wrapped by the SDK: httpx2 for
+    current SDKs, httpx for older ones; whichever it is, the SDK has imported it already.
+    ``RetryableError`` is a middleware asking for a retry (newer SDKs only).
+    """
+    found: list[type[BaseException]] = [anthropic.APIConnectionError]
+    for name in ("httpx2", "httpx"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found.append(module.TransportError)
+    retryable = getattr(anthropic, "RetryableError", None)
+    if isinstance(retryable, type):
+        found.append(retryable)
+    return tuple(found)
+
+
+_OUTAGE_ERRORS = _outage_errors()
+
+
+def supports(client: object) -> bool:
+    return isinstance(client, anthropic.Anthropic | anthropic.AsyncAnthropic)
+
+
+def classify(error: BaseException) -> tuple[Failure, float | None]:
+    """Failure class and server-requested wait for an anthropic SDK error."""
+    if isinstance(error, anthropic.APIStatusError):
+        headers = error.response.headers
+        failure = failure_for_status(error.status_code)
+        if failure is not None:
+            return failure, retry_after(headers)
+        detail = _body_error(error.body)
+        failure = _TRANSIENT_TYPES.get(str(detail.get("type")))
+        if failure is not None:  # an SSE error event: the 200's headers say nothing of waiting
+            return failure, None
+        message = detail.get("message")
+        if isinstance(message, str) and _CONTEXT_MESSAGE in message.lower():
+            return Failure.CONTEXT_WINDOW, None
+        if headers.get("x-should-retry") == "true":
+            return Failure.OUTAGE, retry_after(headers)
+        return Failure.FATAL, None
+    if isinstance(error, _OUTAGE_ERRORS):
+        return Failure.OUTAGE, None
+    return Failure.FATAL, None
+
+
+def _body_error(body: object) -> dict[str, Any]:
+    """The ``error`` object of an Anthropic error body (``{"type": "error", "error": {...}}``)."""
+    if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, dict):
+            return inner
+    return {}
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# Sampling parameters: read from the call's keywords, or from ``extra_body``, the only way to
+# send them with SDKs whose ``create`` no longer takes them.
+_SAMPLING = (
+    ("temperature", sc.REQUEST_TEMPERATURE),
+    ("top_p", sc.REQUEST_TOP_P),
+    ("top_k", sc.REQUEST_TOP_K),
+)
+
+
+class MessagesRoute:
+    """``messages.create``, or with ``helper`` the ``messages.stream`` helper (always a stream)."""
+
+    operation = "chat"
+    span_kind = SpanKind.CLIENT
+    priced = True
+    classify = staticmethod(classify)
+
+    def __init__(self, helper: bool) -> None:
+        self.helper = helper
+
+    def request_attributes(self, request: dict[str, Any]) -> Attrs:
+        attrs: Attrs = {}
+        get = request.get
+        max_tokens = get("max_tokens")
+        if _number(max_tokens):
+            attrs[sc.REQUEST_MAX_TOKENS] = max_tokens
+        extra = get("extra_body")
+        for key, name in _SAMPLING:
+            value = get(key)
+            if value is None and isinstance(extra, dict):
+                value = extra.get(key)
+            if _number(value):
+                attrs[name] = value
+        stop = get("stop_sequences")
+        if isinstance(stop, list | tuple) and all(isinstance(s, str) for s in stop):
+            attrs[sc.REQUEST_STOP] = list(stop)
+        if _asks_for_json(request):
+            attrs[sc.OUTPUT_TYPE] = "json"
+        if self.helper or get("stream") is True:
+            attrs[sc.REQUEST_STREAM] = True
+        return attrs
+
+    def response_attributes(self, result: Any) -> tuple[Attrs, Usage | None]:
+        attrs = _message_attributes(
+            getattr(result, "id", None),
+            getattr(result, "model", None),
+            getattr(result, "stop_reason", None),
+        )
+        return attrs, message_usage(getattr(result, "usage", None))
+
+    def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
+        extra = [to_json(_plain(request[key])) for key in _EXTRA_INPUT if request.get(key)]
+        fmt = request.get("output_format")
+        if isinstance(fmt, type):  # stream(output_format=Model): its JSON schema is sent
+            extra.append(to_json(getattr(fmt, "model_json_schema", dict)()))
+        messages = anthropic_messages(request.get("system"), request.get("messages"))
+        limit = request.get("max_tokens")  # required by the API; thinking counts within it
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            return estimate_input_tokens(messages, extra), limit
+        return estimate_input_tokens(messages, extra), None
+
+    def stream(
+        self, request: dict[str, Any], include_usage: bool
+    ) -> tuple[dict[str, Any], Callable[[], MessagesReader]] | None:
+        # Anthropic always reports usage in a stream: nothing to ask for, nothing to hide.
+        if self.helper or request.get("stream") is True:
+            return request, MessagesReader
+        return None
+
+
+# Request fields sent to the model besides the system prompt and the messages.
+_EXTRA_INPUT = ("tools", "output_config")
+
+
+def _asks_for_json(request: dict[str, Any]) -> bool:
+    if isinstance(request.get("output_format"), type):
+        return True
+    config = request.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    return isinstance(fmt, dict) and fmt.get("type") == "json_schema"
+
+
+def _message_attributes(message_id: Any, model: Any, stop_reason: Any) -> Attrs:
+    attrs: Attrs = {}
+    if isinstance(message_id, str):
+        attrs[sc.RESPONSE_ID] = message_id
+    if isinstance(model, str):
+        attrs[sc.RESPONSE_MODEL] = model
+    if isinstance(stop_reason, str):
+        attrs[sc.RESPONSE_FINISH_REASONS] = [stop_reason]
+    return attrs
+
+
+def message_usage(usage: Any, delta: Any = None) -> Usage | None:
+    """Usage from a message's ``usage``, updated by a stream's ``message_delta`` usage.
+
+    Anthropic's ``input_tokens`` leaves out the tokens read from and written to the cache; the
+    conventions' input total includes them, so they are added up. A ``message_delta`` carries
+    cumulative totals, and leaves out the input counts that did not change.
+    """
+    if usage is None:
+        return None
+
+    def count(name: str) -> int | None:
+        value = getattr(delta, name, None)
+        if value is None:
+            value = getattr(usage, name, None)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    read = count("cache_read_input_tokens")
+    written = count("cache_creation_input_tokens")
+    out = Usage(
+        output_tokens=count("output_tokens"), cache_read_tokens=read, cache_write_tokens=written
+    )
+    plain = count("input_tokens")
+    if plain is not None:
+        out.input_tokens = plain + (read or 0) + (written or 0)
+    details = getattr(delta, "output_tokens_details", None) or getattr(
+        usage, "output_tokens_details", None
+    )
+    thinking = getattr(details, "thinking_tokens", None)
+    if isinstance(thinking, int):
+        out.reasoning_tokens = thinking
+    return out
+
+
+def anthropic_messages(system: Any, messages: Any) -> list[Message]:
+    """A Messages request's ``system`` and ``messages`` in the neutral form (dicts or SDK objects).
+
+    Only lists are read: any other iterable could be consumed before the SDK sends it.
+    """
+    out = []
+    if isinstance(system, str | list | tuple):
+        out.append(Message("system", _content_parts(system)))
+    if not isinstance(messages, list | tuple):
+        return out
+    for message in messages:
+        message = _plain(message)
+        get = message.get if isinstance(message, dict) else _getter(message)
+        role = get("role")
+        parts = _content_parts(get("content"))
+        out.append(Message(role if isinstance(role, str) else "user", parts))
+    return out
+
+
+def _getter(obj: Any) -> Callable[[str], Any]:
+    return lambda name: getattr(obj, name, None)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    dump = getattr(value, "model_dump", None)
+    return dump() if callable(dump) else value
+
+
+def _content_parts(content: Any, tool_result: bool = False) -> list[Part]:
+    if content is None:
+        return []
+    text = "tool_call_response" if tool_result else "text"
+    if isinstance(content, str):
+        return [Part(text, content)]
+    if not isinstance(content, list | tuple):
+        return [Part("other", to_json(_plain(content)))]
+    parts = []
+    for block in content:
+        block = _plain(block)
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text" and isinstance(block.get("text"), str):
+            parts.append(Part(text, block["text"]))
+        elif kind == "image":
+            parts.append(Part("image"))
+        elif kind in ("tool_use", "server_tool_use"):
+            parts.append(Part("tool_call", to_json(block)))
+        elif kind == "tool_result":
+            # Its content may hold images: count them as images, not by their JSON size.
+            rest = {key: value for key, value in block.items() if key != "content"}
+            parts.append(Part("tool_call_response", to_json(rest)))
+            parts.extend(_content_parts(block.get("content"), tool_result=True))
+        else:  # documents, thinking, search results: counted by their JSON size
+            parts.append(Part("other", to_json(block)))
+    return parts
+
+
+class MessagesReader:
+    """Reads a Messages event stream: the message's id, model and usage, its stop reason."""
+
+    __slots__ = ("chunks", "complete", "delta", "id", "model", "reason", "usage")
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.complete = False
+        self.id: Any = None
+        self.model: Any = None
+        self.reason: Any = None
+        self.usage: Any = None  # message_start's: the input counts
+        self.delta: Any = None  # the last message_delta's: the final output count
+
+    def chunk(self, item: Any) -> bool:
+        self.chunks += 1
+        kind = item.type
+        if kind == "message_start":
+            message = item.message
+            self.id = message.id
+            self.model = message.model
+            self.usage = message.usage
+        elif kind == "message_delta":
+            self.delta = item.usage
+            reason = item.delta.stop_reason
+            if reason is not None:
+                self.reason = reason
+                self.complete = True
+        elif kind == "message_stop":
+            self.complete = True
+        return True
+
+    def result(self) -> tuple[Attrs, Usage | None]:
+        attrs = _message_attributes(self.id, self.model, self.reason)
+        # Before message_delta the output count is message_start's placeholder: leave the usage
+        # unknown, so budgets keep the worst case for an answer cut short.
+        if self.delta is None:
+            return attrs, None
+        return attrs, message_usage(self.usage, self.delta)
+
+
+_CREATE = MessagesRoute(helper=False)
+_HELPER = MessagesRoute(helper=True)
+
+
+def _open(manager: MessageStreamManager[Any]) -> Any:
+    """Send the helper's request and return its raw event stream (what ``create`` returns)."""
+    return manager.__enter__()._raw_stream
+
+
+async def _open_async(manager: AsyncMessageStreamManager[Any]) -> Any:
+    return (await manager.__aenter__())._raw_stream
+
+
+def _opener(is_async: bool) -> Callable[[Any], Any]:
+    return _open_async if is_async else _open
+
+
+class _Client:
+    """One client's view for the core: its retry-free copy, provider and server attributes."""
+
+    def __init__(
+        self, client: anthropic.Anthropic | anthropic.AsyncAnthropic, provider: str | None
+    ) -> None:
+        self.original = client
+        self.is_async = isinstance(client, anthropic.AsyncAnthropic)
+        self.quiet = client.with_options(max_retries=0)
+        self.provider = provider or PROVIDER
+        self.server = server_attributes(client.base_url)
+
+    def invoke(self, name: str) -> Callable[[dict[str, Any]], Any]:
+        """Send one request through the retry-free copy: ``create``, or the raw helper stream."""
+        method = getattr(self.quiet.messages, name)
+        if name == "create":
+            return lambda request: method(**request)
+        opener = _opener(self.is_async)
+        return lambda request: opener(method(**request))
+
+    def endpoint(self, name: str, model: str, policy: Policy, target: Target | None) -> Endpoint:
+        retry = target.retry if target is not None and target.retry is not None else policy.retry
+        return Endpoint(
+            invoke=self.invoke(name),
+            model=model,
+            provider=self.provider,
+            server=self.server,
+            retry=retry,
+            breaker_key=(id(self.original), model),
+        )
+
+
+def _primary_endpoints(primary: _Client, name: str, policy: Policy) -> Callable[[str], Endpoint]:
+    def make(model: str) -> Endpoint:
+        return primary.endpoint(name, model, policy, None)
+
+    return make
+
+
+def _guardable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """What ``guarded_method`` guards; the helper decides it before building its manager."""
+    return not args and isinstance(kwargs.get("model"), str)
+
+
+def _stream_helper(
+    open_stream: Callable[..., Any], passthrough: Callable[..., Any], is_async: bool
+) -> Callable[..., Any]:
+    """``messages.stream(...)``: the SDK's own manager, around a guarded raw stream.
+
+    The request is sent when the manager is entered, as the SDK does, so the guarded call (and
+    its span) starts there.
+    """
+    if is_async:
+
+        def stream_async(*args: Any, **kwargs: Any) -> Any:
+            if not _guardable(args, kwargs):
+                return passthrough(*args, **kwargs)
+            fmt = kwargs.get("output_format", anthropic.NOT_GIVEN)
+            return AsyncMessageStreamManager(open_stream(**kwargs), output_format=fmt)
+
+        return stream_async
+
+    def stream(*args: Any, **kwargs: Any) -> Any:
+        if not _guardable(args, kwargs):
+            return passthrough(*args, **kwargs)
+        fmt = kwargs.get("output_format", anthropic.NOT_GIVEN)
+        return MessageStreamManager(functools.partial(open_stream, **kwargs), output_format=fmt)
+
+    return stream
+
+
+def wrap(
+    client: anthropic.Anthropic | anthropic.AsyncAnthropic, policy: Policy, provider: str | None
+) -> Any:
+    is_async = isinstance(client, anthropic.AsyncAnthropic)
+    primary = _Client(client, provider)
+    others: dict[int, _Client] = {}
+    for target in policy.fallback:
+        if target.client is None:
+            continue
+        other = unwrap(target.client)
+        if not supports(other) or isinstance(other, anthropic.AsyncAnthropic) != is_async:
+            kind = "AsyncAnthropic" if is_async else "Anthropic"
+            raise TypeError(
+                f"fallback Target(model={target.model!r}) has a client of type "
+                f"{type(other).__qualname__}; a wrapped {kind} client can fall back only to "
+                f"another {kind} client (or to another model on the same client)"
+            )
+        others.setdefault(id(other), _Client(other, None))
+
+    def guard(name: str, route: MessagesRoute, passthrough: Callable[..., Any]) -> Any:
+        fallbacks = [
+            (others[id(unwrap(t.client))] if t.client is not None else primary).endpoint(
+                name, t.model, policy, t
+            )
+            for t in policy.fallback
+        ]
+        primaries = endpoint_cache(_primary_endpoints(primary, name, policy))
+        return guarded_method(route, policy, primaries, fallbacks, passthrough, is_async)
+
+    messages = client.messages
+    opener = _opener(is_async)
+
+    def open_unguarded(**request: Any) -> Any:  # the user's own client, as the SDK would
+        return opener(messages.stream(**request))
+
+    open_stream = guard("stream", _HELPER, open_unguarded)
+    tree: dict[str, Any] = {
+        "messages": {
+            "create": guard("create", _CREATE, messages.create),
+            "stream": _stream_helper(open_stream, messages.stream, is_async),
+        }
+    }
+
+    def with_options(**options: Any) -> Any:
+        return wrap(client.with_options(**options), policy, provider)
+
+    tree["with_options"] = tree["copy"] = with_options
+    return GuardedProxy(client, tree)

@@ -1,0 +1,284 @@
+"""llama.cpp adapter: an in-process ``llama_cpp.Llama`` model, guarded like a remote client.
+
+Guards ``create_chat_completion``, ``create_completion`` (and ``__call__``) and
+``create_embedding``, streams included; everything else passes through. The model runs in this
+process, so its spans are INTERNAL and carry no server address; usage comes from the returned
+dicts (llama.cpp reports none for streams). Model names: the call's ``model=``, else the model
+file's name without extension.
+
+It also lets another adapter fall back to a local model: :func:`openai_chat` turns a ``Llama``
+into a callable that takes an OpenAI chat request and answers in OpenAI's format.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import llama_cpp
+from opentelemetry.trace import SpanKind
+
+from aiguard import _semconv as sc
+from aiguard._core import Endpoint
+from aiguard._messages import Message, Part, estimate_input_tokens, openai_messages, to_json
+from aiguard._policy import Failure, Policy
+from aiguard._telemetry import Attrs
+from aiguard._types import Usage
+from aiguard._wrap import GuardedProxy, binder, endpoint_cache, guarded_method
+
+PROVIDER = "llama_cpp"
+
+
+def supports(client: object) -> bool:
+    return isinstance(client, llama_cpp.Llama)
+
+
+def model_name(llm: llama_cpp.Llama) -> str:
+    """The name spans use for a model loaded from a file: the file name without extension."""
+    path = getattr(llm, "model_path", None)
+    if not isinstance(path, str) or not path:
+        return "llama_cpp"
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def classify(error: BaseException) -> tuple[Failure, float | None]:
+    """llama.cpp raises ``ValueError`` when the prompt and ``max_tokens`` exceed ``n_ctx``."""
+    if isinstance(error, ValueError) and "exceed context window" in str(error):
+        return Failure.CONTEXT_WINDOW, None
+    return Failure.FATAL, None  # in process: nothing transient to wait out
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_REQUEST_NUMBERS = (
+    ("max_tokens", sc.REQUEST_MAX_TOKENS),
+    ("temperature", sc.REQUEST_TEMPERATURE),
+    ("top_p", sc.REQUEST_TOP_P),
+    ("top_k", sc.REQUEST_TOP_K),
+    ("frequency_penalty", sc.REQUEST_FREQUENCY_PENALTY),
+    ("presence_penalty", sc.REQUEST_PRESENCE_PENALTY),
+    ("seed", sc.REQUEST_SEED),
+)
+
+
+class _Route:
+    """What the three guarded methods share; each subclass adds its own ``estimate``."""
+
+    span_kind = SpanKind.INTERNAL
+    priced = True
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+
+    classify = staticmethod(classify)
+
+    def request_attributes(self, request: dict[str, Any]) -> Attrs:
+        attrs: Attrs = {}
+        for key, name in _REQUEST_NUMBERS:
+            value = request.get(key)
+            if _number(value):
+                attrs[name] = value
+        stop = request.get("stop")
+        if isinstance(stop, str):
+            attrs[sc.REQUEST_STOP] = [stop]
+        elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+            attrs[sc.REQUEST_STOP] = stop
+        if request.get("stream") is True:
+            attrs[sc.REQUEST_STREAM] = True
+        return attrs
+
+    def response_attributes(self, result: Any) -> tuple[Attrs, Usage | None]:
+        attrs: Attrs = {}
+        if not isinstance(result, dict):
+            return attrs, None
+        if isinstance(result.get("id"), str):
+            attrs[sc.RESPONSE_ID] = result["id"]
+        if isinstance(result.get("model"), str):
+            attrs[sc.RESPONSE_MODEL] = result["model"]
+        choices = result.get("choices")
+        if isinstance(choices, list):
+            attrs[sc.RESPONSE_FINISH_REASONS] = [
+                str(c.get("finish_reason") or "") for c in choices if isinstance(c, dict)
+            ]
+        return attrs, dict_usage(result.get("usage"))
+
+    def stream(
+        self, request: dict[str, Any], include_usage: bool
+    ) -> tuple[dict[str, Any], Callable[[], DictReader]] | None:
+        return (request, DictReader) if request.get("stream") is True else None
+
+
+class ChatRoute(_Route):
+    def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
+        extra = [to_json(request[k]) for k in ("tools", "functions") if request.get(k)]
+        inputs = estimate_input_tokens(openai_messages(request.get("messages")), extra)
+        return inputs, _max_tokens(request)
+
+
+class CompletionRoute(_Route):
+    def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
+        prompt = request.get("prompt")
+        text = prompt if isinstance(prompt, str) else to_json(prompt)
+        return estimate_input_tokens([Message("user", [Part("text", text)])]), _max_tokens(request)
+
+
+class EmbeddingRoute(_Route):
+    def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
+        given = request.get("input")
+        items = given if isinstance(given, list) else [given]
+        return estimate_input_tokens([Message("user", [Part("text", to_json(items))])]), 0
+
+    def response_attributes(self, result: Any) -> tuple[Attrs, Usage | None]:
+        attrs, usage = super().response_attributes(result)
+        data = result.get("data") if isinstance(result, dict) else None
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            vector = data[0].get("embedding")
+            if isinstance(vector, list):
+                attrs[sc.EMBEDDINGS_DIMENSION] = len(vector)
+        return attrs, usage
+
+
+def _max_tokens(request: dict[str, Any]) -> int | None:
+    limit = request.get("max_tokens")
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+
+
+def dict_usage(usage: Any) -> Usage | None:
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return Usage(
+        input_tokens=prompt if isinstance(prompt, int) else None,
+        output_tokens=completion if isinstance(completion, int) else None,
+    )
+
+
+class DictReader:
+    """Reads OpenAI-format chunk dicts (what llama.cpp streams): ids and finish reasons."""
+
+    __slots__ = ("chunks", "complete", "id", "model", "reasons", "usage")
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.complete = False
+        self.id: Any = None
+        self.model: Any = None
+        self.reasons: dict[int, str] = {}
+        self.usage: Any = None
+
+    def chunk(self, item: Any) -> bool:
+        self.chunks += 1
+        if self.id is None:
+            self.id = item.get("id")
+            self.model = item.get("model")
+        for choice in item.get("choices") or ():
+            reason = choice.get("finish_reason")
+            if reason is not None:
+                self.reasons[choice.get("index", 0)] = reason
+                self.complete = True
+        if item.get("usage") is not None:
+            self.usage = item["usage"]
+        return True
+
+    def result(self) -> tuple[Attrs, Usage | None]:
+        attrs: Attrs = {}
+        if isinstance(self.id, str):
+            attrs[sc.RESPONSE_ID] = self.id
+        if isinstance(self.model, str):
+            attrs[sc.RESPONSE_MODEL] = self.model
+        if self.reasons:
+            attrs[sc.RESPONSE_FINISH_REASONS] = [self.reasons[i] for i in sorted(self.reasons)]
+        return attrs, dict_usage(self.usage)
+
+
+_CHAT = ChatRoute("chat")
+_COMPLETION = CompletionRoute("text_completion")
+_EMBEDDING = EmbeddingRoute("embeddings")
+
+_METHODS: list[tuple[str, ChatRoute | CompletionRoute | EmbeddingRoute]] = [
+    ("create_chat_completion", _CHAT),
+    ("create_completion", _COMPLETION),
+    ("__call__", _COMPLETION),
+    ("create_embedding", _EMBEDDING),
+]
+
+
+def _endpoint(llm: llama_cpp.Llama, name: str, model: str, policy: Policy) -> Endpoint:
+    method = getattr(llm, name)
+    return Endpoint(
+        invoke=lambda request: method(**request),
+        model=model,
+        provider=PROVIDER,
+        server={},
+        retry=policy.retry,
+        breaker_key=(id(llm), model),
+        timeout_param=None,
+    )
+
+
+def wrap(client: llama_cpp.Llama, policy: Policy, provider: str | None) -> Any:
+    for target in policy.fallback:
+        if target.client is not None and not supports(target.client):
+            raise TypeError(
+                f"fallback Target(model={target.model!r}) has a client of type "
+                f"{type(target.client).__qualname__}; a wrapped llama_cpp.Llama can fall back "
+                "only to another llama_cpp.Llama (or to a fallback= model name on the same one)"
+            )
+    default = model_name(client)
+    tree: dict[str, Any] = {}
+    for name, route in _METHODS:
+
+        def make(model: str, name: str = name) -> Endpoint:
+            return _endpoint(client, name, model, policy)
+
+        fallbacks = [
+            _endpoint(target.client or client, name, target.model, policy)
+            for target in policy.fallback
+        ]
+        method = getattr(client, name)
+        tree[name] = guarded_method(
+            route,
+            policy,
+            endpoint_cache(make),
+            fallbacks,
+            method,
+            is_async=False,
+            default_model=default,
+            bind=binder(method),
+        )
+    return _LlamaProxy(client, tree)
+
+
+class _LlamaProxy(GuardedProxy):
+    """``llm(prompt)`` is ``create_completion``: calling the proxy goes through the guard."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__getattr__("__call__")(*args, **kwargs)
+
+
+# -- a local model as another adapter's fallback --------------------------------------------------
+
+
+def openai_chat(
+    llm: llama_cpp.Llama,
+) -> tuple[Callable[[dict[str, Any]], dict[str, Any] | Iterator[dict[str, Any]]], str]:
+    """A callable taking an OpenAI chat request and answering as OpenAI would (as dicts).
+
+    Request fields llama.cpp does not know (``n``, ``stream_options``, ``timeout``, headers)
+    are dropped; the answer is the OpenAI-format dict (or iterator of chunk dicts) llama.cpp
+    already produces.
+    """
+    known = set(inspect.signature(llm.create_chat_completion).parameters)
+
+    def invoke(request: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        kwargs = {k: v for k, v in request.items() if k in known}
+        if "max_tokens" not in kwargs and isinstance(request.get("max_completion_tokens"), int):
+            kwargs["max_tokens"] = request["max_completion_tokens"]
+        answer: Any = llm.create_chat_completion(**kwargs)  # TypedDicts: plain dicts
+        return cast(dict[str, Any] | Iterator[dict[str, Any]], answer)
+
+    return invoke, PROVIDER

@@ -174,7 +174,7 @@ def test_a_client_that_speaks_no_openai_is_refused_as_fallback(raw_client):
 
 
 def test_llama_falls_back_only_to_llamas(llm, raw_client):
-    with pytest.raises(TypeError, match="only to another llama_cpp.Llama"):
+    with pytest.raises(TypeError, match=r"only to another llama_cpp\.Llama"):
         aiguard.wrap(llm, fallback=[aiguard.Target(client=raw_client, model="gpt-4o")])
 
 

@@ -25,12 +25,14 @@ ABANDONED = "aiguard.stream.abandoned"
 
 @pytest.fixture
 def raw(server):
-    return ollama.Client(host=server.ollama_url)
+    with ollama.Client(host=server.ollama_url) as client:
+        yield client
 
 
 @pytest.fixture
-def raw_async(server):
-    return ollama.AsyncClient(host=server.ollama_url)
+async def raw_async(server):
+    async with ollama.AsyncClient(host=server.ollama_url) as client:
+        yield client
 
 
 @pytest.fixture
@@ -82,12 +84,15 @@ def _closed_port_url():
 # -- drop-in ---------------------------------------------------------------------------------------
 
 
-def test_wrapped_clients_are_still_ollama_clients(make, make_async, raw):
+def test_wrapped_client_is_still_an_ollama_client(make, raw):
     client = make()
     assert isinstance(client, ollama.Client)
-    assert isinstance(make_async(), ollama.AsyncClient)
     assert client._client is raw._client
     assert "aiguard.wrap" in repr(client)
+
+
+async def test_wrapped_async_client_is_still_an_async_ollama_client(make_async):
+    assert isinstance(make_async(), ollama.AsyncClient)
 
 
 def test_chat_returns_what_the_client_returns(make, raw):
@@ -221,12 +226,10 @@ def test_a_connection_reset_is_retried(make, server, telemetry):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_server_that_is_down_is_an_outage(telemetry, stream):
-    client = aiguard.wrap(ollama.Client(host=_closed_port_url()), retry=FAST)
     # The client turns a refused connection into ConnectionError, but not for a stream.
     expected = httpx.ConnectError if stream else ConnectionError
-    with pytest.raises(expected):
-        result = _chat(client, stream=stream)
-        list(result)
+    with ollama.Client(host=_closed_port_url()) as raw, pytest.raises(expected):
+        list(_chat(aiguard.wrap(raw, retry=FAST), stream=stream))
     spans = telemetry.spans("chat llama3")
     assert [s.attributes["aiguard.failure.class"] for s in spans] == ["outage"] * 3
 
@@ -274,26 +277,26 @@ def test_the_decorator_classifies_ollama_errors_too():
 
 
 def test_fallback_to_another_ollama_client(raw, server, telemetry):
-    other = ollama.Client(host=server.ollama_url)
     server.fail("llama3", status=503, times=3)
-    target = aiguard.Target(client=aiguard.wrap(other), model="phi3")
-    assert _chat(aiguard.wrap(raw, retry=FAST, fallback=[target])).model == "phi3"
+    with ollama.Client(host=server.ollama_url) as other:
+        target = aiguard.Target(client=aiguard.wrap(other), model="phi3")
+        assert _chat(aiguard.wrap(raw, retry=FAST, fallback=[target])).model == "phi3"
+    assert [r.model for r in server.requests] == ["llama3"] * 3 + ["phi3"]
 
 
-@pytest.mark.parametrize(
-    "other",
-    [
-        lambda server: ollama.AsyncClient(host=server.ollama_url),
-        lambda server: openai.OpenAI(base_url=server.url, api_key="test"),
-    ],
-)
-def test_fallback_to_another_kind_of_client_is_refused_at_wrap_time(raw, server, other):
-    with pytest.raises(TypeError, match=r"ollama\.Client can fall back only"):
-        aiguard.wrap(raw, fallback=[aiguard.Target(client=other(server), model="x")])
+def test_fallback_to_another_kind_of_client_is_refused_at_wrap_time(raw, server):
+    others = [
+        ollama.AsyncClient(host=server.ollama_url),
+        openai.OpenAI(base_url=server.url, api_key="test"),
+    ]
+    for other in others:
+        with pytest.raises(TypeError, match=r"ollama\.Client can fall back only"):
+            aiguard.wrap(raw, fallback=[aiguard.Target(client=other, model="x")])
+    others[1].close()
 
 
-def test_an_async_client_falls_back_only_to_async_clients(raw, raw_async):
-    with pytest.raises(TypeError, match=r"ollama\.AsyncClient"):
+async def test_an_async_client_falls_back_only_to_async_clients(raw, raw_async):
+    with pytest.raises(TypeError, match=r"ollama\.AsyncClient can fall back only"):
         aiguard.wrap(raw_async, fallback=[aiguard.Target(client=raw, model="x")])
 
 

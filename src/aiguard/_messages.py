@@ -86,9 +86,9 @@ def openai_messages(messages: Any) -> list[Message]:
         role = get("role")
         parts = _content_parts(get("content"))
         for call in get("tool_calls") or ():
-            parts.append(Part("tool_call", to_json(_plain(call))))
+            parts.append(Part("tool_call", to_json(plain(call))))
         if get("function_call"):
-            parts.append(Part("tool_call", to_json(_plain(get("function_call")))))
+            parts.append(Part("tool_call", to_json(plain(get("function_call")))))
         if role == "tool":
             parts = [Part("tool_call_response", p.content) for p in parts]
         out.append(Message(role if isinstance(role, str) else "user", parts))
@@ -99,7 +99,8 @@ def _getter(obj: Any) -> Callable[[str], Any]:
     return lambda name: getattr(obj, name, None)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """An SDK object (pydantic) as plain data; anything else unchanged."""
     dump = getattr(value, "model_dump", None)
     return dump() if callable(dump) else value
 
@@ -110,10 +111,10 @@ def _content_parts(content: Any) -> list[Part]:
     if isinstance(content, str):
         return [Part("text", content)]
     if not isinstance(content, list | tuple):
-        return [Part("other", to_json(_plain(content)))]
+        return [Part("other", to_json(plain(content)))]
     parts = []
     for item in content:
-        item = _plain(item)
+        item = plain(item)
         kind = item.get("type") if isinstance(item, dict) else None
         if kind == "text" and isinstance(item.get("text"), str):
             parts.append(Part("text", item["text"]))

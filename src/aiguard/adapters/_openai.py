@@ -18,8 +18,16 @@ from aiguard import _semconv as sc
 from aiguard import adapters
 from aiguard._core import Endpoint
 from aiguard._http import failure_for_status, retry_after, server_attributes
-from aiguard._messages import estimate_input_tokens, openai_messages, to_json
+from aiguard._messages import (
+    Message,
+    Part,
+    estimate_input_tokens,
+    openai_messages,
+    plain,
+    to_json,
+)
 from aiguard._policy import Failure, Policy, Target
+from aiguard._stream import Reader
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
 from aiguard._wrap import GuardedProxy, endpoint_cache, guarded_method, unwrap
@@ -95,7 +103,7 @@ class _Route:
 
     def stream(
         self, request: dict[str, Any], include_usage: bool
-    ) -> tuple[dict[str, Any], Callable[[], ChatReader]] | None:
+    ) -> tuple[dict[str, Any], Callable[[], Reader]] | None:
         return None
 
     def __init__(self, operation: str) -> None:
@@ -182,7 +190,7 @@ class ChatRoute(_Route):
 
     def stream(
         self, request: dict[str, Any], include_usage: bool
-    ) -> tuple[dict[str, Any], Callable[[], ChatReader]] | None:
+    ) -> tuple[dict[str, Any], Callable[[], Reader]] | None:
         if request.get("stream") is not True:
             return None
         options = request.get("stream_options")
@@ -246,6 +254,139 @@ class ChatReader:
 
 def _hiding_reader() -> ChatReader:
     return ChatReader(hide_usage=True)
+
+
+class ResponsesRoute(_Route):
+    """``responses.create`` (streams too) and, through it, ``responses.stream``."""
+
+    def __init__(self) -> None:
+        super().__init__("chat")
+
+    def request_attributes(self, request: dict[str, Any]) -> Attrs:
+        attrs: Attrs = {sc.OPENAI_API_TYPE: "responses"}
+        for key, name in (
+            ("max_output_tokens", sc.REQUEST_MAX_TOKENS),
+            ("temperature", sc.REQUEST_TEMPERATURE),
+            ("top_p", sc.REQUEST_TOP_P),
+        ):
+            value = request.get(key)
+            if _number(value):
+                attrs[name] = value
+        tier = request.get("service_tier")
+        if isinstance(tier, str):
+            attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
+        if request.get("stream") is True:
+            attrs[sc.REQUEST_STREAM] = True
+        return attrs
+
+    def response_attributes(self, result: Any) -> tuple[Attrs, Usage | None]:
+        attrs: Attrs = {}
+        for key, name in (("id", sc.RESPONSE_ID), ("model", sc.RESPONSE_MODEL)):
+            value = getattr(result, key, None)
+            if isinstance(value, str):
+                attrs[name] = value
+        status = getattr(result, "status", None)
+        if status == "completed":
+            attrs[sc.RESPONSE_FINISH_REASONS] = ["stop"]
+        elif isinstance(status, str):
+            reason = getattr(getattr(result, "incomplete_details", None), "reason", None)
+            attrs[sc.RESPONSE_FINISH_REASONS] = [reason if isinstance(reason, str) else status]
+        tier = getattr(result, "service_tier", None)
+        if isinstance(tier, str):
+            attrs[sc.OPENAI_RESPONSE_SERVICE_TIER] = tier
+        return attrs, responses_usage(getattr(result, "usage", None))
+
+    def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
+        given = request.get("input")
+        if isinstance(given, str):
+            messages = [Message("user", [Part("text", given)])]
+        else:
+            messages = openai_messages(
+                [_response_item(item) for item in given] if isinstance(given, list) else None
+            )
+        extra = [to_json(request[k]) for k in ("tools", "text") if request.get(k) is not None]
+        if isinstance(request.get("instructions"), str):
+            extra.append(request["instructions"])
+        limit = request.get("max_output_tokens")
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            return estimate_input_tokens(messages, extra), limit
+        return estimate_input_tokens(messages, extra), None
+
+    def stream(
+        self, request: dict[str, Any], include_usage: bool
+    ) -> tuple[dict[str, Any], Callable[[], Reader]] | None:
+        # The final event carries the whole response with its usage: nothing to ask for.
+        return (request, ResponsesReader) if request.get("stream") is True else None
+
+
+def _response_item(item: Any) -> Any:
+    """A Responses input item as a chat message: its parts' types differ (``input_text``)."""
+    item = plain(item)
+    if not isinstance(item, dict):
+        return item
+    content = item.get("content")
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            part = plain(part)
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in ("input_text", "output_text") and isinstance(part.get("text"), str):
+                parts.append({"type": "text", "text": part["text"]})
+            elif kind == "input_image":
+                parts.append({"type": "image"})
+            else:
+                parts.append(part)
+        return {**item, "content": parts}
+    if "role" not in item:  # a function call, its output, a reasoning item: counted as JSON
+        return {"role": "tool", "content": to_json(item)}
+    return item
+
+
+class ResponsesReader:
+    """Reads Responses stream events: the final event carries the whole response."""
+
+    __slots__ = ("chunks", "complete", "response")
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.complete = False
+        self.response: Any = None
+
+    def chunk(self, item: Any) -> bool:
+        self.chunks += 1
+        kind = item.type
+        if kind in _FINAL_EVENTS:
+            self.response = item.response
+            self.complete = True
+        elif kind == "response.created":
+            self.response = item.response
+        return True
+
+    def result(self) -> tuple[Attrs, Usage | None]:
+        if self.response is None:
+            return {}, None
+        return _RESPONSES.response_attributes(self.response)
+
+
+_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def responses_usage(usage: Any) -> Usage | None:
+    if usage is None:
+        return None
+    out = Usage()
+    inputs, outputs = getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None)
+    if isinstance(inputs, int):
+        out.input_tokens = inputs
+    if isinstance(outputs, int):
+        out.output_tokens = outputs
+    cached = getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", None)
+    if isinstance(cached, int):
+        out.cache_read_tokens = cached
+    reasoning = getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", None)
+    if isinstance(reasoning, int):
+        out.reasoning_tokens = reasoning
+    return out
 
 
 class EmbeddingsRoute(_Route):
@@ -313,16 +454,22 @@ def chat_usage(usage: Any) -> Usage | None:
 
 
 _CHAT = ChatRoute()
+_RESPONSES = ResponsesRoute()
 _CREATE = ("chat", "completions", "create")
 _EMBEDDINGS = EmbeddingsRoute()
 
 # (path to the method, route, may the core guard this request?)
 _METHODS: list[
-    tuple[tuple[str, ...], ChatRoute | EmbeddingsRoute, Callable[[dict[str, Any]], bool] | None]
+    tuple[
+        tuple[str, ...],
+        ChatRoute | ResponsesRoute | EmbeddingsRoute,
+        Callable[[dict[str, Any]], bool] | None,
+    ]
 ] = [
     (_CREATE, _CHAT, None),
     (("chat", "completions", "parse"), _CHAT, None),
     (("embeddings", "create"), _EMBEDDINGS, None),
+    (("responses", "create"), _RESPONSES, None),
 ]
 
 
@@ -469,4 +616,13 @@ def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: s
         return wrap(client.with_options(**options), policy, provider)
 
     tree["with_options"] = tree["copy"] = with_options
-    return GuardedProxy(client, tree)
+    proxy = GuardedProxy(client, tree)
+
+    def responses_stream(*args: Any, **kwargs: Any) -> Any:
+        # The SDK's helper calls ``self.create(stream=True, ...)``: given the guarded resource
+        # as ``self``, its request goes through the guard and the helper works as usual.
+        resource = proxy.responses
+        return type(resource.__wrapped__).stream(resource, *args, **kwargs)
+
+    tree["responses"]["stream"] = responses_stream
+    return proxy

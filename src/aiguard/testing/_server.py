@@ -4,7 +4,8 @@ It listens on 127.0.0.1 on a free port, plays a scripted queue of faults per mod
 every request it receives. It answers three wire protocols, each in its own shape, with usage
 and cached tokens, as JSON or as a stream:
 
-- OpenAI: ``POST /v1/chat/completions`` (SSE) and ``/v1/embeddings``. Point
+- OpenAI: ``POST /v1/chat/completions`` (SSE), ``/v1/responses`` (SSE events) and
+  ``/v1/embeddings``. Point
   ``openai.OpenAI(base_url=server.url, api_key=...)`` at it.
 - Anthropic Messages: ``POST /v1/messages`` (SSE with named events) and
   ``/v1/messages/count_tokens``. Point ``anthropic.Anthropic(base_url=server.anthropic_url,
@@ -286,8 +287,10 @@ def _text_of(content: Any) -> list[str]:
 
 
 def _prompt_text(body: dict[str, Any]) -> str:
-    # Anthropic has a top-level ``system``, Ollama's generate a ``system`` and a ``prompt``.
+    # Anthropic has a top-level ``system``, Ollama's generate a ``system`` and a ``prompt``,
+    # OpenAI's Responses ``instructions`` and ``input``.
     parts = _text_of(body.get("system")) + _text_of(body.get("prompt"))
+    parts += _text_of(body.get("instructions")) + _text_of(body.get("input"))
     for message in body.get("messages") or []:
         if isinstance(message, dict):
             parts.extend(_text_of(message.get("content")))
@@ -413,6 +416,8 @@ class _Handler(BaseHTTPRequestHandler):
             return "anthropic", self._anthropic_count_tokens
         if path.endswith("/chat/completions"):
             return "openai", self._openai_chat
+        if path.endswith("/v1/responses"):
+            return "openai", self._openai_responses
         if path.endswith("/embeddings"):
             return "openai", self._openai_embeddings
         return "openai", None
@@ -515,6 +520,89 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and fault.stream_error:
             message = {"message": "mock stream error", "type": fault.stream_error}
             error = f"data: {json.dumps({'error': {**message, 'code': fault.code}})}\n\n".encode()
+        self._stream("text/event-stream", frames, fault, error)
+
+    def _response(
+        self, body: dict[str, Any], reply: Reply, ident: str, status: str, content: str | None
+    ) -> dict[str, Any]:
+        """A Responses API ``response`` object (``content`` None: still in progress)."""
+        out: dict[str, Any] = {
+            "id": ident,
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": reply.response_model or body.get("model"),
+            "status": status,
+            "output": [],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+        }
+        if status == "incomplete":
+            out["incomplete_details"] = {"reason": "max_output_tokens"}
+        if content is not None:
+            out["output"] = [
+                {
+                    "type": "message",
+                    "id": f"msg_{ident[5:]}",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": content, "annotations": []}],
+                }
+            ]
+            if reply.usage:
+                prompt, completion = _token_counts(body, reply, content)
+                out["usage"] = {
+                    "input_tokens": prompt,
+                    "input_tokens_details": {"cached_tokens": reply.cached_tokens or 0},
+                    "output_tokens": completion,
+                    "output_tokens_details": {"reasoning_tokens": reply.reasoning_tokens or 0},
+                    "total_tokens": prompt + completion,
+                }
+        return out
+
+    def _openai_responses(self, body: dict[str, Any], reply: Reply, fault: Fault | None) -> None:
+        content = self._content(body, reply)
+        ident = f"resp_{uuid.uuid4().hex[:12]}"
+        status = "completed" if reply.finish_reason == "stop" else "incomplete"
+        if not body.get("stream"):
+            self._json(200, self._response(body, reply, ident, status, content))
+            return
+        sequence = iter(range(1_000_000))
+
+        def event(kind: str, **data: Any) -> bytes:
+            payload = {"type": kind, "sequence_number": next(sequence), **data}
+            return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+
+        start = self._response(body, reply, ident, "in_progress", None)
+        item_id = f"msg_{ident[5:]}"
+        item = {"type": "message", "id": item_id, "status": "in_progress", "role": "assistant"}
+        where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+        text_part = {"type": "output_text", "text": "", "annotations": []}
+        frames = [
+            (event("response.created", response=start), True),
+            (
+                event("response.output_item.added", output_index=0, item={**item, "content": []}),
+                False,
+            ),
+            (event("response.content_part.added", part=text_part, **where), False),
+        ]
+        for piece in _pieces(content):
+            delta = event("response.output_text.delta", delta=piece, logprobs=[], **where)
+            frames.append((delta, True))
+        if not (fault and fault.truncate):
+            done_part = {**text_part, "text": content}
+            done_item = {**item, "status": "completed", "content": [done_part]}
+            frames += [
+                (event("response.output_text.done", text=content, logprobs=[], **where), False),
+                (event("response.content_part.done", part=done_part, **where), False),
+                (event("response.output_item.done", output_index=0, item=done_item), False),
+            ]
+            final = self._response(body, reply, ident, status, content)
+            kind = "response.completed" if status == "completed" else "response.incomplete"
+            frames.append((event(kind, response=final), True))
+        error = None
+        if fault and fault.stream_error:
+            error = event("error", code=fault.code, message="mock stream error", param=None)
         self._stream("text/event-stream", frames, fault, error)
 
     # -- Anthropic -----------------------------------------------------------------------------

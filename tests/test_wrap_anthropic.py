@@ -32,8 +32,10 @@ def raw(server):
 
 
 @pytest.fixture
-def raw_async(server):
-    return anthropic.AsyncAnthropic(base_url=server.anthropic_url, api_key=API_KEY)
+async def raw_async(server):
+    client = anthropic.AsyncAnthropic(base_url=server.anthropic_url, api_key=API_KEY)
+    yield client
+    await client.close()  # its connections belong to this test's event loop
 
 
 @pytest.fixture
@@ -124,7 +126,8 @@ def test_with_options_and_copy_return_guarded_clients(make, server):
     assert len(server.requests) == 2
 
 
-def test_fallback_to_a_client_of_another_kind_is_refused_at_wrap_time(raw, raw_async, server):
+def test_fallback_to_a_client_of_another_kind_is_refused_at_wrap_time(raw, server):
+    raw_async = anthropic.AsyncAnthropic(base_url=server.anthropic_url, api_key=API_KEY)
     gpt = openai.OpenAI(base_url=server.url, api_key="k")
     for target, kind in ((raw_async, "Anthropic"), (gpt, "Anthropic")):
         with pytest.raises(TypeError, match=f"only to another {kind} client"):

@@ -203,7 +203,10 @@ class AsyncGuardedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
 
     async def close(self) -> None:
         self._self_life.end(Ended(abandoned=True))
-        await self.__wrapped__.close()
+        stream = self.__wrapped__
+        # SDK streams have an async close(); an async generator (Ollama's) has aclose().
+        aclose = getattr(stream, "aclose", None)
+        await (aclose() if aclose is not None else stream.close())
 
     async def aclose(self) -> None:
         await self.close()

@@ -101,11 +101,25 @@ def test_chat_returns_what_the_client_returns(make, raw):
     assert _shape([guarded]) == _shape([plain])
 
 
-def test_other_methods_and_positional_calls_pass_through(make, server, telemetry):
+def test_other_methods_pass_through(make, server, telemetry):
+    assert make().embeddings(model="nomic", prompt="a").embedding  # deprecated: not guarded
+    assert len(server.requests) == 1
+    assert telemetry.spans() == []
+
+
+def test_positional_calls_are_guarded_too(make, server, telemetry):
+    server.fail("llama3", status=503)
     client = make()
-    assert client.embeddings(model="nomic", prompt="a").embedding  # deprecated: not guarded
-    assert client.chat("llama3", MESSAGES).message.content  # positional: the client's own call
-    assert len(server.requests) == 2
+    assert client.chat("llama3", MESSAGES).message.content
+    assert client.generate("llama3", "Why is the sky blue?").response
+    assert [r.body.get("prompt") for r in server.requests][-1] == "Why is the sky blue?"
+    assert len(telemetry.spans("chat llama3")) == 2
+    assert len(telemetry.spans("text_completion llama3")) == 1
+
+
+def test_calls_that_do_not_bind_are_the_clients_business(make, telemetry):
+    with pytest.raises(TypeError):
+        make().chat("llama3", MESSAGES, "unexpected")
     assert telemetry.spans() == []
 
 
@@ -482,7 +496,7 @@ async def test_async_calls_are_guarded(make_async, server, telemetry):
     reply = await _chat(client)
     assert isinstance(reply, ollama.ChatResponse)
     assert len(server.requests) == 2
-    assert (await client.generate(model="llama3", prompt="Hi")).response
+    assert (await client.generate("llama3", "Hi")).response  # positional, as often written
     assert (await client.embed(model="nomic", input="x")).embeddings
     names = [s.name for s in telemetry.spans() if s.name.startswith("aiguard")]
     operations = ["chat llama3", "text_completion llama3", "embeddings nomic"]

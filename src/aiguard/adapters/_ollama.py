@@ -22,7 +22,7 @@ from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard._wrap import GuardedProxy, endpoint_cache, guarded_method, unwrap
+from aiguard._wrap import GuardedProxy, binder, endpoint_cache, guarded_method, unwrap
 
 PROVIDER = "ollama"
 
@@ -361,12 +361,14 @@ def wrap(client: ollama.Client | ollama.AsyncClient, policy: Policy, provider: s
             )
             for t in policy.fallback
         ]
+        method = getattr(client, name)
         tree[name] = guarded_method(
             route,
             policy,
             endpoint_cache(_primary_endpoints(primary, name, policy)),
             fallbacks,
-            getattr(client, name),
+            method,
             is_async,
+            bind=binder(method),  # client.chat("llama3", messages) is common
         )
     return GuardedProxy(client, tree)

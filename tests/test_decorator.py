@@ -262,3 +262,18 @@ async def test_async_generator_retry_before_first_item(telemetry):
     assert [t async for t in tokens()] == ["x", "y"]
     assert len(calls) == 3
     assert telemetry.spans()[-1].attributes["aiguard.attempts"] == 3
+
+
+def test_raw_transport_errors_are_outages_that_retry():
+    import httpx2
+
+    calls = []
+
+    @aiguard.guard(retry=aiguard.Retry(attempts=2, wait_initial=0, wait_jitter=0))
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise httpx2.ReadError("stream cut")  # what some SDKs let through from a cut stream
+        return "ok"
+
+    assert flaky() == "ok" and len(calls) == 2

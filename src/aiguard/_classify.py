@@ -20,6 +20,17 @@ def classify(error: BaseException) -> tuple[Failure, float | None]:
         if adapter is not None:
             result: tuple[Failure, float | None] = adapter.classify(error)
             return result
-    if isinstance(error, TimeoutError | ConnectionError):
+    if isinstance(error, TimeoutError | ConnectionError) or _transport_error(error):
         return Failure.OUTAGE, None
     return Failure.FATAL, None
+
+
+def _transport_error(error: BaseException) -> bool:
+    """A raw httpx / httpx2 transport error: some SDKs let a stream cut midway through as is."""
+    return any(
+        cls.__name__ == "TransportError" and cls.__module__.partition(".")[0] in _HTTP_CLIENTS
+        for cls in type(error).__mro__
+    )
+
+
+_HTTP_CLIENTS = frozenset({"httpx", "httpx2"})

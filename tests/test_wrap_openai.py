@@ -173,3 +173,15 @@ def test_malformed_json_from_the_server_raises_the_sdks_error_unretried(
     assert len(server.requests) == 1
     span = telemetry.span("chat gpt-4o")
     assert span.attributes["error.type"].endswith(type(info.value).__name__)
+
+
+def test_a_wrapped_client_used_as_a_context_manager_stays_guarded(raw_client, server, telemetry):
+    with aiguard.wrap(raw_client) as client:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert telemetry.spans("aiguard chat gpt-4o")
+
+
+async def test_async_context_manager_stays_guarded(raw_async_client, telemetry):
+    async with aiguard.wrap(raw_async_client) as client:
+        await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert telemetry.spans("aiguard chat gpt-4o")

@@ -301,8 +301,8 @@ class Run:
     ) -> Decimal | None:
         """Price a finished attempt, settle its reservations and add it to the totals.
 
-        ``unknown_is_worst``: a stream that ended early without usage was billed for an unknown
-        part of its answer; budgets keep its worst case.
+        ``unknown_is_worst``: for a stream, whose usage may be missing or partial (cut before its
+        final event): its cost is unknown, and budgets keep its worst case.
         """
         cost: Decimal | None = None
         try:
@@ -313,7 +313,9 @@ class Run:
             if price is None:
                 price = prices.lookup(endpoint.provider, endpoint.model)
             if price is not None:
-                cost = price.cost(usage, seconds)
+                partial = usage is None or usage.output_tokens is None
+                if not (unknown_is_worst and partial and price.per_token):
+                    cost = price.cost(usage, seconds)
         except Exception as exc:
             report_fault("pricing a call", exc)
             cost = attempt.reserved or None  # a hard budget assumes the worst
@@ -454,7 +456,7 @@ class Run:
         seconds = now - attempt.started
         model = attrs.get(sc.RESPONSE_MODEL)
         cost = (
-            self._charge(attempt, usage, model, seconds, unknown_is_worst=usage is None)
+            self._charge(attempt, usage, model, seconds, unknown_is_worst=True)
             if self.route.priced
             else None
         )

@@ -48,6 +48,15 @@ class GuardedProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     def __repr__(self) -> str:
         return f"<aiguard.wrap of {self.__wrapped__!r}>"
 
+    # SDK clients return themselves from __enter__: keep the guarded view inside the block.
+    def __enter__(self) -> Any:
+        entered = self.__wrapped__.__enter__()
+        return self if entered is self.__wrapped__ else entered
+
+    async def __aenter__(self) -> Any:
+        entered = await self.__wrapped__.__aenter__()
+        return self if entered is self.__wrapped__ else entered
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(
             "an aiguard-wrapped client cannot be pickled; wrap the client after loading"

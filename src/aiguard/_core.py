@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import random
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Generator, Hashable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -26,8 +27,19 @@ from opentelemetry.trace import Span, SpanKind
 from aiguard import _budget, prices
 from aiguard import _semconv as sc
 from aiguard._budget import Budget
-from aiguard._errors import BudgetExceeded, CircuitOpen, DeadlineExceeded, StreamTruncated
-from aiguard._messages import DEFAULT_MAX_OUTPUT_TOKENS
+from aiguard._errors import (
+    BudgetExceeded,
+    CheckFailed,
+    CircuitOpen,
+    DeadlineExceeded,
+    StreamTruncated,
+)
+from aiguard._messages import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    Message,
+    replace_text,
+    request_messages,
+)
 from aiguard._policy import Failure, Policy, Retry
 from aiguard._stream import (
     AsyncGuardedStream,
@@ -153,11 +165,55 @@ class Run:
     costed: bool = False
     estimate: tuple[int, int] | None = None
     reader: Callable[[], Reader] | None = None  # set for a streaming call
+    checked: list[str] | None = None
+    failed_check: str | None = None
     deferred: bool = False  # a stream was handed to the user: it ends the call
 
     @property
     def raise_on_truncation(self) -> bool:
         return self.policy.raise_on_truncation
+
+    # -- input checks, before anything is sent or reserved --------------------------------------
+
+    def checks(self) -> Generator[Any, Any, None]:
+        """Run the policy's checks in order; yields what an async check returns, to be awaited.
+
+        A check refuses by raising (any exception becomes :class:`CheckFailed` naming it) and
+        redacts by returning new messages, whose changed text replaces the original in the
+        request. Nothing reads message text unless a check is configured.
+        """
+        endpoint = self.endpoints[0]
+        context = {
+            "model": endpoint.model,
+            "provider": endpoint.provider,
+            "operation": self.route.operation,
+        }
+        extract = getattr(self.route, "messages", None) or request_messages
+        original = messages = extract(self.request)
+        for check in self.policy.checks:
+            name = check_name(check)
+            try:
+                result = check(messages, **context)
+                if inspect.isawaitable(result):
+                    result = yield result
+            except CheckFailed as refusal:
+                self._refused(name)
+                raise refusal from None
+            except Exception as exc:
+                self._refused(name)
+                raise CheckFailed(name, str(exc) or type(exc).__name__) from exc
+            if isinstance(result, list):
+                messages = result
+        self.checked = [check_name(check) for check in self.policy.checks]
+        if messages is not original:
+            self.request = replace_text(self.request, _redactions(original, messages))
+
+    def _refused(self, name: str) -> None:
+        self.failed_check = name
+        self.telemetry.count(
+            self.telemetry.refusals, {sc.REFUSAL_KIND: "check", sc.CHECK_NAME: name}
+        )
+        add_event(self.span, "aiguard.check.failed", {sc.CHECK_NAME: name})
 
     # -- choosing where the next request goes --------------------------------------------------
 
@@ -620,7 +676,55 @@ class Run:
             attrs[sc.BUDGET_REMAINING_USD] = float(min(b.remaining for b in self.budgets))
         if self.tag is not None:
             attrs[sc.TAG] = self.tag
+        if self.checked:
+            attrs[sc.CHECKS] = self.checked
+        if self.failed_check is not None:
+            attrs[sc.CHECK_FAILED] = self.failed_check
         end_span(self.span, error, attrs)
+
+
+def check_name(check: Any) -> str:
+    name = getattr(check, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return getattr(check, "__qualname__", None) or type(check).__qualname__
+
+
+def _redactions(before: list[Message], after: list[Message]) -> dict[str, str]:
+    """Original text -> redacted text, for the text parts a check changed."""
+    changed: dict[str, str] = {}
+    for old, new in zip(before, after, strict=False):
+        for old_part, new_part in zip(old.parts, new.parts, strict=False):
+            if old_part.content != new_part.content and old_part.content:
+                changed[old_part.content] = new_part.content
+    return changed
+
+
+def _checks_sync(run: Run) -> None:
+    steps = run.checks()
+    for pending in steps:
+        if hasattr(pending, "close"):
+            pending.close()  # never awaited: do not leave a warning behind
+        steps.throw(
+            TypeError(
+                "an async check cannot run on a sync call; use a plain function, or an async client"
+            )
+        )
+
+
+async def _checks_async(run: Run) -> None:
+    steps = run.checks()
+    try:
+        pending = next(steps)
+        while True:
+            try:
+                result = await pending
+            except Exception as exc:
+                pending = steps.throw(exc)
+            else:
+                pending = steps.send(result)
+    except StopIteration:
+        return
 
 
 def cost_basis(endpoint: Endpoint) -> str:
@@ -687,6 +791,8 @@ def run_sync(run: Run) -> Any:
     """Drive a guarded call with blocking sleeps."""
     error: BaseException | None = None
     try:
+        if run.policy.checks:
+            _checks_sync(run)
         while True:
             endpoint, remaining = run.next_endpoint()
             attempt, request = run.start_attempt(endpoint, remaining)
@@ -719,6 +825,8 @@ async def run_async(run: Run) -> Any:
     """Drive a guarded call with ``asyncio.sleep``; the decisions are the same as the sync path."""
     error: BaseException | None = None
     try:
+        if run.policy.checks:
+            await _checks_async(run)
         while True:
             endpoint, remaining = run.next_endpoint()
             attempt, request = run.start_attempt(endpoint, remaining)

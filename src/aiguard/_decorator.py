@@ -26,6 +26,7 @@ from aiguard._budget import Budget
 from aiguard._classify import classify
 from aiguard._core import Endpoint, Run, begin, current_deadline, run_async, run_sync
 from aiguard._errors import CheckFailed, DeadlineExceeded
+from aiguard._messages import Message, Part
 from aiguard._policy import Policy, Retry, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
@@ -49,6 +50,11 @@ class _FunctionRoute:
     def stream(self, request: dict[str, Any], include_usage: bool) -> None:
         return None  # a generator function is guarded up to its first item instead
 
+    def messages(self, request: dict[str, Any]) -> list[Message]:
+        """What checks read: the function's string arguments, as one user message."""
+        parts = [Part("text", value) for value in _strings(request.values())]
+        return [Message("user", parts)]
+
     def request_attributes(self, request: dict[str, Any]) -> Attrs:
         return {}
 
@@ -56,6 +62,18 @@ class _FunctionRoute:
         return {}, None
 
     classify = staticmethod(classify)
+
+
+def _strings(values: Any) -> list[str]:
+    found: list[str] = []
+    for value in values:
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, list | tuple):
+            found.extend(_strings(value))
+        elif isinstance(value, dict):
+            found.extend(_strings(value.values()))
+    return found
 
 
 class _Validator:
@@ -141,6 +159,7 @@ def guard(
     fallback_on: Any = ...,
     budget: Budget | None = ...,
     tag: str | None = ...,
+    checks: Any = ...,
     name: str | None = None,
     validate_args: bool = True,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
@@ -158,6 +177,7 @@ def guard(
     fallback_on: Any = ...,
     budget: Any = ...,
     tag: Any = ...,
+    checks: Any = ...,
     name: str | None = None,
     validate_args: bool = True,
 ) -> Any:
@@ -166,7 +186,8 @@ def guard(
     Works on sync and async functions, generators and async generators (those are retried only
     before their first item). Fallbacks re-call the function with ``model=`` set to the next
     model, so the function needs a ``model`` parameter to use them. ``budget`` and ``tag``
-    apply to every guarded call the function makes.
+    apply to every guarded call the function makes. ``checks`` run on the function's string
+    arguments before it is called (a redacting check replaces them).
 
     Example::
 
@@ -184,6 +205,7 @@ def guard(
         fallback_on=fallback_on,
         budget=budget,
         tag=tag,
+        checks=checks,
     )
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"guard(name=...) must be a non-empty string, got {name!r}")

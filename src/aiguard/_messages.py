@@ -123,3 +123,101 @@ def _content_parts(content: Any) -> list[Part]:
         else:  # audio, files, refusals: counted by their JSON size
             parts.append(Part("other", to_json(item)))
     return parts
+
+
+# -- any provider's request, for checks --------------------------------------------------------
+
+# Block types that carry text, across OpenAI chat and Responses, Anthropic, Ollama and llama.cpp.
+_TEXT_BLOCKS = frozenset({"text", "input_text", "output_text"})
+_IMAGE_BLOCKS = frozenset({"image", "image_url", "input_image"})
+
+
+def request_messages(request: dict[str, Any]) -> list[Message]:
+    """The text a request sends to the model, as neutral messages, whatever the provider.
+
+    Every adapter's request is JSON in one of a few shapes: ``messages`` with string or block
+    content (OpenAI, Anthropic, Ollama, llama.cpp), a ``system`` prompt (Anthropic, Ollama),
+    ``instructions`` and ``input`` (OpenAI Responses, embeddings), ``prompt`` and ``suffix``
+    (completions). Images become image parts; tool calls and results their JSON.
+    """
+    out: list[Message] = []
+    for key in ("system", "instructions"):
+        parts = _parts(request.get(key))
+        if parts:
+            out.append(Message("system", parts))
+    messages = request.get("messages")
+    if isinstance(messages, list | tuple):
+        out.extend(_message(item) for item in messages)
+    given = request.get("input")
+    if isinstance(given, list | tuple) and any(
+        isinstance(plain(i), dict) and ("role" in plain(i) or "type" in plain(i)) for i in given
+    ):
+        out.extend(_message(item) for item in given)
+    elif given is not None:
+        out.append(Message("user", _parts(given)))
+    prompt = [p for key in ("prompt", "suffix") for p in _parts(request.get(key))]
+    if prompt:
+        out.append(Message("user", prompt))
+    return out
+
+
+def _message(item: Any) -> Message:
+    item = plain(item)
+    if not isinstance(item, dict):
+        return Message("user", _parts(item))
+    role = item.get("role")
+    parts = _parts(item.get("content"))
+    for call in item.get("tool_calls") or ():
+        parts.append(Part("tool_call", to_json(plain(call))))
+    if "role" not in item and "type" in item:  # a Responses item: a call, its output, reasoning
+        return Message("tool", [Part("tool_call", to_json(item))])
+    if role == "tool":
+        parts = [Part("tool_call_response", p.content) if p.type == "text" else p for p in parts]
+    return Message(role if isinstance(role, str) else "user", parts)
+
+
+def _parts(content: Any) -> list[Part]:
+    content = plain(content)
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [Part("text", content)]
+    if not isinstance(content, list | tuple):
+        return [Part("other", to_json(content))]
+    parts = []
+    for block in content:
+        block = plain(block)
+        if isinstance(block, str):
+            parts.append(Part("text", block))
+            continue
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind in _TEXT_BLOCKS and isinstance(block.get("text"), str):
+            parts.append(Part("text", block["text"]))
+        elif kind in _IMAGE_BLOCKS:
+            parts.append(Part("image"))
+        elif kind in ("tool_use", "function_call"):
+            parts.append(Part("tool_call", to_json(block)))
+        elif kind in ("tool_result", "function_call_output"):
+            parts.append(Part("tool_call_response", to_json(block)))
+        else:
+            parts.append(Part("other", to_json(block)))
+    return parts
+
+
+def replace_text(value: Any, replacements: dict[str, str]) -> Any:
+    """``value`` with every string equal to a key replaced, in new dicts and lists (the caller's
+    objects are never changed). Used to send a check's redacted text instead of the original."""
+    if isinstance(value, str):
+        return replacements.get(value, value)
+    if isinstance(value, dict):
+        return {k: replace_text(v, replacements) for k, v in value.items()}
+    if isinstance(value, list):
+        return [replace_text(v, replacements) for v in value]
+    if isinstance(value, tuple):
+        return tuple(replace_text(v, replacements) for v in value)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):  # an SDK object (a message from an earlier response)
+        dumped = dump()
+        replaced = replace_text(dumped, replacements)
+        return value if replaced == dumped else replaced
+    return value

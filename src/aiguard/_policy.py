@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +130,8 @@ class Policy:
     # Streams: ask for usage (hiding the extra chunk) and raise StreamTruncated on a cut stream.
     stream_usage: bool = True
     raise_on_truncation: bool = False
+    # Input checks, run in order before the first attempt (see aiguard.checks).
+    checks: tuple[Callable[..., Any], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.retry, Retry):
@@ -149,6 +151,12 @@ class Policy:
             )
         if self.tag is not None:
             _check_tag(self.tag)
+        for check in self.checks:
+            if not callable(check):
+                raise TypeError(
+                    f"checks= entries must be callables (messages, **context) -> None, such as "
+                    f"aiguard.checks.NoSecrets(); got {check!r}"
+                )
         for name in ("stream_usage", "raise_on_truncation"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}= must be True or False, got {getattr(self, name)!r}")
@@ -167,6 +175,7 @@ class Policy:
         tag: Any = ...,
         stream_usage: Any = ...,
         raise_on_truncation: Any = ...,
+        checks: Any = ...,
     ) -> Policy:
         """Merge explicit keywords over ``policy`` (``...`` means "not given")."""
         if policy is not None and not isinstance(policy, Policy):
@@ -184,6 +193,7 @@ class Policy:
             raise_on_truncation=(
                 base.raise_on_truncation if raise_on_truncation is ... else raise_on_truncation
             ),
+            checks=base.checks if checks is ... else _checks(checks),
         )
 
 
@@ -209,6 +219,16 @@ def _targets(fallback: Any) -> tuple[Target, ...]:
                 f"fallback= entries must be model names (str) or aiguard.Target, got {item!r}"
             )
     return tuple(targets)
+
+
+def _checks(value: Any) -> tuple[Callable[..., Any], ...]:
+    if value is None:
+        return ()
+    if callable(value):
+        return (value,)
+    if not isinstance(value, Iterable) or isinstance(value, str):
+        raise TypeError(f"checks= must be a list of checks, got {value!r}")
+    return tuple(value)
 
 
 def _failures(value: Any) -> frozenset[Failure]:

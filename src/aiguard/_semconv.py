@@ -66,6 +66,9 @@ TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
 STREAM_CHUNKS = "aiguard.stream.chunks"
 STREAM_ABANDONED = "aiguard.stream.abandoned"
 REFUSAL_KIND = "aiguard.refusal"
+CHECKS = "aiguard.checks"
+CHECK_NAME = "aiguard.check"
+CHECK_FAILED = "aiguard.check.failed"
 
 # Metrics
 METRIC_DURATION = "gen_ai.client.operation.duration"

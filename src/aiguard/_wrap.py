@@ -186,6 +186,7 @@ def wrap(
     tag: str | None = ...,  # type: ignore[assignment]
     stream_usage: bool = ...,  # type: ignore[assignment]
     raise_on_truncation: bool = ...,  # type: ignore[assignment]
+    checks: Any = ...,
     provider: str | None = None,
 ) -> C:
     """Return ``client`` guarded: same type, same API, same results, with policies and telemetry.
@@ -197,7 +198,8 @@ def wrap(
     spend (a feature or tenant name). Streams get usage even when the request did not ask for
     it (``stream_usage=False`` turns that off for servers that reject ``stream_options``); a
     stream cut without a finish reason is recorded as an error, and raises
-    :class:`aiguard.StreamTruncated` with ``raise_on_truncation=True``.
+    :class:`aiguard.StreamTruncated` with ``raise_on_truncation=True``. ``checks`` (see
+    :mod:`aiguard.checks`) run on the request before anything is sent or reserved.
 
     Example::
 
@@ -215,6 +217,7 @@ def wrap(
         tag=tag,
         stream_usage=stream_usage,
         raise_on_truncation=raise_on_truncation,
+        checks=checks,
     )
     if provider is not None and (not isinstance(provider, str) or not provider.strip()):
         raise TypeError(f"provider= must be a non-empty string, got {provider!r}")

@@ -705,10 +705,10 @@ def _checks_sync(run: Run) -> None:
     for pending in steps:
         if hasattr(pending, "close"):
             pending.close()  # never awaited: do not leave a warning behind
-        steps.throw(
-            TypeError(
-                "an async check cannot run on a sync call; use a plain function, or an async client"
-            )
+        steps.close()
+        raise TypeError(
+            "an async check cannot run on a sync call: make it a plain function, or use the "
+            "async client"
         )
 
 

@@ -24,6 +24,7 @@ from aiguard._errors import (
     CheckFailed,
     CircuitOpen,
     DeadlineExceeded,
+    OutputInvalid,
     StreamTruncated,
 )
 from aiguard._policy import Failure, Policy, Retry, Target
@@ -41,6 +42,7 @@ __all__ = [
     "CircuitOpen",
     "DeadlineExceeded",
     "Failure",
+    "OutputInvalid",
     "Policy",
     "Retry",
     "StreamTruncated",

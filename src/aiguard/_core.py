@@ -32,6 +32,7 @@ from aiguard._errors import (
     CheckFailed,
     CircuitOpen,
     DeadlineExceeded,
+    OutputInvalid,
     StreamTruncated,
 )
 from aiguard._messages import (
@@ -40,6 +41,7 @@ from aiguard._messages import (
     replace_text,
     request_messages,
 )
+from aiguard._output import InvalidOutput, answer_text, reask_request
 from aiguard._policy import Failure, Policy, Retry
 from aiguard._stream import (
     AsyncGuardedStream,
@@ -66,6 +68,7 @@ from aiguard._types import Usage
 # deadline and add their cost to its total.
 _frame: ContextVar[Run | None] = ContextVar("aiguard_frame", default=None)
 _ZERO = Decimal(0)
+REASK = object()  # validate_output: the answer was wrong, ask again
 _cost_lock = threading.Lock()
 
 
@@ -167,6 +170,7 @@ class Run:
     reader: Callable[[], Reader] | None = None  # set for a streaming call
     checked: list[str] | None = None
     failed_check: str | None = None
+    reasks: int = 0
     deferred: bool = False  # a stream was handed to the user: it ends the call
 
     @property
@@ -468,6 +472,37 @@ class Run:
                 attrs[sc.COST_BASIS] = cost_basis(endpoint)
             end_span(attempt.span, None, attrs)
 
+    # -- output validation ---------------------------------------------------------------------
+
+    def validate_output(self, result: Any) -> Any:
+        """The value to return, or :data:`REASK` to ask again; raises :class:`OutputInvalid`."""
+        spec = self.policy.output
+        assert spec is not None
+        raw = answer_text(result)
+        function = getattr(self.route, "returns_output", False)
+        try:
+            value = spec.validate(raw)
+        except InvalidOutput as bad:
+            self.reasks += 1
+            limit = self.policy.reasks
+            if limit is None:
+                limit = self.endpoints[self.index].retry.attempts - 1
+            self.telemetry.count(
+                self.telemetry.reasks, {sc.REQUEST_MODEL: self.endpoints[self.index].model}
+            )
+            add_event(
+                self.span,
+                "aiguard.output.invalid",
+                {sc.ATTEMPT: self.attempts, sc.OUTPUT_ERRORS: len(bad.errors)},
+            )
+            if self.reasks > limit:
+                raise OutputInvalid(raw, bad.errors, self.attempts) from None
+            if not function:
+                self.request = reask_request(self.request, raw, bad.errors)
+            self.on_target = 0  # a re-ask is a new question, not a retry of a failure
+            return REASK
+        return value if function else result
+
     # -- streams -------------------------------------------------------------------------------
 
     def stream_started(self, attempt: _Attempt, reader: Reader) -> _Lifecycle:
@@ -680,6 +715,8 @@ class Run:
             attrs[sc.CHECKS] = self.checked
         if self.failed_check is not None:
             attrs[sc.CHECK_FAILED] = self.failed_check
+        if self.reasks:
+            attrs[sc.REASKS] = self.reasks
         end_span(self.span, error, attrs)
 
 
@@ -812,6 +849,10 @@ def run_sync(run: Run) -> Any:
             if run.reader is not None:
                 return GuardedStream(result, iterator, first, run.stream_started(attempt, reader))
             run.succeeded(attempt, result)
+            if run.policy.output is not None:
+                result = run.validate_output(result)
+                if result is REASK:
+                    continue
             return result
     except BaseException as exc:
         error = exc
@@ -847,6 +888,10 @@ async def run_async(run: Run) -> Any:
                 life = run.stream_started(attempt, reader)
                 return AsyncGuardedStream(result, iterator, first, life)
             run.succeeded(attempt, result)
+            if run.policy.output is not None:
+                result = run.validate_output(result)
+                if result is REASK:
+                    continue
             return result
     except BaseException as exc:
         error = exc

@@ -40,6 +40,7 @@ class _FunctionRoute:
 
     span_kind = SpanKind.INTERNAL
     priced = False
+    returns_output = True  # a validated return value replaces the raw one
 
     def __init__(self, name: str) -> None:
         self.operation = name
@@ -160,6 +161,8 @@ def guard(
     budget: Budget | None = ...,
     tag: str | None = ...,
     checks: Any = ...,
+    output: Any = ...,
+    reasks: int | None = ...,
     name: str | None = None,
     validate_args: bool = True,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
@@ -178,6 +181,8 @@ def guard(
     budget: Any = ...,
     tag: Any = ...,
     checks: Any = ...,
+    output: Any = ...,
+    reasks: Any = ...,
     name: str | None = None,
     validate_args: bool = True,
 ) -> Any:
@@ -187,7 +192,9 @@ def guard(
     before their first item). Fallbacks re-call the function with ``model=`` set to the next
     model, so the function needs a ``model`` parameter to use them. ``budget`` and ``tag``
     apply to every guarded call the function makes. ``checks`` run on the function's string
-    arguments before it is called (a redacting check replaces them).
+    arguments before it is called (a redacting check replaces them). ``output`` validates the
+    return value (a JSON string or dict becomes the model, which is returned); when it is wrong
+    the function is called again, up to ``reasks`` times.
 
     Example::
 
@@ -206,6 +213,8 @@ def guard(
         budget=budget,
         tag=tag,
         checks=checks,
+        output=output,
+        reasks=reasks,
     )
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"guard(name=...) must be a non-empty string, got {name!r}")

@@ -122,3 +122,21 @@ class StreamTruncated(AIGuardError):
             f"the stream from {model!r} ended without a finish reason: the answer is incomplete. "
             "The server or a proxy cut it; retry the call, or treat what arrived as partial."
         )
+
+
+class OutputInvalid(AIGuardError):
+    """The model's answer did not validate against ``output=``, and the re-asks ran out.
+
+    ``raw`` is the last answer as the model gave it, ``errors`` what was wrong with it (locations
+    and messages, never the answer itself), ``asks`` how many times the model was asked.
+    """
+
+    def __init__(self, raw: object, errors: list[str], asks: int) -> None:
+        self.raw = raw
+        self.errors = errors
+        self.asks = asks
+        shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+        super().__init__(
+            f"the answer did not validate after {asks} ask(s): {shown}. The last answer is in "
+            ".raw. Make the prompt state the format, raise reasks=, or loosen output=."
+        )

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget, _check_tag
+from aiguard._output import OutputSpec
 
 
 def _check_seconds(what: str, value: Any) -> None:
@@ -132,6 +133,9 @@ class Policy:
     raise_on_truncation: bool = False
     # Input checks, run in order before the first attempt (see aiguard.checks).
     checks: tuple[Callable[..., Any], ...] = ()
+    # Output validation: what the answer must be, and how often to re-ask (None: retry.attempts).
+    output: OutputSpec | None = None
+    reasks: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.retry, Retry):
@@ -157,6 +161,12 @@ class Policy:
                     f"checks= entries must be callables (messages, **context) -> None, such as "
                     f"aiguard.checks.NoSecrets(); got {check!r}"
                 )
+        if self.output is not None and not isinstance(self.output, OutputSpec):
+            object.__setattr__(self, "output", OutputSpec(self.output))
+        if self.reasks is not None and (
+            not isinstance(self.reasks, int) or isinstance(self.reasks, bool) or self.reasks < 0
+        ):
+            raise TypeError(f"reasks= must be a whole number >= 0, got {self.reasks!r}")
         for name in ("stream_usage", "raise_on_truncation"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}= must be True or False, got {getattr(self, name)!r}")
@@ -176,6 +186,8 @@ class Policy:
         stream_usage: Any = ...,
         raise_on_truncation: Any = ...,
         checks: Any = ...,
+        output: Any = ...,
+        reasks: Any = ...,
     ) -> Policy:
         """Merge explicit keywords over ``policy`` (``...`` means "not given")."""
         if policy is not None and not isinstance(policy, Policy):
@@ -194,6 +206,8 @@ class Policy:
                 base.raise_on_truncation if raise_on_truncation is ... else raise_on_truncation
             ),
             checks=base.checks if checks is ... else _checks(checks),
+            output=base.output if output is ... else output,
+            reasks=base.reasks if reasks is ... else reasks,
         )
 
 

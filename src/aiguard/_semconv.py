@@ -69,6 +69,8 @@ REFUSAL_KIND = "aiguard.refusal"
 CHECKS = "aiguard.checks"
 CHECK_NAME = "aiguard.check"
 CHECK_FAILED = "aiguard.check.failed"
+REASKS = "aiguard.reasks"
+OUTPUT_ERRORS = "aiguard.output.errors"
 
 # Metrics
 METRIC_DURATION = "gen_ai.client.operation.duration"
@@ -80,6 +82,7 @@ METRIC_COST = "aiguard.cost"
 METRIC_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
 METRIC_CHUNK_TIME = "gen_ai.client.operation.time_per_output_chunk"
 METRIC_REFUSALS = "aiguard.refusals"
+METRIC_REASKS = "aiguard.reasks"
 TOKEN_TYPE = "gen_ai.token.type"
 
 DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01 ... 81.92 s

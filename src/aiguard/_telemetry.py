@@ -98,6 +98,9 @@ class Telemetry:
             description="Mean time between the chunks of a streamed GenAI response",
             explicit_bucket_boundaries_advisory=sc.CHUNK_BUCKETS,
         )
+        self.reasks = meter.create_counter(
+            sc.METRIC_REASKS, unit="{reask}", description="Answers re-asked after validation failed"
+        )
         self.cost = meter.create_counter(
             sc.METRIC_COST, unit="USD", description="What guarded model calls cost"
         )

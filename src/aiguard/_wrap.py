@@ -187,6 +187,8 @@ def wrap(
     stream_usage: bool = ...,  # type: ignore[assignment]
     raise_on_truncation: bool = ...,  # type: ignore[assignment]
     checks: Any = ...,
+    output: Any = ...,
+    reasks: int | None = ...,  # type: ignore[assignment]
     provider: str | None = None,
 ) -> C:
     """Return ``client`` guarded: same type, same API, same results, with policies and telemetry.
@@ -199,7 +201,9 @@ def wrap(
     it (``stream_usage=False`` turns that off for servers that reject ``stream_options``); a
     stream cut without a finish reason is recorded as an error, and raises
     :class:`aiguard.StreamTruncated` with ``raise_on_truncation=True``. ``checks`` (see
-    :mod:`aiguard.checks`) run on the request before anything is sent or reserved.
+    :mod:`aiguard.checks`) run on the request before anything is sent or reserved. ``output``
+    (a pydantic model or a validating callable) validates each answer's text; a wrong answer is
+    re-asked with the errors, up to ``reasks`` times (default: the retry attempts less one).
 
     Example::
 
@@ -218,6 +222,8 @@ def wrap(
         stream_usage=stream_usage,
         raise_on_truncation=raise_on_truncation,
         checks=checks,
+        output=output,
+        reasks=reasks,
     )
     if provider is not None and (not isinstance(provider, str) or not provider.strip()):
         raise TypeError(f"provider= must be a non-empty string, got {provider!r}")

@@ -21,6 +21,7 @@ protocol's body shape.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import socket
 import struct
@@ -135,6 +136,7 @@ class MockServer:
         self._lock = threading.Lock()
         self._faults: dict[str, deque[Fault]] = defaultdict(deque)
         self._replies: dict[str, Reply] = {}
+        self._answers: defaultdict[str, deque[str]] = defaultdict(deque)
         self.requests: list[Recorded] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -213,11 +215,22 @@ class MockServer:
         with self._lock:
             self._replies[model] = Reply(**reply)
 
+    def answer(self, model: str, *contents: str) -> None:
+        """Queue answer texts for ``model``, one per request, before its usual reply.
+
+        Example::
+
+            server.answer("gpt-4o", "not json", '{"city": "Paris"}')   # wrong, then right
+        """
+        with self._lock:
+            self._answers[model].extend(contents)
+
     def reset(self) -> None:
         """Forget scripted faults, replies and recorded requests."""
         with self._lock:
             self._faults.clear()
             self._replies.clear()
+            self._answers.clear()
             self.requests.clear()
 
     def requests_for(self, model: str) -> list[Recorded]:
@@ -235,6 +248,9 @@ class MockServer:
                     fault = queue.popleft()
                     break
             reply = self._replies.get(model or "") or self._replies.get(ANY_MODEL) or Reply()
+            queued = self._answers.get(model or "")
+            if queued and fault is None:
+                reply = dataclasses.replace(reply, content=queued.popleft())
             return fault, reply
 
 

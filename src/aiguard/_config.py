@@ -17,6 +17,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from aiguard import _capture
 from aiguard._telemetry import Telemetry, install
 
 log = logging.getLogger("aiguard")
@@ -35,6 +36,9 @@ def configure(
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
     exporter: str | SpanExporter | None = None,
+    capture_content: str | bool | None = None,
+    capture_pii: bool = False,
+    capture_max_chars: int = 8192,
 ) -> None:
     """Set where aiguard's spans and metrics go. Safe to call more than once.
 
@@ -45,10 +49,16 @@ def configure(
       ``None``: then ``OTEL_EXPORTER_OTLP_ENDPOINT`` selects OTLP, and with no endpoint nothing is
       exported (said once in a log line).
 
+    ``capture_content`` records prompts and answers (off by default): ``"SPAN_ONLY"``,
+    ``"EVENT_ONLY"``, ``"SPAN_AND_EVENT"``, ``"NO_CONTENT"`` or True/False, overriding
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``. Captured text is always scrubbed of
+    secrets, and of PII unless ``capture_pii=True``, and cut at ``capture_max_chars``.
+
     Example::
 
         aiguard.configure(service_name="support-bot", exporter="console")
     """
+    _capture.set_capture(capture_content, capture_pii, capture_max_chars)
     if service_name is not None and (not isinstance(service_name, str) or not service_name):
         raise TypeError(f"service_name= must be a non-empty string, got {service_name!r}")
     if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):
@@ -69,6 +79,7 @@ def reset() -> None:
     """Forget what ``configure`` chose: back to the global API providers (for tests)."""
     with _lock:
         install(None)
+        _capture.reset()
 
 
 def _resource(service_name: str | None) -> Resource:

@@ -24,9 +24,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
-from aiguard import _budget, prices
+from aiguard import _budget, _capture, prices
 from aiguard import _semconv as sc
 from aiguard._budget import Budget
+from aiguard._capture import Capture
 from aiguard._errors import (
     BudgetExceeded,
     CheckFailed,
@@ -171,6 +172,8 @@ class Run:
     checked: list[str] | None = None
     failed_check: str | None = None
     reasks: int = 0
+    capture: Capture | None = None  # prompts and answers in telemetry: opt-in
+    captured: Attrs | None = None
     deferred: bool = False  # a stream was handed to the user: it ends the call
 
     @property
@@ -414,6 +417,8 @@ class Run:
             sc.ATTEMPT: self.attempts,
             sc.TARGET_INDEX: self.index,
         }
+        if self.capture is not None and self.capture.span:
+            attrs.update(self._captured_input())
         return self.telemetry.start_span(
             f"{self.route.operation} {endpoint.model}", self.route.span_kind, attrs, self.span
         )
@@ -445,7 +450,9 @@ class Run:
             state = self.policy.breaker.record(endpoint.breaker_key, True)
             if state is not None:
                 self._breaker_changed(endpoint, state)
-        if not self.attempt_spans or not (self.tracing or self.measuring or self.budgets):
+        if not self.attempt_spans or not (
+            self.tracing or self.measuring or self.budgets or self.capture
+        ):
             return
         seconds = time.perf_counter() - attempt.started
         try:
@@ -464,6 +471,8 @@ class Run:
                 if self.tag is not None:
                     metric_attrs[sc.TAG] = self.tag
                 self.telemetry.record_cost(cost, metric_attrs)
+        if self.capture is not None:
+            self._capture_output(attempt, result, attrs)
         if self.tracing:
             if usage is not None:
                 attrs.update(usage_attributes(usage))
@@ -471,6 +480,39 @@ class Run:
                 attrs[sc.COST_USD] = float(cost)
                 attrs[sc.COST_BASIS] = cost_basis(endpoint)
             end_span(attempt.span, None, attrs)
+
+    def _captured_input(self) -> Attrs:
+        if self.captured is None:
+            assert self.capture is not None
+            try:
+                extract = getattr(self.route, "messages", None) or request_messages
+                self.captured = _capture.input_attributes(extract(self.request), self.capture)
+            except Exception as exc:
+                report_fault("capturing message content", exc)
+                self.captured = {}
+        return self.captured
+
+    def _capture_output(self, attempt: _Attempt, result: Any, attrs: Attrs) -> None:
+        capture = self.capture
+        assert capture is not None
+        try:
+            output = _capture.output_attributes(
+                answer_text(result), attrs.get(sc.RESPONSE_FINISH_REASONS), capture
+            )
+        except Exception as exc:
+            report_fault("capturing message content", exc)
+            return
+        if capture.span:
+            attrs.update(output)
+        if capture.event:
+            event: Attrs = {
+                sc.OPERATION: self.route.operation,
+                sc.PROVIDER: attempt.endpoint.provider,
+                sc.REQUEST_MODEL: attempt.endpoint.model,
+                **self._captured_input(),
+                **output,
+            }
+            _capture.emit_event(attempt.span, event)
 
     # -- output validation ---------------------------------------------------------------------
 
@@ -821,6 +863,7 @@ def begin(
         budgets=budgets,
         tag=policy.tag if policy.tag is not None else _budget.current_tag.get(),
         reader=reader,
+        capture=_capture.current() if attempt_spans else None,
     )
 
 

@@ -1,0 +1,164 @@
+"""Opt-in capture of prompts and answers in telemetry, scrubbed of secrets and PII.
+
+Off by default: with capture off no code path reads message text for telemetry. The mode comes
+from ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (``NO_CONTENT``, ``SPAN_ONLY``,
+``EVENT_ONLY``, ``SPAN_AND_EVENT``; case-insensitive; ``true`` means ``SPAN_ONLY``) unless
+``aiguard.configure(capture_content=...)`` sets it. Captured text always has secrets replaced,
+PII too unless ``capture_pii=True``, and is cut to ``capture_max_chars`` with a marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import _logs, trace
+from opentelemetry.trace import Span
+
+from aiguard._messages import Message
+from aiguard._telemetry import Attrs, report_fault
+
+ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+MODES = ("NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT")
+EVENT_NAME = "gen_ai.client.inference.operation.details"
+INPUT = "gen_ai.input.messages"
+OUTPUT = "gen_ai.output.messages"
+SYSTEM = "gen_ai.system_instructions"
+TRUNCATED = "…[truncated by aiguard]"
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    span: bool
+    event: bool
+    keep_pii: bool = False
+    max_chars: int = 8192
+
+
+class _State:
+    explicit: Capture | None = None
+    from_env: Capture | bool | None = False  # False: not read yet
+
+
+_state = _State()
+
+
+def parse_mode(value: object) -> tuple[bool, bool]:
+    """(on spans, as events) for a mode name; raises ValueError naming the valid ones."""
+    if isinstance(value, bool):
+        return value, False
+    text = str(value).strip().upper()
+    if text in ("TRUE", "1"):
+        return True, False
+    if text in ("", "FALSE", "0", "NO_CONTENT"):
+        return False, False
+    if text not in MODES:
+        raise ValueError(f"capture_content must be one of {', '.join(MODES)} (or True/False)")
+    return text in ("SPAN_ONLY", "SPAN_AND_EVENT"), text in ("EVENT_ONLY", "SPAN_AND_EVENT")
+
+
+def set_capture(mode: object, keep_pii: bool, max_chars: int) -> None:
+    """``configure(capture_content=...)``: overrides the environment; None goes back to it."""
+    if not isinstance(keep_pii, bool):
+        raise TypeError("capture_pii= must be True or False")
+    if not isinstance(max_chars, int) or isinstance(max_chars, bool) or max_chars < 16:
+        raise TypeError("capture_max_chars= must be a whole number of at least 16")
+    if mode is None:
+        _state.explicit = None
+        return
+    span, event = parse_mode(mode)
+    _state.explicit = Capture(span, event, keep_pii, max_chars)
+
+
+def reset() -> None:
+    _state.explicit = None
+    _state.from_env = False
+
+
+def current() -> Capture | None:
+    """The capture in force, or None when nothing is captured (the default)."""
+    chosen = _state.explicit
+    if chosen is None:
+        found = _state.from_env
+        if found is False:
+            found = _state.from_env = _from_env()
+        chosen = found if isinstance(found, Capture) else None
+    if chosen is None or not (chosen.span or chosen.event):
+        return None
+    return chosen
+
+
+def _from_env() -> Capture | None:
+    try:
+        span, event = parse_mode(os.environ.get(ENV, ""))
+    except ValueError:
+        report_fault(f"reading {ENV}", ValueError(os.environ.get(ENV)))
+        return None
+    return Capture(span, event)
+
+
+def _clean(text: str, capture: Capture) -> str:
+    from aiguard.checks import scrub
+
+    cleaned = scrub(text, pii=not capture.keep_pii)
+    if len(cleaned) > capture.max_chars:
+        cleaned = cleaned[: capture.max_chars] + TRUNCATED
+    return cleaned
+
+
+def _parts(message: Message, capture: Capture) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for part in message.parts:
+        if part.type == "image":
+            parts.append({"type": "image"})  # the image itself is never captured
+        else:
+            parts.append({"type": part.type, "content": _clean(part.content, capture)})
+    return parts
+
+
+def input_attributes(messages: list[Message], capture: Capture) -> Attrs:
+    """``gen_ai.input.messages`` and ``gen_ai.system_instructions`` as JSON strings."""
+    system = [p for m in messages if m.role == "system" for p in _parts(m, capture)]
+    chat = [{"role": m.role, "parts": _parts(m, capture)} for m in messages if m.role != "system"]
+    attrs: Attrs = {INPUT: json.dumps(chat, ensure_ascii=False)}
+    if system:
+        attrs[SYSTEM] = json.dumps(system, ensure_ascii=False)
+    return attrs
+
+
+def output_attributes(answer: Any, finish_reasons: Any, capture: Capture) -> Attrs:
+    """``gen_ai.output.messages`` for an answer's text (or structured value as JSON)."""
+    if answer is None:
+        return {}
+    text = answer if isinstance(answer, str) else _json(answer)
+    reason = (
+        finish_reasons[0] if isinstance(finish_reasons, list | tuple) and finish_reasons else ""
+    )
+    message = {
+        "role": "assistant",
+        "parts": [{"type": "text", "content": _clean(text, capture)}],
+        "finish_reason": reason,
+    }
+    return {OUTPUT: json.dumps([message], ensure_ascii=False)}
+
+
+def _json(value: Any) -> str:
+    dump = getattr(value, "model_dump_json", None)
+    if callable(dump):
+        return str(dump())
+    return json.dumps(value, ensure_ascii=False, default=repr)
+
+
+def emit_event(span: Span, attributes: Attrs) -> None:
+    """The ``gen_ai.client.inference.operation.details`` event, through the logs API."""
+    try:
+        logger = _logs.get_logger("aiguard")
+        logger.emit(
+            event_name=EVENT_NAME,
+            attributes=attributes,
+            context=trace.set_span_in_context(span),
+        )
+    except Exception as exc:
+        report_fault("emitting a content event", exc)

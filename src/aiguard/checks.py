@@ -74,8 +74,8 @@ class _Detector:
     pattern: re.Pattern[str]
     # Cheap substring tests (on the lower-cased text): the pattern cannot match without one.
     hints: tuple[str, ...] = ()
-    group: int = 0  # the group that is the sensitive value (0: the whole match)
-    valid: Callable[[str], bool] | None = None
+    group: int | None = 0  # the group that is the sensitive value; None: the one that matched
+    valid: Callable[[re.Match[str]], bool] | None = None
 
 
 # -- secrets -------------------------------------------------------------------------------------
@@ -113,21 +113,34 @@ _PLACEHOLDERS = frozenset(
 )
 
 
+# Elisions in examples: "sk-...", "abc…", "xxxx-xxxx", "****".
+_FILLER = re.compile(r"\.\.\.|\u2026|xxx|XXX|\*\*\*")
+
+
+def _placeholder(value: str) -> bool:
+    """``$TOKEN``, ``<password>``, ``{{secret}}``, ``********``, ``changeme``, ``sk-...``."""
+    return (
+        value[0] in "$<{%*[("
+        or value.lower() in _PLACEHOLDERS
+        or len(set(value)) <= 2  # "xxxxxx", "------"
+        or _FILLER.search(value) is not None
+    )
+
+
 def _credential_value(value: str) -> bool:
     """Whether the value of a ``password=``-style assignment looks like a real credential."""
-    if len(value) < 6 or value[0] in "$<{%*[(" or value.lower() in _PLACEHOLDERS:
-        return False
-    if len(set(value)) <= 2:  # "xxxxxx", "******", "------"
-        return False
-    return not value.startswith("[REDACTED")
+    return len(value) >= 6 and not _placeholder(value)
 
 
-def _unquoted_credential(value: str) -> bool:
-    """An unquoted value must also hold a digit or punctuation: ``api_key=api_key`` and
-    ``password=settings.DB_PASSWORD`` are code passing variables, not credentials."""
+def _assigned_credential(match: re.Match[str]) -> bool:
+    value = match.group(match.lastindex or 0)
     if not _credential_value(value):
         return False
-    return any(not (ch.isalpha() or ch in "_.-") for ch in value)
+    if match.lastindex != 3:
+        return True  # quoted: a literal
+    # An unquoted value must also hold a digit or punctuation: ``api_key=api_key`` and
+    # ``password=settings.DB_PASSWORD`` are code passing variables, not credentials.
+    return any(not (char.isalpha() or char in "_.-") for char in value)
 
 
 # Keywords whose assigned value is a credential; an identifier may end with one
@@ -137,7 +150,14 @@ _ASSIGNED = (
     r"|api[_-]?secret|access[_-]?key|private[_-]?key|(?:auth|access|refresh|bearer)[_-]?token"
     r"|token)"
 )
-_ASSIGNMENT = _ASSIGNED + r"[\"']?[ \t]{0,8}(?:=>?|:)[ \t]{0,8}"
+_ASSIGNMENT = (
+    # The lookahead on the first letter is only for speed: it spares most positions the
+    # keyword alternation. The value is double-quoted, single-quoted or bare (groups 1-3).
+    r"(?=[PpSsCcAaRrBbTt])(?i:"
+    + _ASSIGNED
+    + r")[\"']?[ \t]{0,8}(?:=>?|:)[ \t]{0,8}"
+    + r"(?:\"([^\"\n]{1,256})\"|'([^'\n]{1,256})'|([^\s\"'`,;(){}\[\]<>]{1,256}))"
+)
 
 
 _SECRETS: tuple[_Detector, ...] = (
@@ -176,8 +196,8 @@ _SECRETS: tuple[_Detector, ...] = (
     _Detector(
         "aws_secret_access_key",
         re.compile(
-            r"(?i:aws[_.-]?)?(?i:secret[_.-]?(?:access[_.-]?)?key)[\"']?[ \t]{0,8}(?:=>?|:)"
-            r"[ \t]{0,8}[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
+            r"(?=[AaSs])(?i:aws[_.-]?)?(?i:secret[_.-]?(?:access[_.-]?)?key)[\"']?"
+            r"[ \t]{0,8}(?:=>?|:)[ \t]{0,8}[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
         ),
         ("secret",),
         group=1,
@@ -213,7 +233,7 @@ _SECRETS: tuple[_Detector, ...] = (
         re.compile(r"://[^\s:/@\"'<>]{1,128}:([^\s:/@\"'<>]{1,128})@"),
         ("://",),
         group=1,
-        valid=lambda value: value[0] not in "$<{%*" and value.lower() not in _PLACEHOLDERS,
+        valid=lambda match: _placeholder(match.group(1)) is False,
     ),
     _Detector(
         "bearer_token",
@@ -223,24 +243,10 @@ _SECRETS: tuple[_Detector, ...] = (
     ),
     _Detector(
         "secret_assignment",
-        re.compile(r"(?i:" + _ASSIGNMENT + r")\"([^\"\n]{1,256})\""),
+        re.compile(_ASSIGNMENT),
         ("pass", "secret", "key", "token"),
-        group=1,
-        valid=_credential_value,
-    ),
-    _Detector(
-        "secret_assignment",
-        re.compile(r"(?i:" + _ASSIGNMENT + r")'([^'\n]{1,256})'"),
-        ("pass", "secret", "key", "token"),
-        group=1,
-        valid=_credential_value,
-    ),
-    _Detector(
-        "secret_assignment",
-        re.compile(r"(?i:" + _ASSIGNMENT + r")([^\s\"'`,;(){}\[\]<>]{1,256})"),
-        ("pass", "secret", "key", "token"),
-        group=1,
-        valid=_unquoted_credential,
+        group=None,
+        valid=_assigned_credential,
     ),
 )
 
@@ -372,7 +378,7 @@ _PII: tuple[_Detector, ...] = (
             r"(?:\.[A-Za-z0-9-]{1,63}){1,8}(?![A-Za-z0-9-])"
         ),
         ("@",),
-        valid=_email,
+        valid=lambda match: _email(match.group()),
     ),
     _Detector(
         "iban",
@@ -380,12 +386,12 @@ _PII: tuple[_Detector, ...] = (
             r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?"
             r"(?![A-Za-z0-9])"
         ),
-        valid=_iban,
+        valid=lambda match: _iban(match.group()),
     ),
     _Detector(
         "credit_card",
         re.compile(r"(?<![0-9.,-])[0-9](?:[ -]?[0-9]){12,18}(?![0-9]|[.,-][0-9])"),
-        valid=_card,
+        valid=lambda match: _card(match.group()),
     ),
     _Detector(
         "ssn",
@@ -401,7 +407,7 @@ _PII: tuple[_Detector, ...] = (
         # International: "+" and 8 to 15 digits in groups.
         re.compile(r"(?<![A-Za-z0-9+])\+[1-9][0-9 ().-]{6,24}[0-9](?![0-9]|[.-][0-9])"),
         ("+",),
-        valid=_phone,
+        valid=lambda match: _phone(match.group()),
     ),
     _Detector(
         "phone",
@@ -419,7 +425,7 @@ _PII: tuple[_Detector, ...] = (
         "phone",
         # National numbers with a trunk 0, grouped: "020 7946 0958", "01 23 45 67 89".
         re.compile(r"(?<![0-9.,/-])0[0-9]{1,4}(?:[ .-][0-9]{2,8}){1,4}(?![0-9]|[.,/:-][0-9])"),
-        valid=_phone,
+        valid=lambda match: _phone(match.group()),
     ),
     _Detector(
         "ip_address",
@@ -433,7 +439,7 @@ _PII: tuple[_Detector, ...] = (
             r"(?![A-Za-z0-9_:]|\.[0-9])"
         ),
         (":",),
-        valid=_ipv6,
+        valid=lambda match: _ipv6(match.group()),
     ),
 )
 
@@ -468,9 +474,9 @@ def _scan(text: str, detectors: Iterable[_Detector], priority: int = 0) -> Itera
                 lowered = text.lower()
             if not any(hint in lowered for hint in detector.hints):
                 continue  # a substring search is far cheaper than the pattern
-        group = detector.group
         for match in detector.pattern.finditer(text):
-            if detector.valid is None or detector.valid(match.group(group)):
+            if detector.valid is None or detector.valid(match):
+                group = match.lastindex or 0 if detector.group is None else detector.group
                 yield _Found(match.start(group), match.end(group), rank, detector)
 
 

@@ -1,0 +1,197 @@
+"""Content capture: off by default, opt-in on spans and as events, always scrubbed; and a scan of
+everything exported for the API key, the auth header and (capture off) the prompt."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from opentelemetry import _logs
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from tests.conftest import API_KEY
+
+import aiguard
+from aiguard import _capture
+
+SECRET_PROMPT = (
+    "Summarise the Zanzibar merger. My key is sk-proj-" + "Q" * 40 + " mail bob@corp.example"
+)
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": SECRET_PROMPT},
+]
+
+_events = InMemoryLogRecordExporter()
+_provider = LoggerProvider()
+_provider.add_log_record_processor(SimpleLogRecordProcessor(_events))
+_logs.set_logger_provider(_provider)
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch):
+    monkeypatch.delenv(_capture.ENV, raising=False)
+    _capture.reset()
+    _events.clear()
+    yield
+    _capture.reset()
+
+
+def _ask(client):
+    return client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+
+
+def test_nothing_is_captured_by_default(make_client, telemetry):
+    _ask(make_client())
+    for span in telemetry.spans():
+        assert not any(
+            k.startswith("gen_ai.input") or k.startswith("gen_ai.output") for k in span.attributes
+        )
+    assert _events.get_finished_logs() == ()
+
+
+def test_capture_off_reads_no_message_text(make_client, telemetry, monkeypatch):
+    from aiguard import _core, checks
+
+    reads = []
+    for module, name in ((_core, "request_messages"), (_core, "answer_text"), (checks, "scrub")):
+        real = getattr(module, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            reads.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    _ask(make_client())
+    assert reads == []
+    aiguard.configure(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        capture_content=True,
+    )
+    _ask(make_client())
+    assert {"request_messages", "answer_text", "scrub"} <= set(reads)  # the spies do see reads
+
+
+def test_span_capture_follows_the_conventions_and_scrubs(make_client, telemetry):
+    aiguard.configure(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        capture_content="span_only",
+    )
+    _ask(make_client())
+    a = telemetry.span("chat gpt-4o").attributes
+    inputs = json.loads(a["gen_ai.input.messages"])
+    assert inputs[0]["role"] == "user" and inputs[0]["parts"][0]["type"] == "text"
+    text = inputs[0]["parts"][0]["content"]
+    assert "Zanzibar merger" in text
+    assert "sk-proj-" not in text and "bob@corp.example" not in text
+    assert json.loads(a["gen_ai.system_instructions"]) == [
+        {"type": "text", "content": "You are terse."}
+    ]
+    output = json.loads(a["gen_ai.output.messages"])
+    assert output == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "Hello from gpt-4o."}],
+            "finish_reason": "stop",
+        }
+    ]
+    assert _events.get_finished_logs() == ()
+
+
+def test_pii_can_be_kept_but_secrets_never(make_client, telemetry):
+    aiguard.configure(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        capture_content=True,
+        capture_pii=True,
+    )
+    _ask(make_client())
+    text = telemetry.span("chat gpt-4o").attributes["gen_ai.input.messages"]
+    assert "bob@corp.example" in text and "sk-proj-" not in text
+
+
+def test_long_content_is_truncated_with_a_marker(make_client, telemetry):
+    aiguard.configure(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        capture_content="SPAN_ONLY",
+        capture_max_chars=32,
+    )
+    _ask(make_client())
+    inputs = json.loads(telemetry.span("chat gpt-4o").attributes["gen_ai.input.messages"])
+    content = inputs[0]["parts"][0]["content"]
+    assert content.endswith(_capture.TRUNCATED) and len(content) == 32 + len(_capture.TRUNCATED)
+
+
+def test_event_capture_through_the_logs_api(make_client, telemetry, monkeypatch):
+    monkeypatch.setenv(_capture.ENV, "event_only")
+    _capture.reset()
+    _ask(make_client())
+    span = telemetry.span("chat gpt-4o")
+    assert "gen_ai.input.messages" not in span.attributes
+    (record,) = [r.log_record for r in _events.get_finished_logs()]
+    assert record.event_name == "gen_ai.client.inference.operation.details"
+    assert record.span_id == span.context.span_id
+    assert "Zanzibar" in record.attributes["gen_ai.input.messages"]
+    assert "sk-proj-" not in record.attributes["gen_ai.input.messages"]
+    assert "Hello from gpt-4o." in record.attributes["gen_ai.output.messages"]
+
+
+@pytest.mark.parametrize(
+    ("value", "span", "event"),
+    [("true", True, False), ("SPAN_AND_EVENT", True, True), ("no_content", False, False)],
+)
+def test_the_environment_variable(value, span, event, monkeypatch):
+    monkeypatch.setenv(_capture.ENV, value)
+    _capture.reset()
+    found = _capture.current()
+    assert (found.span, found.event) == (span, event) if found else not (span or event)
+
+
+def test_bad_capture_settings_are_refused():
+    with pytest.raises(ValueError, match="SPAN_AND_EVENT"):
+        aiguard.configure(capture_content="everything")
+    with pytest.raises(TypeError, match="capture_max_chars"):
+        aiguard.configure(capture_content=True, capture_max_chars=0)
+
+
+def test_a_capture_fault_never_reaches_the_caller(make_client, telemetry, monkeypatch):
+    aiguard.configure(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        capture_content="SPAN_AND_EVENT",
+    )
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("scrubber broke")
+
+    monkeypatch.setattr(_capture, "_clean", explode)
+    reply = _ask(make_client())
+    assert reply.choices[0].message.content
+
+
+def test_no_secret_reaches_any_exported_telemetry(make_client, server, telemetry, caplog):
+    """Spans, events, metrics and logs, for calls that succeed, retry and fail."""
+    server.fail("gpt-4o", status=429, headers={"retry-after": "0"})
+    server.fail("gpt-4o-mini", status=401, times=1)
+    client = make_client(fallback=["gpt-4o-mini"])
+    with caplog.at_level(logging.DEBUG):
+        _ask(client)
+        with pytest.raises(Exception):  # noqa: B017 - whatever the provider raised
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    exported = [
+        json.dumps(dict(s.attributes))
+        + s.name
+        + str(s.status.description)
+        + json.dumps([dict(e.attributes or {}) for e in s.events])
+        for s in telemetry.spans()
+    ]
+    exported += [str(p.attributes) for points in telemetry.metrics().values() for p in points]
+    exported += [str(r.log_record.attributes) for r in _events.get_finished_logs()]
+    exported += [r.getMessage() for r in caplog.records]
+    blob = "\n".join(exported)
+    assert API_KEY not in blob and "Bearer" not in blob
+    assert "Zanzibar" not in blob and "bob@corp.example" not in blob

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import ollama
 import pytest
@@ -164,3 +166,36 @@ def test_ollama_generate_prompts_reach_checks(server):
         client.generate(model="llama3", prompt="Capital of France?", system="Be brief.")
     assert [m.text for m in check.seen[0]] == ["Be brief.", "Capital of France?"]
     assert server.requests == []
+
+
+def test_builtin_pii_redaction_reaches_tool_call_arguments(make_client, server):
+    messages = [
+        {"role": "user", "content": "Email bob@corp.example about it"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "send", "arguments": '{"to": "bob@corp.example"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sent to bob@corp.example"},
+    ]
+    client = make_client(checks=[aiguard.checks.NoPII(action="redact")])
+    client.chat.completions.create(model="gpt-4o", messages=messages)
+    sent = json.dumps(server.requests[0].body)
+    assert "bob@corp.example" not in sent and "[REDACTED:email]" in sent
+    assert messages[0]["content"] == "Email bob@corp.example about it"
+
+
+def test_builtin_secret_check_refuses_without_echoing(make_client, server):
+    key = "sk-proj-" + "A1b2C3d4" * 6
+    client = make_client(checks=[aiguard.checks.NoSecrets()])
+    with pytest.raises(aiguard.CheckFailed) as caught:
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": f"my key is {key}"}]
+        )
+    assert key not in str(caught.value) and server.requests == []

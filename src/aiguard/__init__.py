@@ -13,7 +13,7 @@ Example::
     reply = client.chat.completions.create(model="gpt-4o", messages=messages)
 """
 
-from aiguard import prices
+from aiguard import checks, prices
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget, budget, tag
 from aiguard._config import configure
@@ -50,6 +50,7 @@ __all__ = [
     "Usage",
     "__version__",
     "budget",
+    "checks",
     "configure",
     "guard",
     "prices",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import random
 import threading
 import time
@@ -770,13 +771,36 @@ def check_name(check: Any) -> str:
 
 
 def _redactions(before: list[Message], after: list[Message]) -> dict[str, str]:
-    """Original text -> redacted text, for the text parts a check changed."""
+    """Original text -> redacted text, for what a check changed.
+
+    A text part is a string of the request as it is; a structured part (a tool call, its
+    result) is JSON made from the request's values, so its changed strings are matched inside.
+    """
     changed: dict[str, str] = {}
     for old, new in zip(before, after, strict=False):
         for old_part, new_part in zip(old.parts, new.parts, strict=False):
-            if old_part.content != new_part.content and old_part.content:
-                changed[old_part.content] = new_part.content
+            if old_part.content == new_part.content or not old_part.content:
+                continue
+            changed[old_part.content] = new_part.content
+            if old_part.type != "text":
+                with contextlib.suppress(ValueError):  # not JSON: nothing more to match
+                    _changed_strings(
+                        json.loads(old_part.content), json.loads(new_part.content), changed
+                    )
     return changed
+
+
+def _changed_strings(old: Any, new: Any, changed: dict[str, str]) -> None:
+    if isinstance(old, str) and isinstance(new, str):
+        if old != new:
+            changed[old] = new
+    elif isinstance(old, dict) and isinstance(new, dict):
+        for key, value in old.items():
+            if key in new:
+                _changed_strings(value, new[key], changed)
+    elif isinstance(old, list) and isinstance(new, list):
+        for a, b in zip(old, new, strict=False):
+            _changed_strings(a, b, changed)
 
 
 def _checks_sync(run: Run) -> None:

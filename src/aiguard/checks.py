@@ -23,7 +23,12 @@ Example::
     )
 
 The helpers :func:`scrub`, :func:`find_secrets` and :func:`find_pii` apply the same detectors
-to any string (log lines, captured content).
+to any string (log lines, captured content). :class:`Message` and :class:`Part` are here for
+writing your own checks::
+
+    def no_shouting(messages: list[checks.Message], **context: object) -> None:
+        if any(message.text.isupper() for message in messages):
+            raise ValueError("no shouting")
 """
 
 from __future__ import annotations
@@ -45,9 +50,11 @@ __all__ = [
     "SECRET_KINDS",
     "Finding",
     "MaxInputTokens",
+    "Message",
     "NoPII",
     "NoSecrets",
     "NotEmpty",
+    "Part",
     "find_pii",
     "find_secrets",
     "scrub",
@@ -132,15 +139,21 @@ def _credential_value(value: str) -> bool:
     return len(value) >= 6 and not _placeholder(value)
 
 
+# Words that mark a value as an example rather than a credential ("sk-demo-not-a-real-key").
+_EXAMPLE = re.compile(r"(?i)dummy|fake|example|sample|placeholder|demo|your|not-a-real")
+
+
 def _assigned_credential(match: re.Match[str]) -> bool:
     value = match.group(match.lastindex or 0)
-    if not _credential_value(value):
+    if not _credential_value(value) or _EXAMPLE.search(value):
         return False
     if match.lastindex != 3:
         return True  # quoted: a literal
-    # An unquoted value must also hold a digit or punctuation: ``api_key=api_key`` and
-    # ``password=settings.DB_PASSWORD`` are code passing variables, not credentials.
-    return any(not (char.isalpha() or char in "_.-") for char in value)
+    # An unquoted value must also hold a digit or punctuation, and not be called or indexed:
+    # ``api_key=api_key``, ``password=settings.DB_PASSWORD`` and ``token = b64encode(raw)``
+    # are code, not credentials.
+    after = match.string[match.end() : match.end() + 1]
+    return after not in ("(", "[") and any(not (char.isalpha() or char in "_.-") for char in value)
 
 
 # Keywords whose assigned value is a credential; an identifier may end with one
@@ -163,12 +176,14 @@ _ASSIGNMENT = (
 _SECRETS: tuple[_Detector, ...] = (
     _Detector(
         "private_key",
-        # The whole PEM block when its END line follows; the header alone otherwise. The body
-        # stops at the first "-----", so a header without an END costs one scan, not many.
+        # The whole PEM block when its END line follows; else the header and the base64 lines
+        # after it (a truncated paste). The body stops at the first "-----", so headers without
+        # an END cost one scan each, not one scan of the rest of the text.
         re.compile(
             r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
             r"(?:[^-]{0,100000}(?:-(?!----)[^-]{0,100000}){0,16}"
-            r"-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----)?"
+            r"-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+            r"|(?:(?:\s|\\[nr]){1,4}[A-Za-z0-9+/=]{16,})*)"
         ),
         ("private key",),
     ),
@@ -431,6 +446,11 @@ _PII: tuple[_Detector, ...] = (
         "ip_address",
         re.compile(r"(?<![A-Za-z0-9_.])" + _IPV4 + r"(?![0-9]|\.[0-9])"),
         (".",),
+        # Loopback, "any" and broadcast addresses name no one (private ranges do: a host).
+        valid=lambda match: (
+            not match.group().startswith("127.")
+            and match.group() not in ("0.0.0.0", "255.255.255.255")
+        ),
     ),
     _Detector(
         "ip_address",
@@ -466,6 +486,13 @@ _DIGITS = re.compile(r"[0-9]")
 # -- scanning ------------------------------------------------------------------------------------
 
 
+class _Found(NamedTuple):
+    start: int
+    end: int
+    rank: int
+    detector: _Detector
+
+
 def _scan(text: str, detectors: Iterable[_Detector], priority: int = 0) -> Iterator[_Found]:
     lowered: str | None = None
     for rank, detector in enumerate(detectors, priority):
@@ -476,25 +503,29 @@ def _scan(text: str, detectors: Iterable[_Detector], priority: int = 0) -> Itera
                 continue  # a substring search is far cheaper than the pattern
         for match in detector.pattern.finditer(text):
             if detector.valid is None or detector.valid(match):
-                group = match.lastindex or 0 if detector.group is None else detector.group
-                yield _Found(match.start(group), match.end(group), rank, detector)
-
-
-class _Found(NamedTuple):
-    start: int
-    end: int
-    rank: int
-    detector: _Detector
+                group = (match.lastindex or 0) if detector.group is None else detector.group
+                if match.end(group) > match.start(group):  # a custom pattern may match ""
+                    yield _Found(match.start(group), match.end(group), rank, detector)
 
 
 def _resolve(found: Iterable[_Found]) -> list[_Found]:
-    """Leftmost-longest, non-overlapping; a tie goes to the earlier (more specific) detector."""
-    kept: list[_Found] = []
+    """Overlapping matches become one, covering all of them (nothing half-redacted), named by
+    a secret before personal data, then by the leftmost and most specific detector."""
+    clusters: list[list[_Found]] = []
+    end = -1
     for item in sorted(found, key=lambda f: (f.start, -f.end, f.rank)):
-        if kept and item.start < kept[-1].end:
-            continue
-        kept.append(item)
-    return kept
+        if clusters and item.start < end:
+            clusters[-1].append(item)
+            end = max(end, item.end)
+        else:
+            clusters.append([item])
+            end = item.end
+    resolved = []
+    for cluster in clusters:
+        best = min(cluster, key=lambda f: (f.detector.kind in _PII_NAMES, f.start, f.rank))
+        last = max(item.end for item in cluster)
+        resolved.append(_Found(cluster[0].start, last, best.rank, best.detector))
+    return resolved
 
 
 def _pii_detectors(kinds: Iterable[str]) -> tuple[_Detector, ...]:
@@ -531,7 +562,8 @@ def find_secrets(text: str) -> list[str]:
 def find_pii(text: str, kinds: Iterable[str] = PII_KINDS) -> list[Finding]:
     """Where ``text`` holds personal data of the given kinds (see PII_KINDS), in order.
 
-    Matches never overlap: where two detectors claim the same characters the longer match wins.
+    Findings never overlap: matches that share characters become one finding covering them all,
+    named after the leftmost.
 
     Example::
 
@@ -806,7 +838,10 @@ class NoSecrets:
         return None
 
     def __repr__(self) -> str:
-        return f"NoSecrets(patterns={len(self.patterns)} custom)"
+        # Custom patterns may spell out the very secret they look for: count them, never show.
+        return (
+            f"NoSecrets(<{len(self.patterns)} custom patterns>)" if self.patterns else "NoSecrets()"
+        )
 
 
 class NoPII:
@@ -817,7 +852,8 @@ class NoPII:
     IBANs must pass mod-97, SSNs must be in issued ranges, phone numbers need a ``+`` country
     code or a grouped national format (plain years, prices, order ids and dates pass), and an
     IPv4 address is any valid dotted quad (so is a four-part version like ``1.2.3.4``; one
-    written ``v1.2.3.4`` is not).
+    written ``v1.2.3.4`` is not) except loopback (``127.*``), ``0.0.0.0`` and broadcast; IPv6
+    addresses need two non-zero groups and a digit (``::1`` and ``std::vector`` pass).
 
     With ``action="redact"`` the check returns new messages (the originals are untouched) with
     each match replaced by ``[REDACTED:<kind>]``. Text parts are redacted as text; JSON parts

@@ -6,9 +6,13 @@ when the application set none. It never replaces providers the application set.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import importlib
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -18,11 +22,15 @@ from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from aiguard import _capture
-from aiguard._telemetry import Telemetry, install
+from aiguard._telemetry import Telemetry, install, report_fault
 
 log = logging.getLogger("aiguard")
 _lock = threading.Lock()
 _created: dict[str, Any] = {}
+
+# Seconds an export waits for the collector, and the exit waits for the last export.
+EXPORT_TIMEOUT_S = 3.0
+EXIT_FLUSH_S = 4.0
 
 _EXPORTER_EXTRAS = {
     "otlp": "aiguard[otlp]",
@@ -45,9 +53,14 @@ def configure(
     - ``tracer_provider`` / ``meter_provider`` given: aiguard uses exactly these.
     - Otherwise, if the application already set SDK providers globally, aiguard uses those.
     - Otherwise aiguard creates SDK providers (with ``service_name``, else ``OTEL_SERVICE_NAME``)
-      and sets them globally. ``exporter`` is ``"console"``, ``"otlp"``, a ``SpanExporter``, or
-      ``None``: then ``OTEL_EXPORTER_OTLP_ENDPOINT`` selects OTLP, and with no endpoint nothing is
-      exported (said once in a log line).
+      and sets them globally. ``exporter`` is ``"otlp"`` (HTTP/protobuf; gRPC with
+      ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``), ``"console"``, ``"jsonl:PATH"`` (one OTLP-JSON span
+      per line, for ``aiguard report``), a ``SpanExporter``, or ``None``: then
+      ``OTEL_EXPORTER_OTLP_ENDPOINT`` selects OTLP, and with no endpoint nothing is exported
+      (said once in a log line). Metrics go the same way (OTLP or console). The standard
+      ``OTEL_*`` variables apply (service name, resource attributes, endpoints, headers).
+    - Providers aiguard creates flush at exit, bounded to a few seconds even when the collector
+      is unreachable. Calling ``configure`` again never adds a second exporter.
 
     ``capture_content`` records prompts and answers (off by default): ``"SPAN_ONLY"``,
     ``"EVENT_ONLY"``, ``"SPAN_AND_EVENT"``, ``"NO_CONTENT"`` or True/False, overriding
@@ -67,11 +80,12 @@ def configure(
         raise TypeError("meter_provider= must be an opentelemetry MeterProvider")
     if exporter is not None and not isinstance(exporter, str | SpanExporter):
         raise TypeError(
-            "exporter= must be 'console', 'otlp', an opentelemetry SpanExporter, or None"
+            "exporter= must be 'otlp', 'console', 'jsonl:PATH', an opentelemetry SpanExporter, "
+            "or None"
         )
     with _lock:
         tracer_provider = tracer_provider or _tracer_provider(service_name, exporter)
-        meter_provider = meter_provider or _meter_provider(service_name)
+        meter_provider = meter_provider or _meter_provider(service_name, exporter)
         install(Telemetry(tracer_provider, meter_provider))
 
 
@@ -83,8 +97,14 @@ def reset() -> None:
 
 
 def _resource(service_name: str | None) -> Resource:
-    name = service_name or os.environ.get("OTEL_SERVICE_NAME") or "aiguard-app"
-    return Resource.create({SERVICE_NAME: name})
+    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; an explicit
+    # service_name wins, and a process that names itself nowhere is "aiguard-app".
+    named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    )
+    if service_name is not None:
+        return Resource.create({SERVICE_NAME: service_name})
+    return Resource.create({} if named else {SERVICE_NAME: "aiguard-app"})
 
 
 def _tracer_provider(service_name: str | None, exporter: str | SpanExporter | None) -> Any:
@@ -95,12 +115,13 @@ def _tracer_provider(service_name: str | None, exporter: str | SpanExporter | No
         return current
     if "tracer" in _created:
         return _created["tracer"]
-    provider = SDKTracerProvider(resource=_resource(service_name))
+    provider = SDKTracerProvider(resource=_resource(service_name), shutdown_on_exit=False)
     span_exporter = _exporter(exporter)
     if span_exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(span_exporter))
     trace.set_tracer_provider(provider)
     _created["tracer"] = provider
+    _flush_at_exit()
     return provider
 
 
@@ -114,53 +135,149 @@ def _attach(provider: SDKTracerProvider, exporter: str | SpanExporter) -> None:
     _created[key] = True
 
 
-def _exporter(exporter: str | SpanExporter | None) -> SpanExporter | None:
+def _kind(exporter: str | SpanExporter | None) -> str | None:
+    """``console``, ``otlp``, ``jsonl`` or None (nothing to export), from the argument and env."""
     if isinstance(exporter, SpanExporter):
-        return exporter
+        return None
     if exporter is None:
-        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-        ):
-            exporter = "otlp"
-        else:
+        if any(os.environ.get(f"OTEL_EXPORTER_OTLP_{k}ENDPOINT") for k in ("", "TRACES_")):
+            return "otlp"
+        if "no_exporter" not in _created:
+            _created["no_exporter"] = True
             log.info(
                 "aiguard: no exporter configured (no exporter= and no "
                 "OTEL_EXPORTER_OTLP_ENDPOINT); spans are recorded but not exported"
             )
-            return None
-    if exporter == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        return ConsoleSpanExporter()
-    if exporter == "otlp":
-        grpc = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").lower() == "grpc"
-        try:
-            if grpc:
-                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-                    OTLPSpanExporter,
-                )
-            else:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-                    OTLPSpanExporter,
-                )
-        except ImportError:
-            extra = _EXPORTER_EXTRAS["grpc" if grpc else "otlp"]
-            raise ImportError(
-                f"the OTLP exporter is not installed: pip install '{extra}'"
-            ) from None
-        return OTLPSpanExporter()  # type: ignore[no-any-return]
+        return None
+    if exporter in ("console", "otlp") or exporter.startswith("jsonl:"):
+        return exporter.partition(":")[0]
     raise ValueError(
-        f"exporter={exporter!r} is not known: use 'console', 'otlp', a SpanExporter, or None"
+        f"exporter={exporter!r} is not known: use 'otlp', 'console', 'jsonl:PATH', a "
+        "SpanExporter, or None"
     )
 
 
-def _meter_provider(service_name: str | None) -> Any:
+def _grpc(signal: str) -> bool:
+    protocol = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    return protocol.strip().lower() == "grpc"
+
+
+def _otlp(signal: str) -> Any:
+    """The OTLP exporter class for ``TRACES`` or ``METRICS``, by the protocol variables."""
+    grpc = _grpc(signal)
+    name = "trace_exporter" if signal == "TRACES" else "metric_exporter"
+    cls = "OTLPSpanExporter" if signal == "TRACES" else "OTLPMetricExporter"
+    module = f"opentelemetry.exporter.otlp.proto.{'grpc' if grpc else 'http'}.{name}"
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError:
+        extra = _EXPORTER_EXTRAS["grpc" if grpc else "otlp"]
+        raise ImportError(
+            f"exporting over OTLP/{'gRPC' if grpc else 'HTTP'} needs its exporter: "
+            f"pip install '{extra}'"
+        ) from None
+
+
+def _timeout() -> dict[str, Any]:
+    # An unreachable collector must not hold the app (or its exit) for long: unless the user
+    # chose a timeout, each export gives up after a few seconds.
+    if os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
+    ):
+        return {}
+    return {"timeout": EXPORT_TIMEOUT_S}
+
+
+def _exporter(exporter: str | SpanExporter | None) -> SpanExporter | None:
+    if isinstance(exporter, SpanExporter):
+        return exporter
+    kind = _kind(exporter)
+    if kind == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if kind == "jsonl":
+        from aiguard._jsonl import JsonlSpanExporter
+
+        assert exporter is not None
+        path = exporter.partition(":")[2]
+        if not path:
+            raise ValueError("exporter='jsonl:PATH' needs a file path after 'jsonl:'")
+        return JsonlSpanExporter(path)  # type: ignore[no-any-return]
+    if kind == "otlp":
+        return _otlp("TRACES")(**_timeout())  # type: ignore[no-any-return]
+    return None
+
+
+def _metric_reader(exporter: str | SpanExporter | None) -> Any:
+    """A periodic reader exporting metrics the same way as spans (OTLP or console), or None."""
+    kind = _kind(exporter)
+    if kind == "otlp" or (kind is None and os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")):
+        metric_exporter = _otlp("METRICS")(**_timeout())
+    elif kind == "console":
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        metric_exporter = ConsoleMetricExporter()
+    else:
+        return None  # jsonl carries spans only
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    return PeriodicExportingMetricReader(metric_exporter)
+
+
+def _meter_provider(service_name: str | None, exporter: str | SpanExporter | None) -> Any:
     current = metrics.get_meter_provider()
     if isinstance(current, SDKMeterProvider):
         return current
     if "meter" in _created:
         return _created["meter"]
-    provider = SDKMeterProvider(resource=_resource(service_name))
+    reader = _metric_reader(exporter)
+    provider = SDKMeterProvider(
+        resource=_resource(service_name),
+        metric_readers=[reader] if reader is not None else [],
+        shutdown_on_exit=False,
+    )
     metrics.set_meter_provider(provider)
     _created["meter"] = provider
+    _flush_at_exit()
     return provider
+
+
+def _flush_at_exit() -> None:
+    """Export what is pending when the process ends, bounded: an unreachable collector costs
+    the exit at most a few seconds and never raises."""
+    if "atexit" in _created:
+        return
+    _created["atexit"] = True
+    atexit.register(flush, EXIT_FLUSH_S)
+
+
+def flush(timeout_s: float = EXIT_FLUSH_S) -> None:
+    """Export pending spans and metrics of the providers aiguard created, then shut them down."""
+    deadline = time.monotonic() + timeout_s
+    for key in ("tracer", "meter"):
+        provider = _created.get(key)
+        if provider is None:
+            continue
+        left_ms = max(int((deadline - time.monotonic()) * 1000), 1)
+        try:
+            provider.force_flush(left_ms)
+        except Exception as exc:
+            report_fault("flushing telemetry at exit", exc)
+    _shutdown_in_background(deadline)
+
+
+def _shutdown_in_background(deadline: float) -> None:
+    # Shutting exporters down may wait on the network; a daemon thread keeps exit bounded.
+    def shut() -> None:
+        for key in ("tracer", "meter"):
+            provider = _created.get(key)
+            with contextlib.suppress(Exception):
+                if provider is not None:
+                    provider.shutdown()
+
+    worker = threading.Thread(target=shut, name="aiguard-shutdown", daemon=True)
+    worker.start()
+    worker.join(max(deadline - time.monotonic(), 0.1))

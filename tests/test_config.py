@@ -143,7 +143,7 @@ def test_unknown_exporter_name_is_refused():
             print(e)
         """
     )
-    assert "'console', 'otlp'" in out
+    assert "'otlp', 'console', 'jsonl:PATH'" in out
 
 
 def test_missing_otlp_exporter_names_the_extra():

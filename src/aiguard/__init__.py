@@ -29,6 +29,7 @@ from aiguard._errors import (
 )
 from aiguard._policy import Failure, Policy, Retry, Target
 from aiguard._types import Usage
+from aiguard._instrument import instrument, uninstrument
 from aiguard._wrap import wrap
 
 __version__ = "0.1.0"
@@ -53,7 +54,9 @@ __all__ = [
     "checks",
     "configure",
     "guard",
+    "instrument",
     "prices",
     "tag",
+    "uninstrument",
     "wrap",
 ]

@@ -205,7 +205,7 @@ def _exporter(exporter: str | SpanExporter | None) -> SpanExporter | None:
         path = exporter.partition(":")[2]
         if not path:
             raise ValueError("exporter='jsonl:PATH' needs a file path after 'jsonl:'")
-        return JsonlSpanExporter(path)  # type: ignore[no-any-return]
+        return JsonlSpanExporter(path)
     if kind == "otlp":
         return _otlp("TRACES")(**_timeout())  # type: ignore[no-any-return]
     return None

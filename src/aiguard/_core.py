@@ -74,6 +74,25 @@ REASK = object()  # validate_output: the answer was wrong, ask again
 _cost_lock = threading.Lock()
 
 
+# Set while a client adapter calls its SDK: zero-code instrumentation lets such calls through,
+# so a call is never guarded (or recorded) twice.
+_in_sdk: ContextVar[bool] = ContextVar("aiguard_in_sdk", default=False)
+
+
+def inside_client_call() -> bool:
+    """Is this code running inside a guarded client's call to its SDK?"""
+    return _in_sdk.get()
+
+
+def sdk_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` as a guarded client's own call to its SDK."""
+    token = _in_sdk.set(True)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _in_sdk.reset(token)
+
+
 def current_deadline() -> float | None:
     """The deadline (on ``time.monotonic()``) of the innermost guarded call in progress."""
     run = _frame.get()
@@ -901,7 +920,11 @@ def run_sync(run: Run) -> Any:
             endpoint, remaining = run.next_endpoint()
             attempt, request = run.start_attempt(endpoint, remaining)
             try:
-                result = endpoint.invoke(request)
+                result = (
+                    sdk_call(endpoint.invoke, request)
+                    if run.attempt_spans
+                    else (endpoint.invoke(request))
+                )
                 if run.reader is not None:  # a stream counts as started at its first chunk
                     reader = run.reader()
                     iterator, first = first_chunk(result, reader)
@@ -939,7 +962,12 @@ async def run_async(run: Run) -> Any:
             endpoint, remaining = run.next_endpoint()
             attempt, request = run.start_attempt(endpoint, remaining)
             try:
-                result = await endpoint.invoke(request)
+                pending = (
+                    sdk_call(endpoint.invoke, request)
+                    if run.attempt_spans
+                    else (endpoint.invoke(request))
+                )
+                result = await pending
                 if run.reader is not None:
                     reader = run.reader()
                     iterator, first = await first_chunk_async(result, reader)

@@ -152,7 +152,7 @@ def guard(fn: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
 def guard(
     *,
-    policy: Policy | None = None,
+    policy: Policy | str | None = None,
     retry: Retry | None = ...,
     fallback: list[str | Target] | str | Target | None = ...,
     timeout: float | None = ...,
@@ -172,7 +172,7 @@ def guard(
     fn: Callable[..., Any] | None = None,
     /,
     *,
-    policy: Policy | None = None,
+    policy: Policy | str | None = None,
     retry: Any = ...,
     fallback: Any = ...,
     timeout: Any = ...,
@@ -194,7 +194,8 @@ def guard(
     apply to every guarded call the function makes. ``checks`` run on the function's string
     arguments before it is called (a redacting check replaces them). ``output`` validates the
     return value (a JSON string or dict becomes the model, which is returned); when it is wrong
-    the function is called again, up to ``reasks`` times.
+    the function is called again, up to ``reasks`` times. ``policy`` is an :class:`aiguard.Policy`
+    or the name of one in the policy file (``aiguard.toml``); keywords override it.
 
     Example::
 

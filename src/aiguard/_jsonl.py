@@ -111,7 +111,7 @@ class JsonlSpanExporter(SpanExporter):
         if parent:
             os.makedirs(parent, exist_ok=True)
         # backslashreplace turns a lone surrogate into "\udcxx", itself a valid JSON escape.
-        return open(self.path, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+        return open(self.path, "a", encoding="utf-8", errors="backslashreplace")
 
     def _line(self, span: ReadableSpan) -> str:
         record = {
@@ -191,7 +191,9 @@ def encode_value(value: Any) -> Json:
     if isinstance(value, float):
         if math.isfinite(value):
             return {"doubleValue": value}
-        return {"doubleValue": "NaN" if math.isnan(value) else f"{'-' if value < 0 else ''}Infinity"}
+        if math.isnan(value):
+            return {"doubleValue": "NaN"}
+        return {"doubleValue": "Infinity" if value > 0 else "-Infinity"}
     if isinstance(value, str):
         return {"stringValue": value}
     if isinstance(value, bytes | bytearray):

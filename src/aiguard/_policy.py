@@ -136,6 +136,8 @@ class Policy:
     # Output validation: what the answer must be, and how often to re-ask (None: retry.attempts).
     output: OutputSpec | None = None
     reasks: int | None = None
+    # Keep the SDK's own retries (zero-code instrumentation without a retry policy).
+    sdk_retries: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.retry, Retry):
@@ -167,14 +169,14 @@ class Policy:
             not isinstance(self.reasks, int) or isinstance(self.reasks, bool) or self.reasks < 0
         ):
             raise TypeError(f"reasks= must be a whole number >= 0, got {self.reasks!r}")
-        for name in ("stream_usage", "raise_on_truncation"):
+        for name in ("stream_usage", "raise_on_truncation", "sdk_retries"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}= must be True or False, got {getattr(self, name)!r}")
 
     @classmethod
     def build(
         cls,
-        policy: Policy | None = None,
+        policy: Policy | str | None = None,
         *,
         retry: Any = ...,
         fallback: Any = ...,
@@ -189,9 +191,21 @@ class Policy:
         output: Any = ...,
         reasks: Any = ...,
     ) -> Policy:
-        """Merge explicit keywords over ``policy`` (``...`` means "not given")."""
-        if policy is not None and not isinstance(policy, Policy):
-            raise TypeError(f"policy= must be an aiguard.Policy, got {type(policy).__name__}")
+        """Merge explicit keywords over ``policy`` (``...`` means "not given").
+
+        A ``str`` names a policy in the policy file (``aiguard.toml``; see
+        :mod:`aiguard._policy_file`), read once and shared by everything that names it.
+        """
+        if isinstance(policy, str):
+            # Imported here: the file layer builds policies, so it sits above this module.
+            from aiguard._policy_file import named_policy
+
+            policy = named_policy(policy)
+        elif policy is not None and not isinstance(policy, Policy):
+            raise TypeError(
+                f"policy= must be an aiguard.Policy or the name of a policy in the policy file "
+                f"(aiguard.toml), got {type(policy).__name__}"
+            )
         base = policy if policy is not None else cls()
         return cls(
             retry=base.retry if retry is ... else (NO_RETRY if retry is None else retry),

@@ -16,7 +16,7 @@ from aiguard import _semconv as sc
 from aiguard import adapters
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget
-from aiguard._core import Endpoint, Route, begin, run_async, run_sync
+from aiguard._core import Endpoint, Route, begin, run_async, run_sync, sdk_call
 from aiguard._policy import Policy, Retry, Target
 
 C = TypeVar("C")
@@ -132,7 +132,7 @@ def guarded_method(
         async def guarded_async(*args: Any, **kwargs: Any) -> Any:
             run = prepare(args, kwargs)
             if run is None:
-                return await passthrough(*args, **kwargs)
+                return await sdk_call(passthrough, *args, **kwargs)
             return await run_async(run)
 
         return guarded_async
@@ -140,7 +140,7 @@ def guarded_method(
     def guarded(*args: Any, **kwargs: Any) -> Any:
         run = prepare(args, kwargs)
         if run is None:
-            return passthrough(*args, **kwargs)
+            return sdk_call(passthrough, *args, **kwargs)
         return run_sync(run)
 
     return guarded
@@ -176,7 +176,7 @@ def endpoint_cache(make: Callable[[str], Endpoint]) -> Callable[[str], Endpoint]
 def wrap(
     client: C,
     *,
-    policy: Policy | None = None,
+    policy: Policy | str | None = None,
     retry: Retry | None = ...,  # type: ignore[assignment]
     fallback: list[str | Target] | str | Target | None = ...,  # type: ignore[assignment]
     timeout: float | None = ...,  # type: ignore[assignment]
@@ -204,6 +204,8 @@ def wrap(
     :mod:`aiguard.checks`) run on the request before anything is sent or reserved. ``output``
     (a pydantic model or a validating callable) validates each answer's text; a wrong answer is
     re-asked with the errors, up to ``reasks`` times (default: the retry attempts less one).
+    ``policy`` is an :class:`aiguard.Policy` or the name of one in the policy file
+    (``policy="default"`` reads ``[policies.default]`` of ``aiguard.toml``); keywords override it.
 
     Example::
 

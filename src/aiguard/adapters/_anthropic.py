@@ -349,11 +349,15 @@ class _Client:
     """One client's view for the core: its retry-free copy, provider and server attributes."""
 
     def __init__(
-        self, client: anthropic.Anthropic | anthropic.AsyncAnthropic, provider: str | None
+        self,
+        client: anthropic.Anthropic | anthropic.AsyncAnthropic,
+        provider: str | None,
+        policy: Policy,
     ) -> None:
         self.original = client
         self.is_async = isinstance(client, anthropic.AsyncAnthropic)
-        self.quiet = client.with_options(max_retries=0)
+        # The SDK's own retries are off: aiguard retries (unless told to keep them).
+        self.quiet = client if policy.sdk_retries else client.with_options(max_retries=0)
         self.provider = provider or PROVIDER
         self.server = server_attributes(client.base_url)
 
@@ -420,7 +424,7 @@ def wrap(
     client: anthropic.Anthropic | anthropic.AsyncAnthropic, policy: Policy, provider: str | None
 ) -> Any:
     is_async = isinstance(client, anthropic.AsyncAnthropic)
-    primary = _Client(client, provider)
+    primary = _Client(client, provider, policy)
     others: dict[int, _Client] = {}
     for target in policy.fallback:
         if target.client is None:
@@ -433,7 +437,7 @@ def wrap(
                 f"{type(other).__qualname__}; a wrapped {kind} client can fall back only to "
                 f"another {kind} client (or to another model on the same client)"
             )
-        others.setdefault(id(other), _Client(other, None))
+        others.setdefault(id(other), _Client(other, None, policy))
 
     def guard(name: str, route: MessagesRoute, passthrough: Callable[..., Any]) -> Any:
         fallbacks = [

@@ -483,9 +483,12 @@ def _method(client: Any, path: tuple[str, ...]) -> Any:
 class _Client:
     """One client's view for the core: its retry-free copy, provider and server attributes."""
 
-    def __init__(self, client: openai.OpenAI | openai.AsyncOpenAI, provider: str | None) -> None:
+    def __init__(
+        self, client: openai.OpenAI | openai.AsyncOpenAI, provider: str | None, policy: Policy
+    ) -> None:
         self.original = client
-        self.quiet = client.with_options(max_retries=0)
+        # The SDK's own retries are off: aiguard retries (unless told to keep them).
+        self.quiet = client if policy.sdk_retries else client.with_options(max_retries=0)
         self.provider = provider or detect_provider(client)
         self.server = server_attributes(client.base_url)
 
@@ -569,7 +572,7 @@ async def _in_thread(chunks: Iterator[Any]) -> AsyncIterator[Any]:
 
 def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: str | None) -> Any:
     is_async = isinstance(client, openai.AsyncOpenAI)
-    primary = _Client(client, provider)
+    primary = _Client(client, provider, policy)
     others: dict[int, _Client | _Foreign] = {}
     for target in policy.fallback:
         if target.client is None:
@@ -585,7 +588,7 @@ def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: s
                     f"{type(other).__qualname__}; a wrapped {kind} client can fall back only to "
                     f"another {kind} client, a local model, or another model on the same client"
                 )
-            others[id(other)] = _Client(other, None)
+            others[id(other)] = _Client(other, None, policy)
         else:
             others[id(other)] = _Foreign(other, is_async)
 

@@ -1,0 +1,208 @@
+"""Zero-code instrumentation: guard every supported client without touching the app's code.
+
+``aiguard.instrument()`` (or ``opentelemetry-instrument python app.py``, through the
+``opentelemetry_instrumentor`` entry point) patches the model-calling methods of the OpenAI,
+Anthropic, Ollama and llama.cpp SDK classes. A call on any client, made before or after, then
+runs through the same guard as ``aiguard.wrap(client)``: spans, metrics and cost always;
+retries, fallbacks, budgets and checks only as the policy says (the policy file's ``default``, if
+there is one). Without a retry policy the SDK keeps its own retries, so behaviour is unchanged.
+
+A call already inside a guard (a client the app wrapped itself) passes straight through, so
+nothing is recorded twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import threading
+import weakref
+from collections.abc import Callable, Collection
+from typing import Any, cast
+
+import wrapt
+
+from aiguard import _core, adapters
+from aiguard._policy import NO_RETRY, Policy
+from aiguard._telemetry import report_fault
+
+# (SDK module, how to reach the class from the module, method names, attribute path on a
+# guarded client, the attribute of the method's instance that holds the client: "" for itself)
+_Patch = tuple[str, Callable[[Any], type], tuple[str, ...], tuple[str, ...], str]
+_OPENAI = (
+    (("chat", "completions"), ("create", "parse")),
+    (("embeddings",), ("create",)),
+    (("responses",), ("create",)),
+)
+_LLAMA = ("create_chat_completion", "create_completion", "create_embedding")
+
+
+def _resource(client_cls: str, path: tuple[str, ...]) -> Callable[[Any], type]:
+    """The class of a client's resource (``client.chat.completions``), found on a throwaway."""
+
+    def find(module: Any) -> type:
+        client = getattr(module, client_cls)(api_key="aiguard-instrument", base_url="http://x")
+        obj: Any = client
+        for name in path:
+            obj = getattr(obj, name)
+        return type(obj)
+
+    return find
+
+
+def _attr(name: str) -> Callable[[Any], type]:
+    return lambda module: getattr(module, name)
+
+
+def _patches() -> list[_Patch]:
+    found: list[_Patch] = []
+    for client_cls in ("OpenAI", "AsyncOpenAI"):
+        for path, methods in _OPENAI:
+            found.append(("openai", _resource(client_cls, path), methods, path, "_client"))
+    for client_cls in ("Anthropic", "AsyncAnthropic"):
+        messages = ("messages",)
+        found.append(
+            ("anthropic", _resource(client_cls, messages), ("create",), messages, "_client")
+        )
+    for client_cls in ("Client", "AsyncClient"):
+        found.append(("ollama", _attr(client_cls), ("chat", "generate", "embed"), (), ""))
+    found.append(("llama_cpp", _attr("Llama"), _LLAMA, (), ""))
+    return found
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.policy: Policy | None = None
+        self.patched: list[tuple[type, str, Any]] = []
+        self.guarded: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+_state = _State()
+
+
+def instrument(policy: Policy | str | None = None) -> None:
+    """Guard every OpenAI, Anthropic, Ollama and llama.cpp client of this process.
+
+    ``policy`` (a :class:`Policy` or a policy file's name) sets retries and the rest; without
+    one the policy file's ``default`` applies if there is one, else telemetry and cost only (the
+    SDK keeps its own retries). Calling it again changes the policy. Clients the app wraps with
+    :func:`aiguard.wrap` keep their own policy and are not recorded twice.
+
+    Example::
+
+        aiguard.instrument()          # or: opentelemetry-instrument python app.py
+    """
+    resolved = _policy(policy)
+    with _state.lock:
+        _state.policy = resolved
+        _state.guarded = weakref.WeakKeyDictionary()
+        if _state.patched:
+            return
+        for sdk, find, methods, path, client_attr in _patches():
+            try:
+                module = importlib.import_module(sdk)
+            except ImportError:
+                continue
+            try:
+                cls = find(module)
+            except Exception as exc:  # the SDK changed shape: that SDK is left alone
+                report_fault(f"instrumenting {sdk}", exc)
+                continue
+            for method in methods:
+                original = cls.__dict__.get(method)
+                if original is None:
+                    continue
+                wrapper = wrapt.FunctionWrapper(original, _caller((*path, method), client_attr))
+                setattr(cls, method, wrapper)
+                _state.patched.append((cls, method, original))
+
+
+def uninstrument() -> None:
+    """Undo :func:`instrument`: the SDK classes get their own methods back."""
+    with _state.lock:
+        for cls, method, original in reversed(_state.patched):
+            with contextlib.suppress(Exception):
+                setattr(cls, method, original)
+        _state.patched.clear()
+        _state.guarded = weakref.WeakKeyDictionary()
+        _state.policy = None
+
+
+def _policy(policy: Policy | str | None) -> Policy:
+    if policy is None:
+        policy = "default" if _file_has("default") else None
+    if policy is None:
+        return dataclasses.replace(Policy(retry=NO_RETRY), sdk_retries=True)
+    built = cast(Any, Policy).build(policy) if isinstance(policy, str) else policy
+    if not isinstance(built, Policy):
+        raise TypeError(f"instrument(policy=...) takes an aiguard.Policy or a name, got {policy!r}")
+    return dataclasses.replace(built, sdk_retries=built.retry.attempts <= 1)
+
+
+def _file_has(name: str) -> bool:
+    """Does a policy file define ``name``? (No file, or no such policy: False.)"""
+    try:
+        cast(Any, Policy).build(name)
+    except Exception:
+        return False
+    return True
+
+
+def _caller(path: tuple[str, ...], client_attr: str) -> Callable[..., Any]:
+    def call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _core.inside_client_call() or _state.policy is None:
+            return wrapped(*args, **kwargs)
+        client = getattr(instance, client_attr) if client_attr else instance
+        guarded = _guarded(client)
+        if guarded is None:
+            return wrapped(*args, **kwargs)
+        method = guarded
+        for name in path:
+            method = getattr(method, name)
+        return method(*args, **kwargs)
+
+    return call
+
+
+def _guarded(client: Any) -> Any:
+    """The guarded view of ``client`` under the instrumentation policy, made once per client."""
+    try:
+        found = _state.guarded.get(client)
+        if found is None:
+            adapter = adapters.for_client(client)
+            policy = _state.policy
+            if adapter is None or policy is None:
+                return None
+            found = _state.guarded[client] = adapter.wrap(client, policy, None)
+        return found
+    except Exception as exc:  # never break the app's call: it goes on unguarded
+        report_fault("guarding an instrumented client", exc)
+        return None
+
+
+class AIGuardInstrumentor:
+    """The ``opentelemetry-instrument`` entry point (``opentelemetry_instrumentor``: aiguard).
+
+    Follows the contract of ``opentelemetry.instrumentation.instrumentor.BaseInstrumentor``
+    without depending on it: ``instrument()``, ``uninstrument()``,
+    ``instrumentation_dependencies()``.
+    """
+
+    _is_instrumented_by_opentelemetry = False
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ()
+
+    def instrument(self, **kwargs: Any) -> None:
+        instrument(kwargs.get("policy"))
+        self._is_instrumented_by_opentelemetry = True
+
+    def uninstrument(self, **kwargs: Any) -> None:
+        uninstrument()
+        self._is_instrumented_by_opentelemetry = False
+
+    @property
+    def is_instrumented_by_opentelemetry(self) -> bool:
+        return self._is_instrumented_by_opentelemetry

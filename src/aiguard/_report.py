@@ -1,0 +1,608 @@
+"""``aiguard report FILE.jsonl``: what the guarded calls in a span file did, cost and took.
+
+It reads the lines :class:`aiguard._jsonl.JsonlSpanExporter` writes (one OTLP/JSON span per line);
+lines holding a whole OTLP/JSON export request (``{"resourceSpans": [...]}``, as the collector's
+file exporter writes them) are read too. Reading is tolerant: blank lines are ignored, and lines
+that are not a JSON span, spans of other instrumentations and repeated spans are skipped and
+counted.
+
+Two kinds of aiguard spans are summarised:
+
+- **guarded calls**: the ``aiguard {operation} {model}`` spans of wrapped clients (they carry
+  ``aiguard.operation``) and the spans of ``@aiguard.guard`` functions (``aiguard.function``). A
+  call nested in another (a wrapped client used inside a guarded function) counts as a call of
+  its own; ``nested`` says how many there were.
+- **inference attempts**: the ``{operation} {model}`` spans, one per request, with
+  ``gen_ai.operation.name``. Tokens and cost are summed over attempts only, so nothing is counted
+  twice. An attempt belongs to the model that answered (``gen_ai.response.model``, else
+  ``gen_ai.request.model``) and to the tag (``aiguard.tag``) of its guarded call, ``(none)``
+  without one.
+
+Latency percentiles use the **nearest-rank** method: the p-th percentile of n sorted durations
+is the ``ceil(p/100 * n)``-th, always a duration that was observed.
+
+Costs are summed as ``Decimal`` from the values written in the file. The table shows them with
+six decimals; ``--json`` gives them as **strings** holding the exact decimal sum (``"0.015"``;
+parse with ``decimal.Decimal``), or ``null`` for a model or tag with no priced attempt.
+
+Exit codes: 0 a report was printed; 1 the file holds no aiguard span; 2 the file cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, TextIO
+
+from aiguard import _semconv as sc
+
+NO_TAG = "(none)"
+PERCENTILES = (50, 95, 99)
+_INTERNAL = 1
+_STATUS_ERROR = 2
+_MAX_DEPTH = 64  # parent links followed at most: guards a cyclic or corrupt file
+
+
+@dataclass(slots=True)
+class _Span:
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+    kind: int
+    start: int
+    end: int
+    status: int
+    scope: str
+    attrs: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.trace_id, self.span_id)
+
+    @property
+    def parent_key(self) -> tuple[str, str] | None:
+        return (self.trace_id, self.parent_id) if self.parent_id else None
+
+    def is_guard(self) -> bool:
+        return sc.OPERATION not in self.attrs and (
+            sc.GUARD_OPERATION in self.attrs or sc.GUARD_FUNCTION in self.attrs
+        )
+
+    def is_attempt(self) -> bool:
+        return sc.OPERATION in self.attrs and (sc.ATTEMPT in self.attrs or self.scope == "aiguard")
+
+
+@dataclass
+class _Skipped:
+    invalid_lines: int = 0  # not JSON, not an object, or not a span
+    foreign_spans: int = 0  # spans, but not aiguard's
+    duplicate_spans: int = 0  # the same trace and span id seen before
+
+    @property
+    def total(self) -> int:
+        return self.invalid_lines + self.foreign_spans + self.duplicate_spans
+
+
+@dataclass
+class _Usage:
+    """Attempts, tokens and cost of one model or tag."""
+
+    attempts: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost: Decimal | None = None  # None: no attempt had a price
+
+    def add(self, span: _Span) -> None:
+        self.attempts += 1
+        if _failed(span):
+            self.errors += 1
+        self.input_tokens += _int(span.attrs.get(sc.USAGE_INPUT))
+        self.output_tokens += _int(span.attrs.get(sc.USAGE_OUTPUT))
+        self.cache_read_tokens += _int(span.attrs.get(sc.USAGE_CACHE_READ))
+        cost = _decimal(span.attrs.get(sc.COST_USD))
+        if cost is not None:
+            self.cost = cost if self.cost is None else self.cost + cost
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "attempts": self.attempts,
+            "errors": self.errors,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cost_usd": _exact(self.cost),
+        }
+
+
+@dataclass
+class Summary:
+    """The numbers of one report, in the shape of its ``--json`` document."""
+
+    path: str
+    skipped: _Skipped
+    calls: int = 0
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    abandoned: int = 0
+    retries: int = 0
+    fallbacks: int = 0
+    nested: int = 0
+    latency: dict[str, list[int]] = field(default_factory=dict)  # "" is every call
+    function_latency: dict[str, list[int]] = field(default_factory=dict)
+    attempts: int = 0
+    attempt_errors: Counter[str] = field(default_factory=Counter)
+    by_model: dict[str, _Usage] = field(default_factory=dict)
+    by_tag: dict[str, _Usage] = field(default_factory=dict)
+    total: _Usage = field(default_factory=_Usage)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": self.path,
+            "skipped": {
+                "invalid_lines": self.skipped.invalid_lines,
+                "foreign_spans": self.skipped.foreign_spans,
+                "duplicate_spans": self.skipped.duplicate_spans,
+            },
+            "calls": {
+                "total": self.calls,
+                "ok": self.ok,
+                "errors": sum(self.errors.values()),
+                "errors_by_type": dict(sorted(self.errors.items())),
+                "abandoned": self.abandoned,
+                "retries": self.retries,
+                "fallbacks": self.fallbacks,
+                "budget_refusals": self.errors["aiguard.BudgetExceeded"],
+                "check_refusals": self.errors["aiguard.CheckFailed"],
+                "nested": self.nested,
+            },
+            "latency_ms": {
+                "all": _percentiles(self.latency.get("", [])),
+                "by_model": {
+                    model: _percentiles(values)
+                    for model, values in sorted(self.latency.items())
+                    if model
+                },
+                "by_function": {
+                    name: _percentiles(values)
+                    for name, values in sorted(self.function_latency.items())
+                },
+            },
+            "attempts": {
+                "total": self.attempts,
+                "errors": sum(self.attempt_errors.values()),
+                "errors_by_type": dict(sorted(self.attempt_errors.items())),
+            },
+            "by_model": {name: usage.as_json() for name, usage in sorted(self.by_model.items())},
+            "by_tag": {name: usage.as_json() for name, usage in _tags(self.by_tag)},
+            "total": self.total.as_json(),
+        }
+
+
+class ReportError(Exception):
+    """The file cannot be read; the message says why, for the command line's stderr."""
+
+
+def report(
+    path: str,
+    *,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Print a summary of the aiguard spans in a JSONL span file; return the exit code.
+
+    ``out`` gets the table (or with ``as_json`` one JSON document), ``err`` the error messages
+    (default: ``sys.stdout`` / ``sys.stderr`` at call time). Exit codes: 0 done, 1 no aiguard
+    span in the file, 2 the file cannot be read.
+
+    Example::
+
+        aiguard.configure(exporter=JsonlSpanExporter("spans.jsonl"))
+        ...
+        sys.exit(report("spans.jsonl"))          # or: aiguard report spans.jsonl --json
+    """
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    try:
+        summary = summarise(path)
+    except ReportError as exc:
+        print(f"aiguard report: {exc}", file=err)
+        return 2
+    if summary.calls == 0 and summary.attempts == 0:
+        print(
+            f"aiguard report: no aiguard spans in {path}{_skipped_note(summary.skipped)}", file=err
+        )
+        return 1
+    if as_json:
+        json.dump(summary.as_json(), out, indent=2)
+        out.write("\n")
+    else:
+        _print_table(summary, out)
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``report``'s arguments to a (sub)parser; :func:`run` takes the parsed namespace.
+
+    Example::
+
+        _report.add_arguments(commands.add_parser("report", help="summarise a JSONL span file"))
+        ...
+        if args.command == "report":
+            return _report.run(args)
+    """
+    parser.add_argument("file", help="a file of spans, one OTLP/JSON span per line")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        dest="as_json",
+        help="print one JSON document instead of tables (costs as exact decimal strings)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``report`` with the arguments :func:`add_arguments` defined."""
+    return report(args.file, as_json=args.as_json)
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def summarise(path: str) -> Summary:
+    """Read ``path`` and add up its aiguard spans. Raises :class:`ReportError`."""
+    skipped = _Skipped()
+    spans: dict[tuple[str, str], _Span] = {}
+    for span in _read(path, skipped):
+        if not (span.is_guard() or span.is_attempt()):
+            skipped.foreign_spans += 1
+        elif span.key in spans:
+            skipped.duplicate_spans += 1
+        else:
+            spans[span.key] = span
+    summary = Summary(path, skipped)
+    for span in spans.values():
+        if span.is_guard():
+            _add_call(summary, span, spans)
+        else:
+            _add_attempt(summary, span, spans)
+    return summary
+
+
+def _read(path: str, skipped: _Skipped) -> Iterator[_Span]:
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - closed below; bytes: a bad line is one bad line
+    except FileNotFoundError:
+        raise ReportError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise ReportError(f"{path} is a directory, not a span file") from None
+    except PermissionError:
+        raise ReportError(f"cannot read {path}: permission denied") from None
+    except OSError as exc:
+        raise ReportError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    with file:
+        try:
+            for raw in file:
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw)
+                except ValueError:  # includes UnicodeDecodeError
+                    skipped.invalid_lines += 1
+                    continue
+                spans = _spans_of(record)
+                if spans is None:
+                    skipped.invalid_lines += 1
+                    continue
+                yield from spans
+        except OSError as exc:  # e.g. EISDIR on read where open succeeded
+            raise ReportError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+
+
+def _spans_of(record: Any) -> list[_Span] | None:
+    """The spans of one line, or None when the line is not one of the two shapes."""
+    if not isinstance(record, dict):
+        return None
+    if "span" in record:
+        scope = record.get("scope")
+        span = _span(record["span"], scope.get("name") if isinstance(scope, dict) else None)
+        return None if span is None else [span]
+    if isinstance(record.get("resourceSpans"), list):
+        found: list[_Span] = []
+        for resource_spans in record["resourceSpans"]:
+            for scope_spans in _dicts(_get(resource_spans, "scopeSpans")):
+                scope = _get(scope_spans, "scope")
+                name = scope.get("name") if isinstance(scope, dict) else None
+                for raw in _dicts(_get(scope_spans, "spans")):
+                    span = _span(raw, name)
+                    if span is not None:
+                        found.append(span)
+        return found
+    return None
+
+
+def _span(raw: Any, scope: Any) -> _Span | None:
+    if not isinstance(raw, dict):
+        return None
+    trace_id, span_id, name = raw.get("traceId"), raw.get("spanId"), raw.get("name")
+    if not (isinstance(trace_id, str) and isinstance(span_id, str) and isinstance(name, str)):
+        return None
+    parent = raw.get("parentSpanId")
+    status = raw.get("status")
+    return _Span(
+        trace_id=trace_id.lower(),
+        span_id=span_id.lower(),
+        parent_id=parent.lower() if isinstance(parent, str) else "",
+        name=name,
+        kind=_int(raw.get("kind")),
+        start=_int(raw.get("startTimeUnixNano")),
+        end=_int(raw.get("endTimeUnixNano")),
+        status=_int(status.get("code")) if isinstance(status, dict) else 0,
+        scope=scope if isinstance(scope, str) else "",
+        attrs=_attributes(raw.get("attributes")),
+    )
+
+
+def _attributes(raw: Any) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for item in _dicts(raw):
+        key = item.get("key")
+        if isinstance(key, str):
+            attrs[key] = _value(item.get("value"))
+    return attrs
+
+
+def _value(raw: Any) -> Any:
+    """An OTLP/JSON ``AnyValue`` as a Python value (None for what is not one)."""
+    if not isinstance(raw, dict):
+        return None
+    if "stringValue" in raw:
+        return raw["stringValue"]
+    if "boolValue" in raw:
+        return raw["boolValue"] is True
+    if "intValue" in raw:
+        return _int_or_none(raw["intValue"])
+    if "doubleValue" in raw:
+        value = raw["doubleValue"]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value  # kept as written: a float, or an int for whole numbers
+        return None  # "NaN", "Infinity": of no use to a sum
+    if "arrayValue" in raw:
+        return [_value(item) for item in _dicts(_get(raw["arrayValue"], "values"))]
+    return None
+
+
+# -- adding up -----------------------------------------------------------------------------------
+
+
+def _add_call(summary: Summary, span: _Span, spans: dict[tuple[str, str], _Span]) -> None:
+    attrs = span.attrs
+    summary.calls += 1
+    outcome = attrs.get(sc.GUARD_OUTCOME)
+    if outcome == "abandoned":
+        summary.abandoned += 1
+    elif _failed(span):
+        summary.errors[_error_type(span)] += 1
+    else:
+        summary.ok += 1
+    summary.retries += _int(attrs.get(sc.GUARD_RETRIES))
+    if attrs.get(sc.FALLBACK_USED) is True:
+        summary.fallbacks += 1
+    if _guard_above(span, spans) is not None:
+        summary.nested += 1
+    if span.end < span.start or span.start <= 0:
+        return  # no usable times: counted, but not timed
+    duration = span.end - span.start
+    summary.latency.setdefault("", []).append(duration)
+    model = attrs.get(sc.GUARD_REQUEST_MODEL)
+    function = attrs.get(sc.GUARD_FUNCTION)
+    if isinstance(model, str):
+        summary.latency.setdefault(model, []).append(duration)
+    elif isinstance(function, str):
+        summary.function_latency.setdefault(function, []).append(duration)
+
+
+def _add_attempt(summary: Summary, span: _Span, spans: dict[tuple[str, str], _Span]) -> None:
+    summary.attempts += 1
+    if _failed(span):
+        summary.attempt_errors[_error_type(span)] += 1
+    model = span.attrs.get(sc.RESPONSE_MODEL) or span.attrs.get(sc.REQUEST_MODEL)
+    model = model if isinstance(model, str) else "(unknown)"
+    guard = _guard_above(span, spans)
+    tag = guard.attrs.get(sc.TAG) if guard is not None else None
+    tag = tag if isinstance(tag, str) else NO_TAG
+    for usage in (
+        summary.by_model.setdefault(model, _Usage()),
+        summary.by_tag.setdefault(tag, _Usage()),
+        summary.total,
+    ):
+        usage.add(span)
+
+
+def _guard_above(span: _Span, spans: dict[tuple[str, str], _Span]) -> _Span | None:
+    """The nearest guarded call this span runs in, if the file holds it."""
+    key = span.parent_key
+    for _ in range(_MAX_DEPTH):
+        parent = spans.get(key) if key is not None else None
+        if parent is None:
+            return None
+        if parent.is_guard():
+            return parent
+        key = parent.parent_key
+    return None
+
+
+def _failed(span: _Span) -> bool:
+    return span.status == _STATUS_ERROR or sc.ERROR_TYPE in span.attrs
+
+
+def _error_type(span: _Span) -> str:
+    value = span.attrs.get(sc.ERROR_TYPE)
+    return value if isinstance(value, str) and value else "(unknown)"
+
+
+def _percentiles(durations: Sequence[int]) -> dict[str, Any]:
+    """Nearest-rank percentiles of durations in ns, as milliseconds rounded to the µs."""
+    ordered = sorted(durations)
+    result: dict[str, Any] = {"count": len(ordered)}
+    for p in PERCENTILES:
+        if ordered:
+            rank = max(1, -(-p * len(ordered) // 100))  # ceil, in integers
+            result[f"p{p}"] = round(ordered[rank - 1] / 1e6, 3)
+        else:
+            result[f"p{p}"] = None
+    return result
+
+
+# -- small readers -------------------------------------------------------------------------------
+
+
+def _get(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _dicts(value: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(value, list):
+        yield from (item for item in value if isinstance(item, dict))
+
+
+def _int(value: Any) -> int:
+    found = _int_or_none(value)
+    return 0 if found is None else found
+
+
+def _int_or_none(value: Any) -> int | None:
+    """An int64 as OTLP/JSON writes it (a decimal string, or a number from other writers)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        # repr() is the shortest text that reads back as this float: the number as written.
+        result = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        return None
+    return result if result.is_finite() else None
+
+
+def _exact(cost: Decimal | None) -> str | None:
+    if cost is None:
+        return None
+    text = format(cost.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def _tags(by_tag: dict[str, _Usage]) -> list[tuple[str, _Usage]]:
+    """Tags by name, the untagged last."""
+    return sorted(by_tag.items(), key=lambda item: (item[0] == NO_TAG, item[0]))
+
+
+# -- printing ------------------------------------------------------------------------------------
+
+
+def _skipped_note(skipped: _Skipped) -> str:
+    if not skipped.total:
+        return ""
+    parts = [
+        f"{count} {what}"
+        for count, what in (
+            (skipped.invalid_lines, "not a JSON span"),
+            (skipped.foreign_spans, "not aiguard's"),
+            (skipped.duplicate_spans, "repeated"),
+        )
+        if count
+    ]
+    return f" (skipped {skipped.total}: {', '.join(parts)})"
+
+
+def _print_table(summary: Summary, out: TextIO) -> None:
+    data = summary.as_json()
+    calls = data["calls"]
+    print(f"aiguard report: {summary.path}", file=out)
+    print(
+        f"{summary.calls} guarded calls, {summary.attempts} inference attempts"
+        f"{_skipped_note(summary.skipped)}",
+        file=out,
+    )
+
+    print("\nGuarded calls", file=out)
+    rows: list[list[str]] = [["total", str(calls["total"])]]
+    if calls["nested"]:
+        rows.append(["  nested in another", str(calls["nested"])])
+    rows += [["ok", str(calls["ok"])], ["errors", str(calls["errors"])]]
+    rows += [[f"  {kind}", str(n)] for kind, n in calls["errors_by_type"].items()]
+    rows += [
+        ["abandoned streams", str(calls["abandoned"])],
+        ["retries", str(calls["retries"])],
+        ["fallbacks", str(calls["fallbacks"])],
+        ["budget refusals", str(calls["budget_refusals"])],
+        ["check refusals", str(calls["check_refusals"])],
+    ]
+    _table(out, None, rows)
+
+    latency = data["latency_ms"]
+    rows = [["all calls", *_latency_cells(latency["all"])]]
+    rows += [[model, *_latency_cells(p)] for model, p in latency["by_model"].items()]
+    rows += [[f"{name}()", *_latency_cells(p)] for name, p in latency["by_function"].items()]
+    print("\nLatency of guarded calls (ms, nearest rank)", file=out)
+    _table(out, ["", "calls", "p50", "p95", "p99"], rows)
+
+    attempts = data["attempts"]
+    print(f"\nInference attempts: {attempts['total']}, failed {attempts['errors']}", file=out)
+    _table(out, None, [[f"  {kind}", str(n)] for kind, n in attempts["errors_by_type"].items()])
+
+    headers = ["", "attempts", "errors", "input tok", "output tok", "cache read", "cost USD"]
+    total = ["total", *_usage_cells(data["total"])]
+    print("\nBy model", file=out)
+    _table(out, headers, [[m, *_usage_cells(u)] for m, u in data["by_model"].items()] + [total])
+    print("\nBy tag", file=out)
+    _table(out, headers, [[t, *_usage_cells(u)] for t, u in data["by_tag"].items()] + [total])
+
+
+def _latency_cells(p: dict[str, Any]) -> list[str]:
+    return [str(p["count"])] + [
+        "-" if p[f"p{n}"] is None else f"{p[f'p{n}']:.1f}" for n in PERCENTILES
+    ]
+
+
+def _usage_cells(usage: dict[str, Any]) -> list[str]:
+    cost = usage["cost_usd"]
+    return [
+        str(usage["attempts"]),
+        str(usage["errors"]),
+        str(usage["input_tokens"]),
+        str(usage["output_tokens"]),
+        str(usage["cache_read_tokens"]),
+        "-" if cost is None else f"{Decimal(cost):.6f}",
+    ]
+
+
+def _table(out: TextIO, headers: list[str] | None, rows: Iterable[list[str]]) -> None:
+    """Columns aligned with two spaces between them: the first to the left, numbers right."""
+    lines = ([headers] if headers else []) + list(rows)
+    if not lines:
+        return
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        cells = [line[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)
+        ]
+        print(("  " + "  ".join(cells)).rstrip(), file=out)

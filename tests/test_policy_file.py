@@ -492,7 +492,7 @@ def test_reload_of_a_broken_file_keeps_the_policies_in_force(tmp_path):
     path = write(tmp_path, "[policies.default]\ntimeout = 1\n")
     assert aiguard.Policy.build("default").timeout == 1
     path.write_text("[policies.default]\ntimeout = -1\n")
-    with pytest.raises(PolicyFileError, match="aiguard.toml:2: policies.default.timeout"):
+    with pytest.raises(PolicyFileError, match=r"aiguard\.toml:2: policies\.default\.timeout"):
         _policy_file.reload()
     assert aiguard.Policy.build("default").timeout == 1
 

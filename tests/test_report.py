@@ -16,6 +16,7 @@ from typing import Any
 
 import openai
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -37,6 +38,12 @@ def _reset_config() -> Iterator[None]:
     _config.reset()
 
 
+def _configure(provider: TracerProvider) -> None:
+    # A meter provider of its own too: configure() would otherwise set a global SDK one, and
+    # later tests that expect none would see it.
+    aiguard.configure(tracer_provider=provider, meter_provider=MeterProvider())
+
+
 @pytest.fixture
 def spans_file(tmp_path: Path) -> Iterator[Path]:
     """aiguard's spans, written by the JSONL exporter to a file in this test's directory."""
@@ -44,7 +51,7 @@ def spans_file(tmp_path: Path) -> Iterator[Path]:
     exporter = JsonlSpanExporter(path)
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    aiguard.configure(tracer_provider=provider)
+    _configure(provider)
     yield path
     provider.shutdown()
 
@@ -528,6 +535,29 @@ def test_a_guarded_call_succeeds_when_its_span_file_cannot_be_written(server, cl
     blocker.write_text("")
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(JsonlSpanExporter(blocker / "x.jsonl")))
-    aiguard.configure(tracer_provider=provider)
+    _configure(provider)
     reply = client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert reply.choices[0].message.content
+
+
+def test_after_a_failed_write_the_next_span_starts_on_a_new_line(tmp_path):
+    path = tmp_path / "spans.jsonl"
+    exporter = JsonlSpanExporter(path)
+    spans = _sdk_spans()
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            with path.open("a") as real:
+                real.write(text[:10])  # part of a line, then the disk is full
+            raise OSError(28, "No space left on device")
+
+    real_file = exporter._file
+    exporter._file = Full()
+    assert exporter.export(spans) is SpanExportResult.FAILURE
+    exporter._file = real_file
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    lines = path.read_text("utf-8").splitlines()
+    assert len(lines) == 5 and lines[2] == lines[0][:10]  # the fragment is a line of its own
+    assert all(json.loads(line) for line in lines[:2] + lines[3:])

@@ -27,9 +27,11 @@ from aiguard._errors import (
     OutputInvalid,
     StreamTruncated,
 )
-from aiguard._policy import Failure, Policy, Retry, Target
-from aiguard._types import Usage
 from aiguard._instrument import instrument, uninstrument
+from aiguard._policy import Failure, Policy, Retry, Target
+from aiguard._policy_file import PolicyFileError
+from aiguard._policy_file import reload as reload_policies
+from aiguard._types import Usage
 from aiguard._wrap import wrap
 
 __version__ = "0.1.0"
@@ -45,6 +47,7 @@ __all__ = [
     "Failure",
     "OutputInvalid",
     "Policy",
+    "PolicyFileError",
     "Retry",
     "StreamTruncated",
     "Target",
@@ -56,6 +59,7 @@ __all__ = [
     "guard",
     "instrument",
     "prices",
+    "reload_policies",
     "tag",
     "uninstrument",
     "wrap",

@@ -84,8 +84,11 @@ def configure(
             "or None"
         )
     with _lock:
-        tracer_provider = tracer_provider or _tracer_provider(service_name, exporter)
-        meter_provider = meter_provider or _meter_provider(service_name, exporter)
+        if tracer_provider is None:
+            tracer_provider = _tracer_provider(service_name, exporter)
+            meter_provider = meter_provider or _meter_provider(service_name, exporter)
+        # Given a tracer provider alone, aiguard records metrics through the global API provider
+        # and creates none of its own.
         install(Telemetry(tracer_provider, meter_provider))
 
 
@@ -180,11 +183,11 @@ def _otlp(signal: str) -> Any:
         ) from None
 
 
-def _timeout() -> dict[str, Any]:
+def _timeout(signal: str = "TRACES") -> dict[str, Any]:
     # An unreachable collector must not hold the app (or its exit) for long: unless the user
     # chose a timeout, each export gives up after a few seconds.
     if os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
+        f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"
     ):
         return {}
     return {"timeout": EXPORT_TIMEOUT_S}
@@ -213,9 +216,17 @@ def _exporter(exporter: str | SpanExporter | None) -> SpanExporter | None:
 
 def _metric_reader(exporter: str | SpanExporter | None) -> Any:
     """A periodic reader exporting metrics the same way as spans (OTLP or console), or None."""
+    if os.environ.get("OTEL_METRICS_EXPORTER", "").strip().lower() == "none":
+        return None
     kind = _kind(exporter)
-    if kind == "otlp" or (kind is None and os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")):
-        metric_exporter = _otlp("METRICS")(**_timeout())
+    env = os.environ.get
+    # Metrics go over OTLP to their own or the general endpoint, or to the default one when no
+    # endpoint is set; not when only a traces endpoint is (many trace backends take no metrics).
+    traces_only = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") and not env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or (kind == "otlp" and not traces_only):
+        metric_exporter = _otlp("METRICS")(**_timeout("METRICS"))
     elif kind == "console":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 

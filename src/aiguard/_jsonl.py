@@ -62,6 +62,8 @@ class JsonlSpanExporter(SpanExporter):
 
     Example::
 
+        from aiguard._jsonl import JsonlSpanExporter
+
         aiguard.configure(exporter=JsonlSpanExporter("traces/aiguard.jsonl"))
         # later: aiguard report traces/aiguard.jsonl
     """
@@ -71,10 +73,13 @@ class JsonlSpanExporter(SpanExporter):
         self._lock = threading.Lock()
         self._file: TextIO | None = None
         self._closed = False
+        self._broken = False  # a write failed: the file may end in part of a line
         # The resource is almost always one object for a whole run: encode it once.
         self._resource: tuple[Resource | None, Json] = (None, {"attributes": []})
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._closed:  # checked again under the lock; this only saves the encoding
+            return SpanExportResult.FAILURE
         try:
             text = "".join(self._line(span) for span in spans)
         except Exception as exc:  # a span this encoder cannot read must not break the app
@@ -86,11 +91,14 @@ class JsonlSpanExporter(SpanExporter):
             try:
                 if self._file is None:
                     self._file = self._open()
-                self._file.write(text)
+                # After a failed write, start on a new line: the fragment stays one bad line.
+                self._file.write("\n" + text if self._broken else text)
                 self._file.flush()
             except (OSError, ValueError) as exc:  # ValueError: a file closed under us
+                self._broken = True
                 report_fault(f"writing spans to {self.path}", exc)
                 return SpanExportResult.FAILURE
+            self._broken = False
         return SpanExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:

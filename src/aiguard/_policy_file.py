@@ -806,3 +806,9 @@ def reset() -> None:
     with _lock:
         _loaded = None
         _budgets.clear()
+
+
+def found() -> Path | None:
+    """The policy file in force, if any (reads it; raises :class:`PolicyFileError` if invalid)."""
+    source = _current().search.source
+    return None if source is None else source.path

@@ -2,8 +2,8 @@
 
 Each request gets its own budget and a tag for its route; a prompt carrying a secret is refused
 with a 422 before anything is sent. With OTEL_EXPORTER_OTLP_ENDPOINT set, spans and metrics go
-to that collector; otherwise nothing is exported. Runs with no API key: the model is the testing kit's server, and requests are sent
-with FastAPI's TestClient.
+to that collector; otherwise nothing is exported. Runs with no API key: the model is the
+testing kit's server, and requests are sent with FastAPI's TestClient.
 
 Serve it for real with: uvicorn examples.fastapi_service:app  (set OPENAI_BASE_URL and a key)
 Run: python examples/fastapi_service.py

@@ -202,3 +202,17 @@ def test_a_collector_that_is_down_costs_the_app_nothing_and_exit_stays_bounded(p
 
 def test_rotel_agent_is_shipped_in_the_wheel():
     assert AGENT.exists() or shutil.which("rotel-agent")
+
+
+def test_the_demo_exports_when_an_endpoint_is_set(collector):
+    done = subprocess.run(
+        [sys.executable, "-m", "aiguard._cli", "demo"],
+        env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.http},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    text = _wait_for(collector, lambda t: "aiguard.budget.refused" in t)
+    names = {span.name for span in _spans(text)}
+    assert {"aiguard chat gpt-4o", "chat gpt-4o", "chat gpt-4o-mini"} <= names

@@ -619,7 +619,7 @@ def per_chunk_overhead(chunks: int = 1000, rounds: int = 200) -> dict[str, float
         life: Any = Quiet()
         life.reader = ChatReader()
         it = iter(parsed)
-        for _ in GuardedStream(parsed, it, next(it), life):
+        for _ in GuardedStream(parsed, it, [next(it)], life):
             pass
 
     assert _Lifecycle  # the real lifecycle differs only in what happens once, at the end

@@ -618,3 +618,22 @@ def test_the_estimate_reads_system_blocks_images_and_tools():
     assert inputs == estimate_input_tokens(messages, ['[{"name":"weather","input_schema":'
                                                       '{"type":"object"}}]'])  # fmt: skip
     assert anthropic_messages(None, iter(request["messages"])) == []  # never consumed
+
+
+def test_an_overloaded_error_before_the_answer_starts_is_retried(make, server, telemetry):
+    # Anthropic sends message_start, then an error event when it is overloaded.
+    server.fail(MODEL, stream_error="overloaded_error")
+    events = [event.type for event in ask(make(), stream=True)]
+    assert events[0] == "message_start" and events.count("message_start") == 1
+    assert events[-1] == "message_stop"
+    assert len(server.requests) == 2  # retried: the user had seen nothing of the answer
+    assert telemetry.span(f"aiguard chat {MODEL}").attributes["aiguard.retries"] == 1
+
+
+async def test_async_overloaded_error_before_the_answer_is_retried(make_async, server):
+    server.fail(MODEL, stream_error="overloaded_error")
+    stream = await make_async().messages.create(
+        model=MODEL, max_tokens=20, messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    events = [event.type async for event in stream]
+    assert events[-1] == "message_stop" and len(server.requests) == 2

@@ -927,7 +927,7 @@ def run_sync(run: Run) -> Any:
                 )
                 if run.reader is not None:  # a stream counts as started at its first chunk
                     reader = run.reader()
-                    iterator, first = first_chunk(result, reader)
+                    iterator, held = first_chunk(result, reader)
             except BaseException as exc:
                 if not isinstance(exc, Exception):  # cancelled or interrupted: no retry
                     run.aborted(attempt, exc)
@@ -937,7 +937,7 @@ def run_sync(run: Run) -> Any:
                     time.sleep(wait)
                 continue
             if run.reader is not None:
-                return GuardedStream(result, iterator, first, run.stream_started(attempt, reader))
+                return GuardedStream(result, iterator, held, run.stream_started(attempt, reader))
             run.succeeded(attempt, result)
             if run.policy.output is not None:
                 result = run.validate_output(result)
@@ -970,7 +970,7 @@ async def run_async(run: Run) -> Any:
                 result = await pending
                 if run.reader is not None:
                     reader = run.reader()
-                    iterator, first = await first_chunk_async(result, reader)
+                    iterator, held = await first_chunk_async(result, reader)
             except BaseException as exc:
                 if not isinstance(exc, Exception):  # cancelled or interrupted: no retry
                     run.aborted(attempt, exc)
@@ -981,7 +981,7 @@ async def run_async(run: Run) -> Any:
                 continue
             if run.reader is not None:
                 life = run.stream_started(attempt, reader)
-                return AsyncGuardedStream(result, iterator, first, life)
+                return AsyncGuardedStream(result, iterator, held, life)
             run.succeeded(attempt, result)
             if run.policy.output is not None:
                 result = run.validate_output(result)

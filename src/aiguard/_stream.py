@@ -51,25 +51,32 @@ class Ended:
         self.abandoned = abandoned
 
 
-_NOTHING = object()  # no first chunk pending
-_EMPTY = object()  # the stream ended before a chunk the user may see
+def first_chunk(stream: Any, reader: Reader) -> tuple[Iterator[Any], list[Any]]:
+    """Read up to the first chunk the user may see; raises what the stream raises.
 
-
-def first_chunk(stream: Any, reader: Reader) -> tuple[Iterator[Any], Any]:
-    """Read up to the first chunk the user may see (raises what the stream raises)."""
+    A reader with a ``started`` attribute holds its chunks back until it says the answer has
+    started (Anthropic sends ``message_start`` and then, when overloaded, an error event): an
+    error before then is retried like any failed request, and the held chunks are never seen.
+    """
     iterator = iter(stream)
+    held: list[Any] = []
     for item in iterator:
         if _note(reader, item):
-            return iterator, item
-    return iterator, _EMPTY
+            held.append(item)
+            if getattr(reader, "started", True):
+                break
+    return iterator, held
 
 
-async def first_chunk_async(stream: Any, reader: Reader) -> tuple[AsyncIterator[Any], Any]:
+async def first_chunk_async(stream: Any, reader: Reader) -> tuple[AsyncIterator[Any], list[Any]]:
     iterator = stream.__aiter__()
+    held: list[Any] = []
     async for item in iterator:
         if _note(reader, item):
-            return iterator, item
-    return iterator, _EMPTY
+            held.append(item)
+            if getattr(reader, "started", True):
+                break
+    return iterator, held
 
 
 def _note(reader: Reader, item: Any) -> bool:
@@ -114,24 +121,19 @@ class GuardedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """The SDK's stream, iterated through aiguard (sync)."""
 
     def __init__(
-        self, stream: Any, iterator: Iterator[Any], first: Any, lifecycle: _Lifecycle
+        self, stream: Any, iterator: Iterator[Any], held: list[Any], lifecycle: _Lifecycle
     ) -> None:
         super().__init__(stream)
         self._self_iterator = iterator
-        self._self_first = first
+        self._self_held = held
         self._self_life = lifecycle
-        if first is _EMPTY:
-            self._self_first = _NOTHING
-            self._self_iterator = iter(())
 
     def __iter__(self) -> GuardedStream:
         return self
 
     def __next__(self) -> Any:
-        first = self._self_first
-        if first is not _NOTHING:
-            self._self_first = _NOTHING
-            return first
+        if self._self_held:  # what was read inside the guarded call comes first
+            return self._self_held.pop(0)
         life = self._self_life
         try:
             for item in self._self_iterator:
@@ -169,23 +171,23 @@ class AsyncGuardedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """The SDK's stream, iterated through aiguard (async)."""
 
     def __init__(
-        self, stream: Any, iterator: AsyncIterator[Any], first: Any, lifecycle: _Lifecycle
+        self,
+        stream: Any,
+        iterator: AsyncIterator[Any],
+        held: list[Any],
+        lifecycle: _Lifecycle,
     ) -> None:
         super().__init__(stream)
         self._self_iterator = iterator
-        self._self_first = first
+        self._self_held = held
         self._self_life = lifecycle
-        if first is _EMPTY:
-            self._self_first = _NOTHING
 
     def __aiter__(self) -> AsyncGuardedStream:
         return self
 
     async def __anext__(self) -> Any:
-        first = self._self_first
-        if first is not _NOTHING:
-            self._self_first = _NOTHING
-            return first
+        if self._self_held:
+            return self._self_held.pop(0)
         life = self._self_life
         if not life.done:
             try:

@@ -287,14 +287,21 @@ def _content_parts(content: Any, tool_result: bool = False) -> list[Part]:
     return parts
 
 
+_ANSWER_EVENTS = frozenset({"content_block_delta", "message_delta", "message_stop"})
+
+
 class MessagesReader:
     """Reads a Messages event stream: the message's id, model and usage, its stop reason."""
 
-    __slots__ = ("chunks", "complete", "delta", "id", "model", "reason", "usage")
+    __slots__ = ("chunks", "complete", "delta", "id", "model", "reason", "started", "usage")
 
     def __init__(self) -> None:
         self.chunks = 0
         self.complete = False
+        # The answer starts with its first delta: an overloaded error sent before then (after
+        # message_start, as Anthropic does) is retried, since the user has seen nothing yet
+        # (see aiguard._stream.first_chunk).
+        self.started = False
         self.id: Any = None
         self.model: Any = None
         self.reason: Any = None
@@ -304,6 +311,8 @@ class MessagesReader:
     def chunk(self, item: Any) -> bool:
         self.chunks += 1
         kind = item.type
+        if kind in _ANSWER_EVENTS:
+            self.started = True
         if kind == "message_start":
             message = item.message
             self.id = message.id

@@ -146,14 +146,18 @@ def guarded_method(
     return guarded
 
 
-def binder(
-    method: Callable[..., Any],
-) -> Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
+def binder(method: Callable[..., Any]) -> Binder:
     """Turn a call's positional arguments into keywords, by the SDK method's signature."""
     signature = inspect.signature(method)
+    extra = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+    if any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()):
+        raise TypeError(f"{method!r} takes *args: its calls cannot be bound to keywords")
 
     def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        return dict(signature.bind(*args, **kwargs).arguments)
+        arguments = dict(signature.bind(*args, **kwargs).arguments)
+        if extra is not None:
+            arguments.update(arguments.pop(extra, {}))  # **kwargs flattened back
+        return arguments
 
     return bind
 

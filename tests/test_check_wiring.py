@@ -199,3 +199,13 @@ def test_builtin_secret_check_refuses_without_echoing(make_client, server):
             model="gpt-4o", messages=[{"role": "user", "content": f"my key is {key}"}]
         )
     assert key not in str(caught.value) and server.requests == []
+
+
+def test_decorated_generators_run_their_checks_first():
+    @aiguard.guard(checks=[aiguard.checks.NoSecrets()])
+    def words(text: str):
+        yield from text.split()
+
+    assert list(words("hello there")) == ["hello", "there"]
+    with pytest.raises(aiguard.CheckFailed):
+        list(words("token ghp_" + "a1B2" * 9))

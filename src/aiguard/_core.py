@@ -822,7 +822,8 @@ def _changed_strings(old: Any, new: Any, changed: dict[str, str]) -> None:
             _changed_strings(a, b, changed)
 
 
-def _checks_sync(run: Run) -> None:
+def checks_sync(run: Run) -> None:
+    """Run the policy's checks on a sync call (an async check is refused)."""
     steps = run.checks()
     for pending in steps:
         if hasattr(pending, "close"):
@@ -834,7 +835,8 @@ def _checks_sync(run: Run) -> None:
         )
 
 
-async def _checks_async(run: Run) -> None:
+async def checks_async(run: Run) -> None:
+    """Run the policy's checks on an async call, awaiting async checks."""
     steps = run.checks()
     try:
         pending = next(steps)
@@ -915,7 +917,7 @@ def run_sync(run: Run) -> Any:
     error: BaseException | None = None
     try:
         if run.policy.checks:
-            _checks_sync(run)
+            checks_sync(run)
         while True:
             endpoint, remaining = run.next_endpoint()
             attempt, request = run.start_attempt(endpoint, remaining)
@@ -957,7 +959,7 @@ async def run_async(run: Run) -> Any:
     error: BaseException | None = None
     try:
         if run.policy.checks:
-            await _checks_async(run)
+            await checks_async(run)
         while True:
             endpoint, remaining = run.next_endpoint()
             attempt, request = run.start_attempt(endpoint, remaining)

@@ -24,7 +24,16 @@ from aiguard import _semconv as sc
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget
 from aiguard._classify import classify
-from aiguard._core import Endpoint, Run, begin, current_deadline, run_async, run_sync
+from aiguard._core import (
+    Endpoint,
+    Run,
+    begin,
+    checks_async,
+    checks_sync,
+    current_deadline,
+    run_async,
+    run_sync,
+)
 from aiguard._errors import CheckFailed, DeadlineExceeded
 from aiguard._messages import Message, Part
 from aiguard._policy import Policy, Retry, Target
@@ -335,6 +344,8 @@ class _Guarded:
             error: BaseException | None = None
             gen: Any = None
             try:
+                if run.policy.checks:
+                    checks_sync(run)
                 while True:
                     endpoint, remaining = run.next_endpoint()
                     attempt, request = run.start_attempt(endpoint, remaining)
@@ -379,6 +390,8 @@ class _Guarded:
             error: BaseException | None = None
             gen: Any = None
             try:
+                if run.policy.checks:
+                    await checks_async(run)
                 while True:
                     endpoint, remaining = run.next_endpoint()
                     attempt, request = run.start_attempt(endpoint, remaining)

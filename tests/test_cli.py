@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,19 @@ def test_doctor_reports_the_configuration_and_the_collector():
 def test_cli_without_a_command_explains_usage():
     result = _aiguard()
     assert result.returncode == 2 and "demo" in result.stderr
+
+
+def test_the_readmes_30_second_example_runs_offline(tmp_path):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## 30 seconds", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    # As the README says: the same code inside the testing kit's server, no key, no collector.
+    code = code.replace('exporter="otlp"', "exporter=None").replace(
+        "OpenAI()", 'OpenAI(base_url=server.url, api_key="sk-test")'
+    )
+    body = "\n".join("    " + line for line in code.splitlines())
+    script = tmp_path / "thirty.py"
+    script.write_text(f"import aiguard\nwith aiguard.testing.MockServer() as server:\n{body}\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Hello from gpt-4o." in done.stdout

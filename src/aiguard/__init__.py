@@ -36,6 +36,15 @@ from aiguard._wrap import wrap
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # ``aiguard.testing`` (the fake server and in-memory telemetry) is loaded on first use only.
+    if name == "testing":
+        import importlib
+
+        return importlib.import_module("aiguard.testing")
+    raise AttributeError(f"module 'aiguard' has no attribute {name!r}")
+
 __all__ = [
     "AIGuardError",
     "Breaker",

@@ -195,3 +195,43 @@ def test_no_secret_reaches_any_exported_telemetry(make_client, server, telemetry
     blob = "\n".join(exported)
     assert API_KEY not in blob and "Bearer" not in blob
     assert "Zanzibar" not in blob and "bob@corp.example" not in blob
+
+
+def test_stream_answers_are_captured_when_asked(make_client, telemetry, server):
+    aiguard.configure(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        capture_content="SPAN_ONLY",
+    )
+    chunks = list(
+        make_client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    )
+    assert chunks
+    output = json.loads(telemetry.span("chat gpt-4o").attributes["gen_ai.output.messages"])
+    assert output[0]["parts"][0]["content"] == "Hello from gpt-4o."
+    assert output[0]["finish_reason"] == "stop"
+
+
+async def test_async_anthropic_stream_answers_are_captured(server, telemetry):
+    import anthropic
+
+    aiguard.configure(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        capture_content="SPAN_ONLY",
+    )
+    client = aiguard.wrap(anthropic.AsyncAnthropic(base_url=server.anthropic_url, api_key=API_KEY))
+    stream = await client.messages.create(
+        model="claude-3-5-haiku-latest", max_tokens=20, messages=MESSAGES, stream=True
+    )
+    [event async for event in stream]
+    span = telemetry.span("chat claude-3-5-haiku-latest")
+    output = json.loads(span.attributes["gen_ai.output.messages"])
+    assert output[0]["parts"][0]["content"] == "Hello from claude-3-5-haiku-latest."
+
+
+def test_streams_keep_nothing_with_capture_off(make_client, telemetry, monkeypatch):
+    from aiguard import _core
+
+    monkeypatch.setattr(_core, "chunk_text", lambda chunk: pytest.fail("read with capture off"))
+    list(make_client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))

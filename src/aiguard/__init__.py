@@ -45,6 +45,7 @@ def __getattr__(name: str) -> object:
         return importlib.import_module("aiguard.testing")
     raise AttributeError(f"module 'aiguard' has no attribute {name!r}")
 
+
 __all__ = [
     "AIGuardError",
     "Breaker",

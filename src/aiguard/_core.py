@@ -43,7 +43,7 @@ from aiguard._messages import (
     replace_text,
     request_messages,
 )
-from aiguard._output import InvalidOutput, answer_text, reask_request
+from aiguard._output import InvalidOutput, answer_text, chunk_text, reask_request
 from aiguard._policy import Failure, Policy, Retry
 from aiguard._stream import (
     AsyncGuardedStream,
@@ -567,18 +567,26 @@ class Run:
 
     # -- streams -------------------------------------------------------------------------------
 
-    def stream_started(self, attempt: _Attempt, reader: Reader) -> _Lifecycle:
+    def stream_started(self, attempt: _Attempt, reader: Reader, held: list[Any]) -> _Lifecycle:
         """The first chunk arrived: hand the stream to the user, who ends the call."""
         self._detach(attempt)  # the user iterates in their own context
         self.deferred = True
-        life = _Lifecycle(self, attempt, reader)
+        kept = list(held) if self.capture is not None else None
+        life = _Lifecycle(self, attempt, reader, kept)
         if self.measuring:
             self.telemetry.record_first_chunk(
                 life.first_at - attempt.started, self._metric_attrs(attempt.endpoint)
             )
         return life
 
-    def stream_ended(self, attempt: _Attempt, reader: Reader, how: Ended, first_at: float) -> None:
+    def stream_ended(
+        self,
+        attempt: _Attempt,
+        reader: Reader,
+        how: Ended,
+        first_at: float,
+        kept: list[Any] | None = None,
+    ) -> None:
         """Record how a stream handed to the user ended, and end the guarded call."""
         now = time.perf_counter()
         endpoint = attempt.endpoint
@@ -598,7 +606,7 @@ class Run:
         recorded = error
         if error is None and not how.abandoned and not reader.complete:
             recorded = StreamTruncated(endpoint.model)  # cut cleanly: the SDK did not notice
-        if not (self.tracing or self.measuring or self.budgets):
+        if not (self.tracing or self.measuring or self.budgets or self.capture):
             self.finish(recorded)
             return
         try:
@@ -628,6 +636,8 @@ class Run:
                 if self.tag is not None:
                     metric_attrs[sc.TAG] = self.tag
                 self.telemetry.record_cost(cost, metric_attrs)
+        if kept is not None:
+            self._capture_output(attempt, "".join(map(chunk_text, kept)), attrs)
         if self.tracing:
             if usage is not None:
                 attrs.update(usage_attributes(usage))
@@ -939,7 +949,8 @@ def run_sync(run: Run) -> Any:
                     time.sleep(wait)
                 continue
             if run.reader is not None:
-                return GuardedStream(result, iterator, held, run.stream_started(attempt, reader))
+                life = run.stream_started(attempt, reader, held)
+                return GuardedStream(result, iterator, held, life)
             run.succeeded(attempt, result)
             if run.policy.output is not None:
                 result = run.validate_output(result)
@@ -982,7 +993,7 @@ async def run_async(run: Run) -> Any:
                     await asyncio.sleep(wait)
                 continue
             if run.reader is not None:
-                life = run.stream_started(attempt, reader)
+                life = run.stream_started(attempt, reader, held)
                 return AsyncGuardedStream(result, iterator, held, life)
             run.succeeded(attempt, result)
             if run.policy.output is not None:

@@ -112,6 +112,29 @@ def answer_text(result: Any) -> Any:
     return result
 
 
+def chunk_text(chunk: Any) -> str:
+    """The answer text one stream chunk carries, for any provider's chunk shape ("" if none)."""
+    try:
+        if isinstance(chunk, dict):  # llama.cpp
+            choice = (chunk.get("choices") or [{}])[0]
+            return str((choice.get("delta") or {}).get("content") or choice.get("text") or "")
+        choices = getattr(chunk, "choices", None)
+        if choices:  # OpenAI chat
+            return getattr(choices[0].delta, "content", None) or ""
+        kind = getattr(chunk, "type", None)
+        if kind == "response.output_text.delta":  # OpenAI Responses
+            return str(chunk.delta)
+        if kind == "content_block_delta":  # Anthropic
+            return getattr(chunk.delta, "text", None) or ""
+        message = getattr(chunk, "message", None)  # Ollama chat, then generate
+        if message is not None:
+            return getattr(message, "content", None) or ""
+        response = getattr(chunk, "response", None)
+        return response if isinstance(response, str) else ""
+    except (AttributeError, IndexError, TypeError):
+        return ""
+
+
 def feedback(errors: list[str]) -> str:
     """What a re-ask tells the model."""
     listed = "\n".join(f"- {e}" for e in errors)

@@ -90,21 +90,25 @@ def _note(reader: Reader, item: Any) -> bool:
 class _Lifecycle:
     """The end of a guarded stream, shared by the sync and async proxies: exactly once."""
 
-    __slots__ = ("attempt", "done", "first_at", "reader", "run")
+    __slots__ = ("attempt", "done", "first_at", "kept", "reader", "run")
 
-    def __init__(self, run: Run, attempt: _Attempt, reader: Reader) -> None:
+    def __init__(
+        self, run: Run, attempt: _Attempt, reader: Reader, kept: list[Any] | None = None
+    ) -> None:
         self.run = run
         self.attempt = attempt
         self.reader = reader
         self.first_at = time.perf_counter()
         self.done = False
+        # The chunks the user got, kept only when content capture records the answer.
+        self.kept = kept
 
     def end(self, how: Ended) -> None:
         if self.done:
             return
         self.done = True
         try:
-            self.run.stream_ended(self.attempt, self.reader, how, self.first_at)
+            self.run.stream_ended(self.attempt, self.reader, how, self.first_at, self.kept)
         except Exception as exc:
             report_fault("ending a stream's telemetry", exc)
 
@@ -138,6 +142,8 @@ class GuardedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
         try:
             for item in self._self_iterator:
                 if _note(life.reader, item):
+                    if life.kept is not None:
+                        life.kept.append(item)
                     return item
         except BaseException as exc:
             life.end(Ended(exc))
@@ -193,6 +199,8 @@ class AsyncGuardedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
             try:
                 async for item in self._self_iterator:
                     if _note(life.reader, item):
+                        if life.kept is not None:
+                            life.kept.append(item)
                         return item
             except BaseException as exc:
                 life.end(Ended(exc))

@@ -604,6 +604,7 @@ def per_chunk_overhead(chunks: int = 1000, rounds: int = 200) -> dict[str, float
         done = False
         reader = ChatReader()
         run = None
+        kept = None  # content capture off
 
         def end(self, how: Any) -> None:
             pass

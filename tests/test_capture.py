@@ -235,3 +235,26 @@ def test_streams_keep_nothing_with_capture_off(make_client, telemetry, monkeypat
 
     monkeypatch.setattr(_core, "chunk_text", lambda chunk: pytest.fail("read with capture off"))
     list(make_client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+
+
+def test_a_policy_can_capture_its_own_calls(make_client, telemetry):
+    make_client(capture="SPAN_ONLY").chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    make_client().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert "gen_ai.input.messages" in telemetry.span("chat gpt-4o").attributes
+    assert "gen_ai.input.messages" not in telemetry.span("chat gpt-4o-mini").attributes
+    with pytest.raises(ValueError, match="SPAN_AND_EVENT"):
+        make_client(capture="loud")
+
+
+def test_a_policy_file_can_capture(tmp_path, monkeypatch, make_client, telemetry):
+    from aiguard import _policy_file
+
+    policy = tmp_path / "aiguard.toml"
+    policy.write_text('[policies.audited]\ncapture = "SPAN_ONLY"\nretry = false\n')
+    monkeypatch.setenv("AIGUARD_CONFIG", str(policy))
+    _policy_file.reset()
+    try:
+        make_client(policy="audited").chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    finally:
+        _policy_file.reset()
+    assert "gen_ai.input.messages" in telemetry.span("chat gpt-4o").attributes

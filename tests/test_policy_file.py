@@ -345,12 +345,11 @@ def test_aiguard_config_naming_no_file_is_an_error(tmp_path, monkeypatch):
         pytest.param(
             """
             [policies.default]
-            capture = "SPAN_ONLY"
+            capture = "LOUD"
             """,
-            "aiguard.toml:3: policies.default.capture: content capture is process-wide, not per "
-            "policy: pass capture_content= to aiguard.configure() or set "
-            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
-            id="capture is not a policy setting",
+            "aiguard.toml:3: policies.default.capture: Value error, capture_content must be one "
+            "of NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT (or True/False)",
+            id="an unknown capture mode",
         ),
         pytest.param(
             """

@@ -77,8 +77,14 @@ def reset() -> None:
     _state.from_env = False
 
 
-def current() -> Capture | None:
-    """The capture in force, or None when nothing is captured (the default)."""
+def current(override: str | bool | None = None) -> Capture | None:
+    """The capture in force (a policy's ``override`` first), or None when nothing is captured."""
+    if override is not None:
+        span, event = parse_mode(override)
+        process = _state.explicit
+        keep_pii = process.keep_pii if process is not None else False
+        max_chars = process.max_chars if process is not None else 8192
+        return Capture(span, event, keep_pii, max_chars) if span or event else None
     chosen = _state.explicit
     if chosen is None:
         found = _state.from_env

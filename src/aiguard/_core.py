@@ -918,7 +918,7 @@ def begin(
         budgets=budgets,
         tag=policy.tag if policy.tag is not None else _budget.current_tag.get(),
         reader=reader,
-        capture=_capture.current() if attempt_spans else None,
+        capture=_capture.current(policy.capture) if attempt_spans else None,
     )
 
 

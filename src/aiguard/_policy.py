@@ -14,6 +14,7 @@ from typing import Any
 
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget, _check_tag
+from aiguard._capture import parse_mode
 from aiguard._output import OutputSpec
 
 
@@ -138,6 +139,8 @@ class Policy:
     reasks: int | None = None
     # Keep the SDK's own retries (zero-code instrumentation without a retry policy).
     sdk_retries: bool = False
+    # Content capture for this policy's calls (a mode or True/False); None: the process's.
+    capture: str | bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.retry, Retry):
@@ -169,6 +172,8 @@ class Policy:
             not isinstance(self.reasks, int) or isinstance(self.reasks, bool) or self.reasks < 0
         ):
             raise TypeError(f"reasks= must be a whole number >= 0, got {self.reasks!r}")
+        if self.capture is not None:
+            parse_mode(self.capture)  # refuses an unknown mode at wrap time
         for name in ("stream_usage", "raise_on_truncation", "sdk_retries"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}= must be True or False, got {getattr(self, name)!r}")
@@ -190,6 +195,7 @@ class Policy:
         checks: Any = ...,
         output: Any = ...,
         reasks: Any = ...,
+        capture: Any = ...,
     ) -> Policy:
         """Merge explicit keywords over ``policy`` (``...`` means "not given").
 
@@ -222,6 +228,7 @@ class Policy:
             checks=base.checks if checks is ... else _checks(checks),
             output=base.output if output is ... else output,
             reasks=base.reasks if reasks is ... else reasks,
+            capture=base.capture if capture is ... else capture,
         )
 
 

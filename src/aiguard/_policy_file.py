@@ -25,6 +25,7 @@ The format (in ``pyproject.toml`` the same tables under ``[tool.aiguard.policies
               { name = "MaxInputTokens", n = 8000 }]
     tag = "support"
     fallback_on = ["rate_limit", "outage"]
+    capture = "SPAN_ONLY"        # this policy's calls record prompts and answers (scrubbed)
     stream_usage = true
     raise_on_truncation = false
     reasks = 1
@@ -79,6 +80,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from aiguard import checks as builtin_checks
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget
+from aiguard._capture import parse_mode
 from aiguard._errors import AIGuardError
 from aiguard._policy import Policy, Retry, Target
 
@@ -121,8 +123,6 @@ class PolicyFileError(AIGuardError, ValueError):
 
 # Keys people will try that cannot live in a policy file, and where they belong instead.
 _HINTS = {
-    "capture": "content capture is process-wide, not per policy: pass capture_content= to "
-    "aiguard.configure() or set OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
     "output": "output= takes a pydantic model or a callable: pass it in code",
     "client": "a fallback client is an object: pass aiguard.Target(client=...) in code",
 }
@@ -351,6 +351,13 @@ CheckValue = Annotated[
 FailureName = Literal["rate_limit", "outage", "context_window", "content_policy"]
 
 
+def _capture_mode(value: Any) -> Any:
+    if not isinstance(value, bool | str):
+        raise ValueError("capture must be a mode name (a string) or true/false")
+    parse_mode(value)  # a ValueError naming the modes
+    return value
+
+
 class _PolicyTable(_Table):
     what: ClassVar[str] = "a policy"
     retry: RetryValue | None = None
@@ -367,6 +374,7 @@ class _PolicyTable(_Table):
     stream_usage: bool = True
     raise_on_truncation: bool = False
     reasks: Annotated[int, Field(ge=0)] | None = None
+    capture: Annotated[Any, BeforeValidator(_capture_mode)] = None
 
 
 class _FileTable(_Table):

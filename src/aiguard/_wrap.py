@@ -193,6 +193,7 @@ def wrap(
     checks: Any = ...,
     output: Any = ...,
     reasks: int | None = ...,  # type: ignore[assignment]
+    capture: str | bool | None = ...,  # type: ignore[assignment]
     provider: str | None = None,
 ) -> C:
     """Return ``client`` guarded: same type, same API, same results, with policies and telemetry.
@@ -208,6 +209,8 @@ def wrap(
     :mod:`aiguard.checks`) run on the request before anything is sent or reserved. ``output``
     (a pydantic model or a validating callable) validates each answer's text; a wrong answer is
     re-asked with the errors, up to ``reasks`` times (default: the retry attempts less one).
+    ``capture`` sets content capture for this client's calls (a mode such as ``"SPAN_ONLY"``),
+    over the process's setting.
     ``policy`` is an :class:`aiguard.Policy` or the name of one in the policy file
     (``policy="default"`` reads ``[policies.default]`` of ``aiguard.toml``); keywords override it.
 
@@ -230,6 +233,7 @@ def wrap(
         checks=checks,
         output=output,
         reasks=reasks,
+        capture=capture,
     )
     if provider is not None and (not isinstance(provider, str) or not provider.strip()):
         raise TypeError(f"provider= must be a non-empty string, got {provider!r}")

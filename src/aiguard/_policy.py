@@ -178,6 +178,10 @@ class Policy:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}= must be True or False, got {getattr(self, name)!r}")
 
+    def retry_for(self, target: Target | None) -> Retry:
+        """The retry policy of a fallback target (its own, else the policy's)."""
+        return target.retry if target is not None and target.retry is not None else self.retry
+
     @classmethod
     def build(
         cls,

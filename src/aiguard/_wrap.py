@@ -20,6 +20,7 @@ from aiguard._core import Endpoint, Route, begin, run_async, run_sync, sdk_call
 from aiguard._policy import Policy, Retry, Target
 
 C = TypeVar("C")
+V = TypeVar("V")
 
 # A tree of attribute names: a nested dict is a resource, a callable is a guarded method.
 Tree = dict[str, Any]
@@ -160,6 +161,29 @@ def binder(method: Callable[..., Any]) -> Binder:
         return arguments
 
     return bind
+
+
+def same_kind_clients(
+    policy: Policy, accepts: Callable[[Any], bool], view: Callable[[Any], V], kind: str
+) -> dict[int, V]:
+    """The fallback targets' clients (by id) as ``view(client)``; refuses another kind of client.
+
+    ``kind`` names the wrapped client in the error, e.g. ``"Anthropic client"``.
+    """
+    found: dict[int, V] = {}
+    for target in policy.fallback:
+        if target.client is None:
+            continue
+        other = unwrap(target.client)
+        if not accepts(other):
+            raise TypeError(
+                f"fallback Target(model={target.model!r}) has a client of type "
+                f"{type(other).__qualname__}; a wrapped {kind} can fall back only to another "
+                f"{kind} (or to another model on the same client)"
+            )
+        if id(other) not in found:
+            found[id(other)] = view(other)
+    return found
 
 
 def endpoint_cache(make: Callable[[str], Endpoint]) -> Callable[[str], Endpoint]:

@@ -43,7 +43,7 @@ from typing import Any, Literal, NamedTuple
 
 from aiguard._errors import CheckFailed
 from aiguard._messages import Message, Part, estimate_input_tokens, to_json
-from aiguard.prices import _PROVIDER_IDS, LOCAL_PROVIDERS
+from aiguard.prices import LOCAL_PROVIDERS, model_info
 
 __all__ = [
     "PII_KINDS",
@@ -710,18 +710,7 @@ def _context_window(provider: str | None, model: str) -> int | None:
 
 def _library_window(provider: str | None, model: str) -> int | None:
     try:
-        import genai_prices
-
-        snapshot = genai_prices.data_snapshot.get_snapshot()
-        provider_id = _PROVIDER_IDS.get(provider, provider) if provider is not None else None
-        try:
-            _, info = snapshot.find_provider_model(model, None, provider_id, None)
-        except LookupError:
-            if provider_id is None or provider in _PROVIDER_IDS:
-                raise
-            # A provider genai-prices does not know (an OpenAI-compatible proxy): guess from
-            # the model name, as prices do.
-            _, info = snapshot.find_provider_model(model, None, None, None)
+        info = model_info(provider, model)
         window = info.context_window
     except LookupError:
         return None

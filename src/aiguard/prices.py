@@ -284,21 +284,27 @@ def lookup(provider: str | None, model: str) -> Price | None:
     return price
 
 
+def model_info(provider: str | None, model: str) -> Any:
+    """genai-prices' record of ``model`` served by ``provider``; raises LookupError if unknown.
+
+    A provider genai-prices does not know (an OpenAI-compatible proxy) is guessed from the
+    model name.
+    """
+    import genai_prices
+
+    snapshot = genai_prices.data_snapshot.get_snapshot()
+    provider_id = _PROVIDER_IDS.get(provider, provider) if provider is not None else None
+    try:
+        return snapshot.find_provider_model(model, None, provider_id, None)[1]
+    except LookupError:
+        if provider_id is None or provider in _PROVIDER_IDS:
+            raise
+        return snapshot.find_provider_model(model, None, None, None)[1]
+
+
 def _from_library(provider: str | None, model: str) -> Price | None:
     try:
-        import genai_prices
-
-        snapshot = genai_prices.data_snapshot.get_snapshot()
-        provider_id = _PROVIDER_IDS.get(provider, provider) if provider is not None else None
-        try:
-            _, info = snapshot.find_provider_model(model, None, provider_id, None)
-        except LookupError:
-            if provider_id is None or provider in _PROVIDER_IDS:
-                raise
-            # A provider genai-prices does not know (an OpenAI-compatible proxy): guess from
-            # the model name.
-            _, info = snapshot.find_provider_model(model, None, None, None)
-        model_price = info.get_prices(datetime.datetime.now(datetime.UTC))
+        model_price = model_info(provider, model).get_prices(datetime.datetime.now(datetime.UTC))
     except LookupError:
         _log_unknown(provider, model)
         return None

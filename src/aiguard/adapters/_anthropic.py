@@ -27,7 +27,7 @@ from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard._wrap import GuardedProxy, endpoint_cache, guarded_method, unwrap
+from aiguard._wrap import GuardedProxy, endpoint_cache, guarded_method, same_kind_clients, unwrap
 
 PROVIDER = "anthropic"
 
@@ -378,23 +378,17 @@ class _Client:
         opener = _opener(self.is_async)
         return lambda request: opener(method(**request))
 
-    def endpoint(self, name: str, model: str, policy: Policy, target: Target | None) -> Endpoint:
-        retry = target.retry if target is not None and target.retry is not None else policy.retry
+    def endpoint(
+        self, name: str, model: str, policy: Policy, target: Target | None = None
+    ) -> Endpoint:
         return Endpoint(
             invoke=self.invoke(name),
             model=model,
             provider=self.provider,
             server=self.server,
-            retry=retry,
+            retry=policy.retry_for(target),
             breaker_key=(id(self.original), model),
         )
-
-
-def _primary_endpoints(primary: _Client, name: str, policy: Policy) -> Callable[[str], Endpoint]:
-    def make(model: str) -> Endpoint:
-        return primary.endpoint(name, model, policy, None)
-
-    return make
 
 
 def _guardable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -434,19 +428,13 @@ def wrap(
 ) -> Any:
     is_async = isinstance(client, anthropic.AsyncAnthropic)
     primary = _Client(client, provider, policy)
-    others: dict[int, _Client] = {}
-    for target in policy.fallback:
-        if target.client is None:
-            continue
-        other = unwrap(target.client)
-        if not supports(other) or isinstance(other, anthropic.AsyncAnthropic) != is_async:
-            kind = "AsyncAnthropic" if is_async else "Anthropic"
-            raise TypeError(
-                f"fallback Target(model={target.model!r}) has a client of type "
-                f"{type(other).__qualname__}; a wrapped {kind} client can fall back only to "
-                f"another {kind} client (or to another model on the same client)"
-            )
-        others.setdefault(id(other), _Client(other, None, policy))
+    kind = "AsyncAnthropic client" if is_async else "Anthropic client"
+    others = same_kind_clients(
+        policy,
+        lambda other: supports(other) and isinstance(other, anthropic.AsyncAnthropic) == is_async,
+        lambda other: _Client(other, None, policy),
+        kind,
+    )
 
     def guard(name: str, route: MessagesRoute, passthrough: Callable[..., Any]) -> Any:
         fallbacks = [
@@ -455,7 +443,7 @@ def wrap(
             )
             for t in policy.fallback
         ]
-        primaries = endpoint_cache(_primary_endpoints(primary, name, policy))
+        primaries = endpoint_cache(functools.partial(primary.endpoint, name, policy=policy))
         return guarded_method(route, policy, primaries, fallbacks, passthrough, is_async)
 
     messages = client.messages

@@ -23,10 +23,17 @@ from opentelemetry.trace import SpanKind
 from aiguard import _semconv as sc
 from aiguard._core import Endpoint
 from aiguard._messages import Message, Part, estimate_input_tokens, openai_messages, to_json
-from aiguard._policy import Failure, Policy
+from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard._wrap import GuardedProxy, binder, endpoint_cache, guarded_method
+from aiguard._wrap import (
+    GuardedProxy,
+    binder,
+    endpoint_cache,
+    guarded_method,
+    same_kind_clients,
+    unwrap,
+)
 
 PROVIDER = "llama_cpp"
 
@@ -207,27 +214,23 @@ _METHODS: list[tuple[str, ChatRoute | CompletionRoute | EmbeddingRoute]] = [
 ]
 
 
-def _endpoint(llm: llama_cpp.Llama, name: str, model: str, policy: Policy) -> Endpoint:
+def _endpoint(
+    llm: llama_cpp.Llama, name: str, model: str, policy: Policy, target: Target | None = None
+) -> Endpoint:
     method = getattr(llm, name)
     return Endpoint(
         invoke=lambda request: method(**request),
         model=model,
         provider=PROVIDER,
         server={},
-        retry=policy.retry,
+        retry=policy.retry_for(target),
         breaker_key=(id(llm), model),
         timeout_param=None,
     )
 
 
 def wrap(client: llama_cpp.Llama, policy: Policy, provider: str | None) -> Any:
-    for target in policy.fallback:
-        if target.client is not None and not supports(target.client):
-            raise TypeError(
-                f"fallback Target(model={target.model!r}) has a client of type "
-                f"{type(target.client).__qualname__}; a wrapped llama_cpp.Llama can fall back "
-                "only to another llama_cpp.Llama (or to a fallback= model name on the same one)"
-            )
+    others = same_kind_clients(policy, supports, lambda other: other, "llama_cpp.Llama")
     default = model_name(client)
     tree: dict[str, Any] = {}
     for name, route in _METHODS:
@@ -236,8 +239,14 @@ def wrap(client: llama_cpp.Llama, policy: Policy, provider: str | None) -> Any:
             return _endpoint(client, name, model, policy)
 
         fallbacks = [
-            _endpoint(target.client or client, name, target.model, policy)
-            for target in policy.fallback
+            _endpoint(
+                others[id(unwrap(t.client))] if t.client is not None else client,
+                name,
+                t.model,
+                policy,
+                t,
+            )
+            for t in policy.fallback
         ]
         method = getattr(client, name)
         tree[name] = guarded_method(

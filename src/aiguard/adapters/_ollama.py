@@ -7,6 +7,7 @@ wrapped client itself is called (no retry-free copy is needed).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,7 +23,14 @@ from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard._wrap import GuardedProxy, binder, endpoint_cache, guarded_method, unwrap
+from aiguard._wrap import (
+    GuardedProxy,
+    binder,
+    endpoint_cache,
+    guarded_method,
+    same_kind_clients,
+    unwrap,
+)
 
 PROVIDER = "ollama"
 
@@ -315,43 +323,31 @@ class _Client:
         base_url = getattr(getattr(client, "_client", None), "base_url", None)
         self.server = server_attributes(base_url)
 
-    def endpoint(self, name: str, model: str, policy: Policy, target: Target | None) -> Endpoint:
+    def endpoint(
+        self, name: str, model: str, policy: Policy, target: Target | None = None
+    ) -> Endpoint:
         method = getattr(self.client, name)
-        retry = target.retry if target is not None and target.retry is not None else policy.retry
         return Endpoint(
             invoke=lambda request: method(**request),
             model=model,
             provider=self.provider,
             server=self.server,
-            retry=retry,
+            retry=policy.retry_for(target),
             breaker_key=(id(self.client), model),
             timeout_param=None,  # the methods take no timeout: it is set on the client
         )
 
 
-def _primary_endpoints(primary: _Client, name: str, policy: Policy) -> Callable[[str], Endpoint]:
-    def make(model: str) -> Endpoint:
-        return primary.endpoint(name, model, policy, None)
-
-    return make
-
-
 def wrap(client: ollama.Client | ollama.AsyncClient, policy: Policy, provider: str | None) -> Any:
     is_async = isinstance(client, ollama.AsyncClient)
     primary = _Client(client, provider)
-    others: dict[int, _Client] = {}
-    for target in policy.fallback:
-        if target.client is None:
-            continue
-        other = unwrap(target.client)
-        if not supports(other) or isinstance(other, ollama.AsyncClient) != is_async:
-            kind = "ollama.AsyncClient" if is_async else "ollama.Client"
-            raise TypeError(
-                f"fallback Target(model={target.model!r}) has a client of type "
-                f"{type(other).__qualname__}; a wrapped {kind} can fall back only to "
-                f"another {kind} (or to another model on the same client)"
-            )
-        others.setdefault(id(other), _Client(other, None))
+    kind = "ollama.AsyncClient" if is_async else "ollama.Client"
+    others = same_kind_clients(
+        policy,
+        lambda other: supports(other) and isinstance(other, ollama.AsyncClient) == is_async,
+        lambda other: _Client(other, None),
+        kind,
+    )
 
     tree: dict[str, Any] = {}
     for name, route in _METHODS:
@@ -365,7 +361,7 @@ def wrap(client: ollama.Client | ollama.AsyncClient, policy: Policy, provider: s
         tree[name] = guarded_method(
             route,
             policy,
-            endpoint_cache(_primary_endpoints(primary, name, policy)),
+            endpoint_cache(functools.partial(primary.endpoint, name, policy=policy)),
             fallbacks,
             method,
             is_async,

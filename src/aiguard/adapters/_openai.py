@@ -7,6 +7,7 @@ Guards ``chat.completions.create`` / ``parse`` and ``embeddings.create`` on ``Op
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -493,27 +494,17 @@ class _Client:
         self.server = server_attributes(client.base_url)
 
     def endpoint(
-        self, path: tuple[str, ...], model: str, policy: Policy, target: Target | None
+        self, path: tuple[str, ...], model: str, policy: Policy, target: Target | None = None
     ) -> Endpoint:
         method = _method(self.quiet, path)
-        retry = target.retry if target is not None and target.retry is not None else policy.retry
         return Endpoint(
             invoke=lambda request: method(**request),
             model=model,
             provider=self.provider,
             server=self.server,
-            retry=retry,
+            retry=policy.retry_for(target),
             breaker_key=(id(self.original), model),
         )
-
-
-def _primary_endpoints(
-    primary: _Client, path: tuple[str, ...], policy: Policy
-) -> Callable[[str], Endpoint]:
-    def make(model: str) -> Endpoint:
-        return primary.endpoint(path, model, policy, None)
-
-    return make
 
 
 class _Foreign:
@@ -554,7 +545,7 @@ class _Foreign:
             model=target.model,
             provider=self.provider,
             server={},
-            retry=target.retry or policy.retry,
+            retry=policy.retry_for(target),
             breaker_key=(id(self.client), target.model),
             timeout_param=None,
         )
@@ -608,7 +599,7 @@ def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: s
         node[path[-1]] = guarded_method(
             route,
             policy,
-            endpoint_cache(_primary_endpoints(primary, path, policy)),
+            endpoint_cache(functools.partial(primary.endpoint, path, policy=policy)),
             fallbacks,
             _method(client, path),
             is_async,

@@ -480,26 +480,55 @@ class Run:
         except Exception as exc:
             report_fault("reading response attributes", exc)
             attrs, usage = {}, None
+        self._answered(attempt, attrs, usage, seconds, result)
+
+    def _answered(
+        self,
+        attempt: _Attempt,
+        attrs: Attrs,
+        usage: Usage | None,
+        seconds: float,
+        answer: Any,
+        error: BaseException | None = None,
+        stream: Attrs | None = None,
+        chunk_gap: float | None = None,
+    ) -> None:
+        """Price, measure, capture and end the span of an answered request, plain or streamed.
+
+        ``stream`` holds a stream's own span attributes (its usage may be partial, so budgets
+        keep its worst case when unknown); ``answer`` is what content capture records.
+        """
+        endpoint = attempt.endpoint
         model = attrs.get(sc.RESPONSE_MODEL)
-        cost = self._charge(attempt, usage, model, seconds) if self.route.priced else None
+        cost = (
+            self._charge(attempt, usage, model, seconds, unknown_is_worst=stream is not None)
+            if self.route.priced
+            else None
+        )
         if self.measuring:
             metric_attrs = self._metric_attrs(endpoint)
             if model is not None:
                 metric_attrs[sc.RESPONSE_MODEL] = model
+            if error is not None:
+                metric_attrs[sc.ERROR_TYPE] = error_type(error)
             self.telemetry.record_attempt(seconds, usage, metric_attrs)
+            if chunk_gap is not None:
+                self.telemetry.record(self.telemetry.chunk_time, chunk_gap, metric_attrs)
             if cost is not None:
                 if self.tag is not None:
                     metric_attrs[sc.TAG] = self.tag
-                self.telemetry.record_cost(cost, metric_attrs)
-        if self.capture is not None:
-            self._capture_output(attempt, result, attrs)
+                self.telemetry.count(self.telemetry.cost, metric_attrs, float(cost))
+        if self.capture is not None and answer is not None:
+            self._capture_output(attempt, answer, attrs)
         if self.tracing:
             if usage is not None:
                 attrs.update(usage_attributes(usage))
             if cost is not None:
                 attrs[sc.COST_USD] = float(cost)
                 attrs[sc.COST_BASIS] = cost_basis(endpoint)
-            end_span(attempt.span, None, attrs)
+            if stream is not None:
+                attrs.update(stream)
+            end_span(attempt.span, error, attrs)
 
     def _captured_input(self) -> Attrs:
         if self.captured is None:
@@ -574,8 +603,10 @@ class Run:
         kept = list(held) if self.capture is not None else None
         life = _Lifecycle(self, attempt, reader, kept)
         if self.measuring:
-            self.telemetry.record_first_chunk(
-                life.first_at - attempt.started, self._metric_attrs(attempt.endpoint)
+            self.telemetry.record(
+                self.telemetry.first_chunk,
+                life.first_at - attempt.started,
+                self._metric_attrs(attempt.endpoint),
             )
         return life
 
@@ -614,41 +645,22 @@ class Run:
         except Exception as exc:
             report_fault("reading response attributes", exc)
             attrs, usage = {}, None
-        seconds = now - attempt.started
-        model = attrs.get(sc.RESPONSE_MODEL)
-        cost = (
-            self._charge(attempt, usage, model, seconds, unknown_is_worst=True)
-            if self.route.priced
-            else None
+        stream: Attrs = {
+            sc.TIME_TO_FIRST_CHUNK: first_at - attempt.started,
+            sc.STREAM_CHUNKS: reader.chunks,
+        }
+        if how.abandoned:
+            stream[sc.STREAM_ABANDONED] = True
+        self._answered(
+            attempt,
+            attrs,
+            usage,
+            now - attempt.started,
+            "".join(map(chunk_text, kept)) if kept is not None else None,
+            recorded,
+            stream,
+            (now - first_at) / (reader.chunks - 1) if reader.chunks > 1 else None,
         )
-        if self.measuring:
-            metric_attrs = self._metric_attrs(endpoint)
-            if model is not None:
-                metric_attrs[sc.RESPONSE_MODEL] = model
-            if recorded is not None:
-                metric_attrs[sc.ERROR_TYPE] = error_type(recorded)
-            self.telemetry.record_attempt(seconds, usage, metric_attrs)
-            if reader.chunks > 1:
-                self.telemetry.record_chunk_time(
-                    (now - first_at) / (reader.chunks - 1), metric_attrs
-                )
-            if cost is not None:
-                if self.tag is not None:
-                    metric_attrs[sc.TAG] = self.tag
-                self.telemetry.record_cost(cost, metric_attrs)
-        if kept is not None:
-            self._capture_output(attempt, "".join(map(chunk_text, kept)), attrs)
-        if self.tracing:
-            if usage is not None:
-                attrs.update(usage_attributes(usage))
-            if cost is not None:
-                attrs[sc.COST_USD] = float(cost)
-                attrs[sc.COST_BASIS] = cost_basis(endpoint)
-            attrs[sc.TIME_TO_FIRST_CHUNK] = first_at - attempt.started
-            attrs[sc.STREAM_CHUNKS] = reader.chunks
-            if how.abandoned:
-                attrs[sc.STREAM_ABANDONED] = True
-            end_span(attempt.span, recorded, attrs)
         self.finish(recorded, "abandoned" if how.abandoned else None)
 
     def aborted(self, attempt: _Attempt, error: BaseException) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -138,9 +137,17 @@ class Telemetry:
             report_fault("starting a span", exc)
             return trace.INVALID_SPAN
 
-    def count(self, counter: Any, attributes: Mapping[str, AttributeValue]) -> None:
+    def count(
+        self, counter: Any, attributes: Mapping[str, AttributeValue], amount: float = 1
+    ) -> None:
         try:
-            counter.add(1, attributes)
+            counter.add(amount, attributes)
+        except Exception as exc:
+            report_fault("recording a metric", exc)
+
+    def record(self, histogram: Any, value: float, attributes: Attrs) -> None:
+        try:
+            histogram.record(value, attributes)
         except Exception as exc:
             report_fault("recording a metric", exc)
 
@@ -158,24 +165,6 @@ class Telemetry:
                     self.tokens.record(usage.input_tokens, {**attributes, sc.TOKEN_TYPE: "input"})
                 if usage.output_tokens is not None:
                     self.tokens.record(usage.output_tokens, {**attributes, sc.TOKEN_TYPE: "output"})
-        except Exception as exc:
-            report_fault("recording a metric", exc)
-
-    def record_first_chunk(self, seconds: float, attributes: Attrs) -> None:
-        try:
-            self.first_chunk.record(seconds, attributes)
-        except Exception as exc:
-            report_fault("recording a metric", exc)
-
-    def record_chunk_time(self, seconds: float, attributes: Attrs) -> None:
-        try:
-            self.chunk_time.record(seconds, attributes)
-        except Exception as exc:
-            report_fault("recording a metric", exc)
-
-    def record_cost(self, cost: Decimal, attributes: Attrs) -> None:
-        try:
-            self.cost.add(float(cost), attributes)
         except Exception as exc:
             report_fault("recording a metric", exc)
 

@@ -609,6 +609,9 @@ def per_chunk_overhead(chunks: int = 1000, rounds: int = 200) -> dict[str, float
         def end(self, how: Any) -> None:
             pass
 
+        def got(self, item: Any) -> None:
+            pass
+
         def truncated(self) -> None:
             return None
 

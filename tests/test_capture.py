@@ -55,7 +55,11 @@ def test_capture_off_reads_no_message_text(make_client, telemetry, monkeypatch):
     from aiguard import _core, checks
 
     reads = []
-    for module, name in ((_core, "request_messages"), (_core, "answer_text"), (checks, "scrub")):
+    for module, name in (
+        (_core, "request_messages"),
+        (_core, "answer_messages"),
+        (checks, "scrub"),
+    ):
         real = getattr(module, name)
 
         def spy(*args, _real=real, _name=name, **kwargs):
@@ -71,7 +75,7 @@ def test_capture_off_reads_no_message_text(make_client, telemetry, monkeypatch):
         capture_content=True,
     )
     _ask(make_client())
-    assert {"request_messages", "answer_text", "scrub"} <= set(reads)  # the spies do see reads
+    assert {"request_messages", "answer_messages", "scrub"} <= set(reads)  # the spies see reads
 
 
 def test_span_capture_follows_the_conventions_and_scrubs(make_client, telemetry):
@@ -83,13 +87,13 @@ def test_span_capture_follows_the_conventions_and_scrubs(make_client, telemetry)
     _ask(make_client())
     a = telemetry.span("chat gpt-4o").attributes
     inputs = json.loads(a["gen_ai.input.messages"])
-    assert inputs[0]["role"] == "user" and inputs[0]["parts"][0]["type"] == "text"
-    text = inputs[0]["parts"][0]["content"]
+    # A chat's system message is part of its history: it stays there, in the order sent.
+    assert inputs[0] == {"role": "system", "parts": [{"type": "text", "content": "You are terse."}]}
+    assert inputs[1]["role"] == "user" and inputs[1]["parts"][0]["type"] == "text"
+    text = inputs[1]["parts"][0]["content"]
     assert "Zanzibar merger" in text
     assert "sk-proj-" not in text and "bob@corp.example" not in text
-    assert json.loads(a["gen_ai.system_instructions"]) == [
-        {"type": "text", "content": "You are terse."}
-    ]
+    assert "gen_ai.system_instructions" not in a
     output = json.loads(a["gen_ai.output.messages"])
     assert output == [
         {
@@ -122,7 +126,7 @@ def test_long_content_is_truncated_with_a_marker(make_client, telemetry):
     )
     _ask(make_client())
     inputs = json.loads(telemetry.span("chat gpt-4o").attributes["gen_ai.input.messages"])
-    content = inputs[0]["parts"][0]["content"]
+    content = inputs[1]["parts"][0]["content"]
     assert content.endswith(_capture.TRUNCATED) and len(content) == 32 + len(_capture.TRUNCATED)
 
 
@@ -135,9 +139,20 @@ def test_event_capture_through_the_logs_api(make_client, telemetry, monkeypatch)
     (record,) = [r.log_record for r in _events.get_finished_logs()]
     assert record.event_name == "gen_ai.client.inference.operation.details"
     assert record.span_id == span.context.span_id
-    assert "Zanzibar" in record.attributes["gen_ai.input.messages"]
-    assert "sk-proj-" not in record.attributes["gen_ai.input.messages"]
-    assert "Hello from gpt-4o." in record.attributes["gen_ai.output.messages"]
+    # Structured values in the event, not JSON strings; the span's attributes too.
+    system, message = record.attributes["gen_ai.input.messages"]
+    assert system["role"] == "system" and message["role"] == "user"
+    assert "Zanzibar" in message["parts"][0]["content"]
+    assert "sk-proj-" not in message["parts"][0]["content"]
+    [answer] = record.attributes["gen_ai.output.messages"]
+    assert answer["role"] == "assistant" and answer["finish_reason"] == "stop"
+    assert "Hello from gpt-4o." in answer["parts"][0]["content"]
+    for key in ("gen_ai.operation.name", "gen_ai.request.model", "gen_ai.response.model"):
+        assert record.attributes[key] == span.attributes[key]
+    assert (
+        record.attributes["gen_ai.usage.output_tokens"]
+        == span.attributes["gen_ai.usage.output_tokens"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -258,3 +273,102 @@ def test_a_policy_file_can_capture(tmp_path, monkeypatch, make_client, telemetry
     finally:
         _policy_file.reset()
     assert "gen_ai.input.messages" in telemetry.span("chat gpt-4o").attributes
+
+
+def _capture_spans(telemetry):
+    aiguard.configure(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        capture_content="SPAN_ONLY",
+    )
+
+
+def test_tool_calls_and_tool_answers_are_structured_parts(make_client, server, telemetry):
+    _capture_spans(telemetry)
+    server.reply("gpt-4o", tool_calls=({"name": "weather", "arguments": {"city": "Paris"}},))
+    history = [
+        {"role": "user", "content": "Weather in Rome, then Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_rome",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city": "Rome"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_rome", "content": "sunny, 24C"},
+    ]
+    make_client().chat.completions.create(model="gpt-4o", messages=history)
+    a = telemetry.span("chat gpt-4o").attributes
+    user, assistant, tool = json.loads(a["gen_ai.input.messages"])
+    assert user["role"] == "user"
+    assert assistant == {
+        "role": "assistant",
+        "parts": [
+            {
+                "type": "tool_call",
+                "id": "call_rome",
+                "name": "weather",
+                "arguments": {"city": "Rome"},
+            }
+        ],
+    }
+    assert tool == {
+        "role": "tool",
+        "parts": [{"type": "tool_call_response", "id": "call_rome", "response": "sunny, 24C"}],
+    }
+    # An answer that only calls a tool still records its output message.
+    assert json.loads(a["gen_ai.output.messages"]) == [
+        {
+            "role": "assistant",
+            "parts": [
+                {
+                    "type": "tool_call",
+                    "id": "call_0",
+                    "name": "weather",
+                    "arguments": {"city": "Paris"},
+                }
+            ],
+            "finish_reason": "tool_calls",
+        }
+    ]
+
+
+def test_every_choice_is_an_output_message(make_client, telemetry):
+    _capture_spans(telemetry)
+    make_client().chat.completions.create(model="gpt-4o", messages=MESSAGES, n=3)
+    output = json.loads(telemetry.span("chat gpt-4o").attributes["gen_ai.output.messages"])
+    assert len(output) == 3
+    assert all(m["role"] == "assistant" and m["finish_reason"] == "stop" for m in output)
+
+
+def test_embeddings_capture_no_content(make_client, telemetry):
+    _capture_spans(telemetry)
+    make_client().embeddings.create(model="text-embedding-3-small", input=SECRET_PROMPT)
+    a = telemetry.span("embeddings text-embedding-3-small").attributes
+    assert not [k for k in a if k.startswith(("gen_ai.input", "gen_ai.output"))]
+
+
+def test_anthropic_system_is_system_instructions(server, telemetry):
+    import anthropic
+
+    _capture_spans(telemetry)
+    client = aiguard.wrap(anthropic.Anthropic(base_url=server.anthropic_url, api_key=API_KEY))
+    client.messages.create(
+        model="claude-x",
+        max_tokens=50,
+        system="You are terse.",
+        messages=[{"role": "user", "content": "Hi"}],
+    )
+    a = telemetry.span("chat claude-x").attributes
+    assert json.loads(a["gen_ai.system_instructions"]) == [
+        {"type": "text", "content": "You are terse."}
+    ]
+    assert json.loads(a["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "Hi"}]}
+    ]
+    [answer] = json.loads(a["gen_ai.output.messages"])
+    assert answer["role"] == "assistant" and answer["parts"][0]["type"] == "text"

@@ -47,7 +47,7 @@ def test_a_refusing_check_sends_nothing_and_reserves_nothing(make_client, server
     assert caught.value.check == "Recorder" and caught.value.reason == "too spicy"
     assert isinstance(caught.value, ValueError)
     assert server.requests == [] and budget.spent == 0 and budget.reserved == 0
-    guard = telemetry.span("aiguard chat gpt-4o")
+    guard = telemetry.span("chat gpt-4o")
     assert guard.attributes["aiguard.check.failed"] == "Recorder"
     assert guard.attributes["error.type"] == "aiguard.CheckFailed"
     point = telemetry.metrics()["aiguard.refusals"][0]
@@ -76,7 +76,7 @@ def test_checks_run_once_not_on_every_retry(make_client, server, telemetry):
     check = Recorder()
     make_client(checks=[check]).chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert len(check.seen) == 1 and len(server.requests) == 3
-    assert telemetry.span("aiguard chat gpt-4o").attributes["aiguard.checks"] == ("Recorder",)
+    assert telemetry.span("chat gpt-4o").attributes["aiguard.checks"] == ("Recorder",)
 
 
 def test_a_redacting_check_changes_what_is_sent(make_client, server):

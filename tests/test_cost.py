@@ -36,7 +36,7 @@ def test_cost_of_a_plain_call_is_exact(make_client, server, telemetry):
     attempt = telemetry.span("chat gpt-4o")
     assert attempt.attributes["aiguard.cost.usd"] == pytest.approx(0.0075, abs=1e-12)
     assert attempt.attributes["aiguard.cost.basis"] == "tokens"
-    guard = telemetry.span("aiguard chat gpt-4o")
+    guard = telemetry.span("chat gpt-4o")
     assert guard.attributes["aiguard.cost.total_usd"] == pytest.approx(0.0075, abs=1e-12)
 
 
@@ -117,11 +117,12 @@ def test_failed_attempts_cost_nothing(make_client, server, telemetry):
     server.reply("gpt-4o", prompt_tokens=1000, completion_tokens=500)
     server.fail("gpt-4o", status=500)
     make_client(provider="openai").chat.completions.create(model="gpt-4o", messages=MESSAGES)
-    failed, ok = telemetry.spans("chat gpt-4o")
-    assert "aiguard.cost.usd" not in failed.attributes
-    assert _cost(ok) == Decimal("0.0075")
-    guard = telemetry.span("aiguard chat gpt-4o")
-    assert guard.attributes["aiguard.cost.total_usd"] == pytest.approx(0.0075, abs=1e-12)
+    span = telemetry.span("chat gpt-4o")
+    assert [e.name for e in span.events].count("aiguard.attempt.failed") == 1
+    assert _cost(span) == Decimal("0.0075")  # the answering attempt's
+    assert span.attributes["aiguard.cost.total_usd"] == pytest.approx(0.0075, abs=1e-12)
+    [spend] = telemetry.metrics()["aiguard.cost"]
+    assert spend.value == pytest.approx(0.0075, abs=1e-12)
 
 
 def test_decorated_function_totals_its_nested_calls(make_client, server, telemetry):
@@ -171,7 +172,7 @@ def test_spend_metric_carries_provider_models_and_tag(make_client, server, telem
     assert tagged.attributes["gen_ai.provider.name"] == "openai"
     assert tagged.attributes["gen_ai.request.model"] == "gpt-4o"
     assert tagged.attributes["gen_ai.response.model"] == "gpt-4o"
-    guard = telemetry.spans("aiguard chat gpt-4o")[0]
+    guard = telemetry.spans("chat gpt-4o")[0]
     assert guard.attributes["aiguard.tag"] == "checkout"
 
 

@@ -9,10 +9,11 @@ import socket
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 import openai
 import pytest
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from tests.conftest import API_KEY, FAST, MESSAGES
 
 import aiguard
@@ -60,8 +61,12 @@ def test_positional_calls_and_model_names_are_guarded(llm, telemetry):
     local = aiguard.wrap(llm)
     local.create_chat_completion(ASK, max_tokens=4)
     local.create_chat_completion(messages=ASK, max_tokens=4, model="smollm2")
-    assert len(telemetry.spans(f"aiguard chat {NAME}")) == 1
-    assert telemetry.span("chat smollm2").attributes["gen_ai.response.model"] == "smollm2"
+    positional, named = telemetry.spans()
+    assert (positional.name, named.name) == (f"chat {NAME}", "chat smollm2")
+    assert positional.attributes["aiguard.outcome"] == "ok"  # guarded, not passed through
+    assert positional.attributes["gen_ai.usage.output_tokens"] > 0
+    assert named.attributes["aiguard.outcome"] == "ok"
+    assert named.attributes["gen_ai.response.model"] == "smollm2"
 
 
 def test_completions_and_calling_the_model(llm, telemetry):
@@ -101,8 +106,15 @@ def test_context_overflow_is_classified_and_raised(llm, telemetry):
     long = [{"role": "user", "content": "word " * 600}]
     with pytest.raises(ValueError, match="exceed context window"):
         aiguard.wrap(llm).create_chat_completion(messages=long, max_tokens=4)
-    failed = telemetry.span(f"chat {NAME}")
-    assert failed.attributes["aiguard.failure.class"] == "context_window"
+    span = telemetry.span(f"chat {NAME}")
+    a = span.attributes
+    assert span.status.status_code is StatusCode.ERROR
+    assert (a["error.type"], a["aiguard.outcome"]) == ("ValueError", "error")
+    assert (a["aiguard.attempts"], a["aiguard.retries"]) == (1, 0)  # not retried
+    [failed] = [e.attributes for e in span.events if e.name == "aiguard.attempt.failed"]
+    assert (failed["aiguard.attempt"], failed["aiguard.attempt.model"]) == (1, NAME)
+    assert failed["aiguard.failure.class"] == "context_window"
+    assert failed["error.type"] == "ValueError"
 
 
 def test_compute_time_price(llm, telemetry):
@@ -131,11 +143,40 @@ def test_openai_client_falls_back_to_the_local_model(llm, server, telemetry):
     )
     assert isinstance(reply, openai.types.chat.ChatCompletion)
     assert reply.model == "smollm2" and reply.choices[0].message.content
-    local = telemetry.span("chat smollm2")
-    assert local.attributes["gen_ai.provider.name"] == "llama_cpp"
-    assert local.attributes["gen_ai.usage.output_tokens"] == reply.usage.completion_tokens
-    guard = telemetry.span("aiguard chat gpt-4o")
-    assert guard.attributes["aiguard.fallback.model"] == "smollm2"
+    [span] = telemetry.spans()
+    a = span.attributes
+    assert span.name == "chat gpt-4o" and "error.type" not in a
+    assert a["gen_ai.request.model"] == "gpt-4o"  # what the caller asked for
+    assert a["gen_ai.response.model"] == "smollm2"  # who answered
+    assert a["gen_ai.provider.name"] == "llama_cpp"
+    assert a["gen_ai.usage.input_tokens"] == reply.usage.prompt_tokens
+    assert a["gen_ai.usage.output_tokens"] == reply.usage.completion_tokens
+    assert a["aiguard.fallback.used"] is True and a["aiguard.fallback.model"] == "smollm2"
+    assert (a["aiguard.attempts"], a["aiguard.retries"]) == (4, 2)
+    failed = [e.attributes for e in span.events if e.name == "aiguard.attempt.failed"]
+    assert [f["aiguard.attempt"] for f in failed] == [1, 2, 3]
+    assert {f["aiguard.attempt.model"] for f in failed} == {"gpt-4o"}
+    assert {f["aiguard.failure.class"] for f in failed} == {"outage"}
+    [duration] = telemetry.metrics()["gen_ai.client.operation.duration"]
+    assert duration.count == 1 and "error.type" not in duration.attributes
+    assert duration.attributes["gen_ai.provider.name"] == "llama_cpp"
+    assert duration.attributes["gen_ai.response.model"] == "smollm2"
+
+
+def test_metrics_of_a_local_fallback_name_no_server(llm, server, telemetry):
+    # The metric attributes are the answering target's: an in-process model has no server.
+    server.fail("gpt-4o", status=503, times=3)
+    client = aiguard.wrap(
+        openai.OpenAI(base_url=server.url, api_key=API_KEY),
+        retry=FAST,
+        fallback=[aiguard.Target(client=llm, model="smollm2")],
+    )
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=4)
+    points = telemetry.metrics()
+    for point in points["gen_ai.client.operation.duration"] + points["gen_ai.client.token.usage"]:
+        assert point.attributes["gen_ai.provider.name"] == "llama_cpp"
+        assert "server.address" not in point.attributes
+        assert "server.port" not in point.attributes
 
 
 def test_openai_stream_falls_back_to_a_local_stream(llm, server, telemetry):
@@ -150,7 +191,21 @@ def test_openai_stream_falls_back_to_a_local_stream(llm, server, telemetry):
     )
     assert all(isinstance(c, openai.types.chat.ChatCompletionChunk) for c in chunks)
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
-    assert "error.type" not in telemetry.span("chat smollm2").attributes
+    [span] = telemetry.spans()
+    a = span.attributes
+    assert span.name == "chat gpt-4o" and "error.type" not in a
+    assert a["aiguard.outcome"] == "ok" and a["aiguard.attempts"] == 4
+    assert a["aiguard.fallback.used"] is True and a["aiguard.fallback.model"] == "smollm2"
+    assert a["gen_ai.response.model"] == "smollm2"
+    assert a["gen_ai.provider.name"] == "llama_cpp"
+    assert a["aiguard.stream.chunks"] == len(chunks)
+    assert "aiguard.stream.abandoned" not in a
+    failed = [e.attributes for e in span.events if e.name == "aiguard.attempt.failed"]
+    assert [(f["aiguard.attempt"], f["aiguard.failure.class"]) for f in failed] == [
+        (1, "outage"),
+        (2, "outage"),
+        (3, "outage"),
+    ]
 
 
 async def test_async_openai_client_falls_back_to_the_local_model(llm, server, telemetry):
@@ -247,7 +302,23 @@ def test_real_llama_cpp_server_behind_the_openai_wrapper(llama_server, telemetry
     assert streamed["gen_ai.request.stream"] is True and "error.type" not in streamed
 
 
-def test_unknown_local_servers_never_claim_openai(llama_server, telemetry):
-    client = aiguard.wrap(openai.OpenAI(base_url=llama_server, api_key="none"))
-    client.chat.completions.create(model="smollm2", messages=ASK, max_tokens=2)
-    assert telemetry.span("chat smollm2").attributes["gen_ai.provider.name"] == "openai_compatible"
+def test_unknown_local_servers_report_the_openai_format_but_never_get_openai_prices(
+    llama_server, telemetry
+):
+    from aiguard.adapters._openai import detect_provider
+
+    raw = openai.OpenAI(base_url=llama_server, api_key="none")
+    client = aiguard.wrap(raw)
+    assert detect_provider(raw) == "openai_compatible"
+    for provider in ("openai", None):
+        prices.register("smollm2", input_per_mtok=1000, output_per_mtok=1000, provider=provider)
+        try:
+            client.chat.completions.create(model="smollm2", messages=ASK, max_tokens=2)
+        finally:
+            prices.unregister("smollm2", provider=provider)
+    openai_priced, any_priced = (s.attributes for s in telemetry.spans("chat smollm2"))
+    for a in (openai_priced, any_priced):
+        assert a["gen_ai.provider.name"] == "openai"  # the SDK's format; the host is below
+        assert (a["server.address"], a["server.port"]) == ("127.0.0.1", urlsplit(llama_server).port)
+    assert "aiguard.cost.usd" not in openai_priced  # an OpenAI price is not this server's price
+    assert any_priced["aiguard.cost.usd"] > 0  # a price for any provider applies

@@ -23,7 +23,7 @@ def test_a_valid_answer_passes_and_the_response_is_the_sdks(make_client, server,
     reply = make_client(output=City).chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert reply.choices[0].message.content == RIGHT
     assert len(server.requests) == 1
-    assert "aiguard.reasks" not in telemetry.span("aiguard chat gpt-4o").attributes
+    assert "aiguard.reasks" not in telemetry.span("chat gpt-4o").attributes
 
 
 def test_a_wrong_answer_is_reasked_with_the_errors(make_client, server, telemetry):
@@ -37,10 +37,17 @@ def test_a_wrong_answer_is_reasked_with_the_errors(make_client, server, telemetr
     assert "did not match the required format" in second[-1]["content"]
     third = server.requests[2].body["messages"][-1]["content"]
     assert "population: Field required" in third
-    guard = telemetry.span("aiguard chat gpt-4o")
+    guard = telemetry.span("chat gpt-4o")
     assert guard.attributes["aiguard.reasks"] == 2
     assert [e.name for e in guard.events].count("aiguard.output.invalid") == 2
-    assert len(telemetry.spans("chat gpt-4o")) == 3  # each re-ask is an attempt, priced too
+    assert guard.attributes["aiguard.attempts"] == 3  # each re-ask is an attempt, priced too
+    # The logical call used the tokens of all three answers.
+    [point] = [
+        p
+        for p in telemetry.metrics()["gen_ai.client.token.usage"]
+        if p.attributes["gen_ai.token.type"] == "output"
+    ]
+    assert point.count == 1
     assert sum(p.value for p in telemetry.metrics()["aiguard.reasks"]) == 2
 
 
@@ -54,7 +61,7 @@ def test_reasks_run_out_into_output_invalid(make_client, server, telemetry):
     assert refusal.errors and "still no" not in str(refusal)
     assert isinstance(refusal, aiguard.AIGuardError)
     assert len(server.requests) == 2
-    assert telemetry.span("aiguard chat gpt-4o").attributes["error.type"] == "aiguard.OutputInvalid"
+    assert telemetry.span("chat gpt-4o").attributes["error.type"] == "aiguard.OutputInvalid"
 
 
 def test_a_validating_callable(make_client, server):

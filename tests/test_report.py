@@ -279,7 +279,7 @@ def _guard_line(start_ns: int, duration_ms: int, model: str = "gpt-4o") -> str:
         "traceId": f"{duration_ms:032x}",
         "spanId": f"{duration_ms:016x}",
         "parentSpanId": "",
-        "name": f"aiguard chat {model}",
+        "name": f"chat {model}",
         "kind": 1,
         "startTimeUnixNano": str(start_ns),
         "endTimeUnixNano": str(start_ns + duration_ms * 1_000_000),
@@ -382,11 +382,7 @@ def test_every_line_is_one_self_contained_otlp_json_span(spans_file, server, cli
     server.fail("gpt-4o", status=429, headers={"retry-after": "0"})
     client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     records = _lines(spans_file)
-    assert [r["span"]["name"] for r in records] == [
-        "chat gpt-4o",
-        "chat gpt-4o",
-        "aiguard chat gpt-4o",
-    ]
+    assert [r["span"]["name"] for r in records] == ["chat gpt-4o"]  # one span per call
     for record in records:
         assert set(record) == {"resource", "scope", "span"}
         assert record["scope"] == {"name": "aiguard", "version": aiguard.__version__}
@@ -404,25 +400,24 @@ def test_every_line_is_one_self_contained_otlp_json_span(spans_file, server, cli
         assert int(span["startTimeUnixNano"]) <= int(span["endTimeUnixNano"])
         assert set(span["status"]) == {"code", "message"}
 
-    first, second, guard = (r["span"] for r in records)
-    # Parent and child: one trace, both attempts under the guarded call, which is a root.
-    assert {first["traceId"], second["traceId"]} == {guard["traceId"]}
-    assert first["parentSpanId"] == second["parentSpanId"] == guard["spanId"]
-    assert guard["parentSpanId"] == ""
-    assert (guard["kind"], first["kind"]) == (1, 3)  # INTERNAL, CLIENT
-    assert first["status"] == {"code": 2, "message": "RateLimitError"}
-    assert second["status"] == {"code": 0, "message": ""}
+    (call,) = (r["span"] for r in records)
+    assert call["parentSpanId"] == ""  # a root: the retried attempt is no span of its own
+    assert call["kind"] == 3  # CLIENT
+    assert call["status"] == {"code": 0, "message": ""}
 
-    attrs = {a["key"]: a["value"] for a in second["attributes"]}
+    attrs = {a["key"]: a["value"] for a in call["attributes"]}
     assert attrs["gen_ai.request.model"] == {"stringValue": "gpt-4o"}
-    assert attrs["aiguard.attempt"] == {"intValue": "2"}
+    assert attrs["aiguard.attempts"] == {"intValue": "2"}
     assert attrs["gen_ai.response.finish_reasons"] == {
         "arrayValue": {"values": [{"stringValue": "stop"}]}
     }
     assert isinstance(attrs["aiguard.cost.usd"]["doubleValue"], float)
-    guard_attrs = {a["key"]: a["value"] for a in guard["attributes"]}
-    assert guard_attrs["aiguard.fallback.used"] == {"boolValue": False}
-    (retry,) = guard["events"]
+    assert attrs["aiguard.fallback.used"] == {"boolValue": False}
+    failed, retry = call["events"]
+    assert failed["name"] == "aiguard.attempt.failed" and failed["timeUnixNano"].isdigit()
+    assert {"key": "error.type", "value": {"stringValue": "openai.RateLimitError"}} in failed[
+        "attributes"
+    ]
     assert retry["name"] == "aiguard.retry" and retry["timeUnixNano"].isdigit()
     assert {"key": "aiguard.attempt", "value": {"intValue": "1"}} in retry["attributes"]
 

@@ -138,7 +138,7 @@ def test_fallback_after_retries_are_spent(make_client, server, telemetry):
     reply = ask(make_client(retry=NO_WAIT, fallback=["gpt-4o-mini"]))
     assert reply.model == "gpt-4o-mini"
     assert [r.model for r in server.requests] == ["gpt-4o"] * 3 + ["gpt-4o-mini"]
-    guard = telemetry.span("aiguard chat gpt-4o").attributes
+    guard = telemetry.span("chat gpt-4o").attributes
     assert guard["aiguard.fallback.used"] is True
     assert guard["aiguard.fallback.model"] == "gpt-4o-mini"
     assert guard["aiguard.attempts"] == 4

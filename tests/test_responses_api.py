@@ -24,6 +24,10 @@ def _usage(server):
 COST = Decimal("0.0007")
 
 
+def _failed_attempts(span):
+    return [e.attributes for e in span.events if e.name == "aiguard.attempt.failed"]
+
+
 def _check_span(span, stream=False):
     a = span.attributes
     assert a["openai.api.type"] == "responses"
@@ -50,10 +54,27 @@ def test_create_is_guarded_and_priced(make_client, telemetry):
 def test_create_retries_and_falls_back(make_client, server, telemetry):
     server.fail("gpt-4o", status=429, headers={"retry-after-ms": "1"})
     make_client().responses.create(model="gpt-4o", input=INPUT)
-    assert telemetry.span("aiguard chat gpt-4o").attributes["aiguard.retries"] == 1
+    span = telemetry.span("chat gpt-4o")
+    a = span.attributes
+    assert (a["aiguard.attempts"], a["aiguard.retries"], a["aiguard.outcome"]) == (2, 1, "ok")
+    [failed] = _failed_attempts(span)
+    assert (failed["aiguard.attempt"], failed["error.type"]) == (1, "openai.RateLimitError")
+    assert failed["aiguard.failure.class"] == "rate_limit"
+    assert "error.type" not in a
+    telemetry.clear()
+
     server.fail("gpt-4o", status=503, times=3)
     reply = make_client(fallback=["gpt-4o-mini"]).responses.create(model="gpt-4o", input=INPUT)
     assert reply.model == "gpt-4o-mini"
+    span = telemetry.span("chat gpt-4o")
+    a = span.attributes
+    assert (a["aiguard.attempts"], a["aiguard.retries"]) == (4, 2)
+    assert a["aiguard.fallback.used"] is True and a["aiguard.fallback.model"] == "gpt-4o-mini"
+    assert a["gen_ai.request.model"] == "gpt-4o" and a["gen_ai.response.model"] == "gpt-4o-mini"
+    failed = _failed_attempts(span)
+    assert [f["aiguard.attempt"] for f in failed] == [1, 2, 3]
+    assert {f["aiguard.failure.class"] for f in failed} == {"outage"}
+    assert {f["aiguard.attempt.model"] for f in failed} == {"gpt-4o"}
 
 
 def test_streamed_create(make_client, raw_client, telemetry):
@@ -76,9 +97,13 @@ def test_stream_helper_goes_through_the_guard(make_client, server, telemetry):
             pass
         final = stream.get_final_response()
     assert final.output_text == "Hello from gpt-4o."
-    ok = telemetry.spans("chat gpt-4o")[-1]
-    _check_span(ok, stream=True)
-    assert telemetry.span("aiguard chat gpt-4o").attributes["aiguard.retries"] == 1
+    span = telemetry.span("chat gpt-4o")
+    _check_span(span, stream=True)
+    a = span.attributes
+    assert (a["aiguard.attempts"], a["aiguard.retries"], a["aiguard.outcome"]) == (2, 1, "ok")
+    [failed] = _failed_attempts(span)
+    assert (failed["aiguard.attempt"], failed["error.type"]) == (1, "openai.InternalServerError")
+    assert "error.type" not in a
 
 
 async def test_async_create_and_stream(make_async_client, telemetry):

@@ -40,7 +40,7 @@ def test_inference_span_follows_the_genai_conventions(make_client, server, telem
     a = span.attributes
     assert span.kind is SpanKind.CLIENT
     assert a["gen_ai.operation.name"] == "chat"
-    assert a["gen_ai.provider.name"] == "openai_compatible"
+    assert a["gen_ai.provider.name"] == "openai"  # the openai SDK's format, whatever the host
     assert a["gen_ai.request.model"] == "gpt-4o"
     assert a["server.address"] == "127.0.0.1" and a["server.port"] == server.port
     assert a["gen_ai.request.max_tokens"] == 50
@@ -77,7 +77,7 @@ def test_sampler_visible_attributes_are_set_at_start(make_client, telemetry):
         assert key in seen
 
 
-def test_retries_and_fallbacks_are_one_trace_with_tokens_counted_once(
+def test_retries_and_a_fallback_are_one_inference_span_with_tokens_counted_once(
     make_client, server, telemetry
 ):
     server.fail("gpt-4o", status=429, times=3)
@@ -85,25 +85,76 @@ def test_retries_and_fallbacks_are_one_trace_with_tokens_counted_once(
     make_client(retry=NO_WAIT, fallback=["mini"]).chat.completions.create(
         model="gpt-4o", messages=MESSAGES
     )
-    guard = telemetry.span("aiguard chat gpt-4o")
-    attempts = telemetry.spans("chat gpt-4o") + telemetry.spans("chat mini")
-    assert guard.kind is SpanKind.INTERNAL
-    assert len(attempts) == 4
-    assert {s.context.trace_id for s in [guard, *attempts]} == {guard.context.trace_id}
-    assert all(s.parent.span_id == guard.context.span_id for s in attempts)
-    assert [s.attributes["error.type"] for s in attempts[:3]] == ["openai.RateLimitError"] * 3
-    assert [s.status.status_code for s in attempts] == [StatusCode.ERROR] * 3 + [StatusCode.UNSET]
-    assert not any(k.startswith("gen_ai.usage") for k in guard.attributes)
-    assert not any(k.startswith("gen_ai.") for k in guard.attributes)
-    assert guard.attributes["aiguard.retries"] == 2
+    [span] = telemetry.spans()  # the happy path of the caller: one span, one generation
+    a = span.attributes
+    assert span.name == "chat gpt-4o" and span.kind is SpanKind.CLIENT
+    assert span.status.status_code is StatusCode.UNSET and "error.type" not in a
+    assert a["gen_ai.operation.name"] == "chat"
+    assert a["gen_ai.request.model"] == "gpt-4o"  # what the caller asked for
+    assert a["gen_ai.response.model"] == "mini"  # who answered
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (9, 4)
+    assert (a["aiguard.attempts"], a["aiguard.retries"]) == (4, 2)
+    assert a["aiguard.fallback.used"] is True and a["aiguard.fallback.model"] == "mini"
+    failed = [e for e in span.events if e.name == "aiguard.attempt.failed"]
+    assert [e.attributes["aiguard.attempt"] for e in failed] == [1, 2, 3]
+    assert {e.attributes["error.type"] for e in failed} == {"openai.RateLimitError"}
+    assert {e.attributes["aiguard.failure.class"] for e in failed} == {"rate_limit"}
+    assert {e.attributes["aiguard.attempt.model"] for e in failed} == {"gpt-4o"}
 
     points = telemetry.metrics()
+    [duration] = points["gen_ai.client.operation.duration"]
+    assert duration.count == 1 and "error.type" not in duration.attributes
+    assert duration.attributes["gen_ai.response.model"] == "mini"
+    assert duration.attributes["gen_ai.request.model"] == "gpt-4o"
+    assert duration.sum == pytest.approx((span.end_time - span.start_time) / 1e9, rel=0.05)
     tokens = points["gen_ai.client.token.usage"]
-    by_type = {p.attributes["gen_ai.token.type"]: p.sum for p in tokens}
-    assert by_type == {"input": 9, "output": 4}
+    by_type = {p.attributes["gen_ai.token.type"]: (p.count, p.sum) for p in tokens}
+    assert by_type == {"input": (1, 9), "output": (1, 4)}
     retries = sum(p.value for p in points["aiguard.retries"])
     fallbacks = sum(p.value for p in points["aiguard.fallbacks"])
     assert (retries, fallbacks) == (2, 1)
+
+
+def test_one_span_and_one_duration_point_cover_the_waits_between_retries(
+    make_client, server, telemetry
+):
+    server.fail("gpt-4o", status=429, times=2, headers={"retry-after": "0.2"})
+    make_client(retry=aiguard.Retry(attempts=3)).chat.completions.create(
+        model="gpt-4o", messages=MESSAGES
+    )
+    [span] = telemetry.spans()
+    seconds = (span.end_time - span.start_time) / 1e9
+    assert seconds >= 0.4  # both waits are inside the logical operation
+    [point] = telemetry.metrics()["gen_ai.client.operation.duration"]
+    assert point.count == 1 and point.sum == pytest.approx(seconds, rel=0.05)
+
+
+def test_a_failed_call_is_one_span_and_one_duration_point_with_its_error(
+    make_client, server, telemetry
+):
+    server.fail("gpt-4o", status=500, times=5)
+    with pytest.raises(openai.InternalServerError):
+        make_client(retry=NO_WAIT).chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    [span] = telemetry.spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "openai.InternalServerError"
+    assert span.attributes["aiguard.outcome"] == "error"
+    assert len([e for e in span.events if e.name == "aiguard.attempt.failed"]) == 3
+    [point] = telemetry.metrics()["gen_ai.client.operation.duration"]
+    assert point.count == 1
+    assert point.attributes["error.type"] == "openai.InternalServerError"
+
+
+def test_an_openai_client_at_any_url_reports_the_openai_provider(raw_client, telemetry):
+    # Ports priced as Ollama and LM Studio, and an unknown server: nothing listens on them.
+    for url in ("http://127.0.0.1:9/v1", "http://localhost:11434/v1", "http://127.0.0.2:1234/v1"):
+        client = aiguard.wrap(raw_client.with_options(base_url=url, max_retries=0), retry=None)
+        with pytest.raises(openai.APIError):
+            client.chat.completions.create(model="m", messages=MESSAGES, timeout=0.5)
+    providers = {s.attributes["gen_ai.provider.name"] for s in telemetry.spans()}
+    addresses = {s.attributes["server.address"] for s in telemetry.spans()}
+    assert providers == {"openai"}
+    assert addresses == {"127.0.0.1", "localhost", "127.0.0.2"}
 
 
 def test_duration_metric_has_the_advised_buckets_and_error_type(make_client, server, telemetry):
@@ -112,8 +163,8 @@ def test_duration_metric_has_the_advised_buckets_and_error_type(make_client, ser
     points = telemetry.metrics()["gen_ai.client.operation.duration"]
     assert list(points[0].explicit_bounds) == pytest.approx(sc.DURATION_BUCKETS)
     errors = [p for p in points if "error.type" in p.attributes]
-    assert errors and errors[0].attributes["error.type"] == "openai.InternalServerError"
-    assert sum(p.count for p in points) == 2
+    assert errors == []  # the second attempt answered: the logical call did not fail
+    assert sum(p.count for p in points) == 1
     tokens = telemetry.metrics()["gen_ai.client.token.usage"]
     assert list(tokens[0].explicit_bounds) == [float(b) for b in sc.TOKEN_BUCKETS]
 

@@ -65,4 +65,4 @@ def test_the_readme_testing_snippet_works(aiguard_server, aiguard_telemetry):
     aiguard_server.fail("gpt-4o", status=429, headers={"retry-after": "0"})
     client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert len(aiguard_server.requests) == 2
-    assert aiguard_telemetry.span("aiguard chat gpt-4o").attributes["aiguard.retries"] == 1
+    assert aiguard_telemetry.span("chat gpt-4o").attributes["aiguard.retries"] == 1

@@ -64,6 +64,18 @@ def helper(client, model=MODEL, **kwargs):
     return client.messages.stream(model=model, max_tokens=64, messages=MESSAGES, **kwargs)
 
 
+def the_call(telemetry, name=f"chat {MODEL}"):
+    """The one span of the one guarded call, ended exactly once."""
+    spans = telemetry.spans()
+    assert [s.name for s in spans] == [name]
+    return spans[0]
+
+
+def failures(span):
+    """The attributes of the call's failed attempts, in order."""
+    return [e.attributes for e in span.events if e.name == "aiguard.attempt.failed"]
+
+
 def _comparable(event):
     data = event.to_dict()
     data.get("message", {}).pop("id", None)  # the server makes a new id per request
@@ -189,7 +201,10 @@ def test_the_api_key_never_reaches_telemetry(make, server, telemetry):
     list(ask(client, stream=True))
     with helper(client) as stream:
         stream.until_done()
-    assert len(telemetry.spans()) >= 8
+    spans = telemetry.spans()
+    assert [s.name for s in spans] == [f"chat {MODEL}"] * 3
+    assert [len(failures(s)) for s in spans] == [1, 3, 0]
+    assert [len(s.events) for s in spans] == [1, 6, 0]  # + 2 retries and the fallback
     for span in telemetry.spans():
         values = [*span.attributes.values()]
         values += [v for event in span.events for v in event.attributes.values()]
@@ -205,20 +220,29 @@ def test_429_waits_for_retry_after_then_retries(make, server, telemetry):
     ask(make())
     assert time.perf_counter() - started >= 0.05
     assert len(server.requests) == 2
-    failed = telemetry.spans(f"chat {MODEL}")[0].attributes
-    assert failed["aiguard.failure.class"] == "rate_limit"
-    (event,) = telemetry.span(f"aiguard chat {MODEL}").events
+    span = the_call(telemetry)
+    failed, event = span.events
+    assert failed.name == "aiguard.attempt.failed"
+    assert failed.attributes["aiguard.failure.class"] == "rate_limit"
     assert event.name == "aiguard.retry" and event.attributes["aiguard.retry.wait_s"] == 0.05
+    assert (span.attributes["aiguard.attempts"], span.attributes["aiguard.retries"]) == (2, 1)
+    assert "error.type" not in span.attributes
 
 
 def test_529_overloaded_is_retried(make, server, telemetry):
     server.fail(MODEL, status=529)
     ask(make())
     assert len(server.requests) == 2
-    failed, ok = telemetry.spans(f"chat {MODEL}")
-    assert failed.attributes["error.type"] == "anthropic.OverloadedError"
-    assert failed.attributes["aiguard.failure.class"] == "outage"
-    assert "error.type" not in ok.attributes
+    span = the_call(telemetry)
+    (failed,) = failures(span)
+    assert failed["aiguard.attempt"] == 1 and failed["aiguard.attempt.model"] == MODEL
+    assert failed["error.type"] == "anthropic.OverloadedError"
+    assert failed["aiguard.failure.class"] == "outage"
+    assert "error.type" not in span.attributes
+    assert span.status.status_code.name == "UNSET"
+    assert (span.attributes["aiguard.attempts"], span.attributes["aiguard.retries"]) == (2, 1)
+    (point,) = telemetry.metrics()["gen_ai.client.operation.duration"]
+    assert point.count == 1 and "error.type" not in point.attributes
 
 
 def test_500_falls_back_to_another_model_once_retries_are_spent(make, server, telemetry):
@@ -226,8 +250,18 @@ def test_500_falls_back_to_another_model_once_retries_are_spent(make, server, te
     reply = ask(make(fallback=[OTHER]))
     assert reply.content[0].text == f"Hello from {OTHER}."
     assert [r.model for r in server.requests] == [MODEL] * 3 + [OTHER]
-    guard = telemetry.span(f"aiguard chat {MODEL}").attributes
-    assert guard["aiguard.fallback.used"] is True and guard["aiguard.fallback.model"] == OTHER
+    span = the_call(telemetry)
+    attrs = span.attributes
+    assert attrs["aiguard.fallback.used"] is True and attrs["aiguard.fallback.model"] == OTHER
+    assert (attrs["gen_ai.request.model"], attrs["gen_ai.response.model"]) == (MODEL, OTHER)
+    assert (attrs["aiguard.attempts"], attrs["aiguard.retries"]) == (4, 2)
+    assert [f["aiguard.attempt.model"] for f in failures(span)] == [MODEL] * 3
+    assert {f["aiguard.failure.class"] for f in failures(span)} == {"outage"}
+    assert "error.type" not in attrs
+    (point,) = telemetry.metrics()["gen_ai.client.operation.duration"]
+    assert point.count == 1
+    assert point.attributes["gen_ai.request.model"] == MODEL
+    assert point.attributes["gen_ai.response.model"] == OTHER
 
 
 def test_fallback_to_another_anthropic_client(make, server):
@@ -243,7 +277,12 @@ def test_400_is_raised_at_once(make, server, telemetry):
     with pytest.raises(anthropic.BadRequestError):
         ask(make(fallback=[OTHER]))
     assert len(server.requests) == 1
-    assert telemetry.span(f"chat {MODEL}").attributes["aiguard.failure.class"] == "fatal"
+    span = the_call(telemetry)
+    assert [f["aiguard.failure.class"] for f in failures(span)] == ["fatal"]
+    assert span.attributes["aiguard.attempts"] == 1
+    assert span.attributes["aiguard.fallback.used"] is False
+    assert span.attributes["error.type"] == "anthropic.BadRequestError"
+    assert span.status.status_code.name == "ERROR"
 
 
 def test_connection_reset_is_retried(make, server):
@@ -317,10 +356,15 @@ def test_a_prompt_too_long_goes_straight_to_the_fallback(telemetry):
     raw = anthropic.Anthropic(api_key=API_KEY, http_client=http)
     reply = ask(aiguard.wrap(raw, retry=FAST, fallback=[OTHER]))
     assert reply.model == OTHER
-    failed, _ = telemetry.spans()[:2]
-    assert failed.attributes["aiguard.failure.class"] == "context_window"
-    assert failed.attributes["server.address"] == "api.anthropic.com"
-    assert failed.attributes["server.port"] == 443
+    span = the_call(telemetry)
+    (failed,) = failures(span)
+    assert failed["aiguard.failure.class"] == "context_window"
+    assert failed["aiguard.attempt.model"] == MODEL
+    attrs = span.attributes
+    assert (attrs["aiguard.attempts"], attrs["aiguard.retries"]) == (2, 0)  # no retry
+    assert attrs["aiguard.fallback.used"] is True and attrs["aiguard.fallback.model"] == OTHER
+    assert attrs["server.address"] == "api.anthropic.com"
+    assert attrs["server.port"] == 443
 
 
 def test_the_decorator_classifies_anthropic_errors_through_the_registry(raw, server):
@@ -344,7 +388,12 @@ async def test_async_retry_fallback_and_span(make_async, server, telemetry):
     reply = await ask(make_async(fallback=[OTHER]))
     assert reply.model == OTHER
     assert len(server.requests) == 4
-    assert telemetry.span(f"chat {OTHER}").attributes["gen_ai.usage.output_tokens"] >= 1
+    span = the_call(telemetry)
+    attrs = span.attributes
+    assert attrs["gen_ai.response.model"] == OTHER and attrs["aiguard.fallback.used"] is True
+    assert (attrs["aiguard.attempts"], attrs["aiguard.retries"]) == (4, 2)
+    assert [f["error.type"] for f in failures(span)] == ["anthropic.OverloadedError"] * 3
+    assert attrs["gen_ai.usage.output_tokens"] >= 1
 
 
 async def test_async_400_is_raised_at_once(make_async, server):
@@ -361,7 +410,9 @@ async def test_async_stream_via_create(make_async, raw_async, server, telemetry)
     events = [event async for event in stream]
     plain = [event async for event in await ask(raw_async, stream=True)]
     assert [_comparable(e) for e in events] == [_comparable(e) for e in plain]
-    ok = telemetry.spans(f"chat {MODEL}")[-1].attributes
+    guarded = the_call(telemetry)  # the plain client's stream is not recorded
+    ok = guarded.attributes
+    assert guarded.attributes["aiguard.attempts"] == 2 and len(failures(guarded)) == 1
     assert ok["gen_ai.usage.input_tokens"] == 40 and ok["gen_ai.usage.output_tokens"] == 9
     assert ok["gen_ai.request.stream"] is True
 
@@ -375,9 +426,10 @@ async def test_async_stream_helper(make_async, server, telemetry):
         final = await stream.get_final_message()
     assert final.stop_reason == "end_turn" and final.usage.output_tokens == 9
     assert len(server.requests) == 2
-    spans = telemetry.spans(f"chat {MODEL}")
-    assert len(spans) == 2 and spans[-1].attributes["gen_ai.usage.input_tokens"] == 40
-    assert telemetry.span(f"aiguard chat {MODEL}").attributes["aiguard.outcome"] == "ok"
+    span = the_call(telemetry)
+    assert span.attributes["aiguard.attempts"] == 2 and len(failures(span)) == 1
+    assert span.attributes["gen_ai.usage.input_tokens"] == 40
+    assert span.attributes["aiguard.outcome"] == "ok"
 
 
 # -- streams through create(stream=True) -------------------------------------------------------
@@ -392,7 +444,7 @@ def test_stream_chunks_are_the_sdks_and_the_span_ends_once_with_usage(make, raw,
     assert [_comparable(e) for e in events] == [_comparable(e) for e in plain]
     assert [type(e) for e in events] == [type(e) for e in plain]
     stream.close()  # after the end: nothing more is recorded
-    span = telemetry.span(f"chat {MODEL}")
+    span = the_call(telemetry)
     attrs = span.attributes
     assert attrs["gen_ai.request.stream"] is True
     assert attrs["gen_ai.response.id"] == events[0].message.id
@@ -406,7 +458,7 @@ def test_stream_chunks_are_the_sdks_and_the_span_ends_once_with_usage(make, raw,
     )
     assert attrs["aiguard.cost.usd"] == float(prices.cost(MODEL, usage, provider="anthropic"))
     assert "error.type" not in attrs
-    assert telemetry.span(f"aiguard chat {MODEL}").attributes["aiguard.outcome"] == "ok"
+    assert attrs["aiguard.outcome"] == "ok"
 
 
 def test_stream_failing_before_its_first_event_is_retried(make, server, telemetry):
@@ -414,9 +466,10 @@ def test_stream_failing_before_its_first_event_is_retried(make, server, telemetr
     events = list(ask(make(), stream=True))
     assert events[-1].type == "message_stop"
     assert len(server.requests) == 2
-    failed, ok = telemetry.spans(f"chat {MODEL}")
-    assert failed.attributes["aiguard.failure.class"] == "outage"
-    assert ok.attributes["gen_ai.usage.output_tokens"] >= 1
+    span = the_call(telemetry)
+    assert [f["aiguard.failure.class"] for f in failures(span)] == ["outage"]
+    assert span.attributes["aiguard.attempts"] == 2 and "error.type" not in span.attributes
+    assert span.attributes["gen_ai.usage.output_tokens"] >= 1
 
 
 def test_a_stream_cut_midway_raises_to_the_user_and_records_the_error(make, server, telemetry):
@@ -428,11 +481,13 @@ def test_a_stream_cut_midway_raises_to_the_user_and_records_the_error(make, serv
             kinds.append(event.type)
     assert kinds == ["message_start", "content_block_start", *["content_block_delta"] * 2]
     assert len(server.requests) == 1  # the user saw events: not retried
-    attrs = telemetry.span(f"chat {MODEL}").attributes
+    span = the_call(telemetry)
+    attrs = span.attributes
     assert attrs["error.type"].endswith(type(info.value).__name__)
+    assert span.status.status_code.name == "ERROR"
     assert attrs["gen_ai.response.id"].startswith("msg_")
     assert "gen_ai.usage.output_tokens" not in attrs  # the final count never came
-    assert telemetry.span(f"aiguard chat {MODEL}").attributes["aiguard.outcome"] == "error"
+    assert attrs["aiguard.outcome"] == "error" and attrs["aiguard.attempts"] == 1
 
 
 def test_an_sse_error_event_raises_and_is_classified_transient(make, server, telemetry):
@@ -468,10 +523,10 @@ def test_break_and_close_end_the_call_as_abandoned(make, server, telemetry):
             break
     stream.close()
     stream.close()
-    attrs = telemetry.span(f"chat {MODEL}").attributes
+    attrs = the_call(telemetry).attributes
     assert attrs["aiguard.stream.abandoned"] is True and attrs["aiguard.stream.chunks"] == 3
     assert "error.type" not in attrs
-    assert telemetry.span(f"aiguard chat {MODEL}").attributes["aiguard.outcome"] == "abandoned"
+    assert attrs["aiguard.outcome"] == "abandoned"
 
 
 # -- the messages.stream(...) helper -----------------------------------------------------------
@@ -490,14 +545,15 @@ def test_stream_helper_is_guarded_and_behaves_as_the_sdks(make, server, telemetr
     assert final.usage.input_tokens == 100 and final.usage.cache_read_input_tokens == 400
     assert len(server.requests) == 2
     assert server.requests[-1].headers["x-stainless-helper-method"] == "stream"
-    failed, ok = telemetry.spans(f"chat {MODEL}")
-    assert failed.attributes["aiguard.failure.class"] == "outage"
-    attrs = ok.attributes
+    span = the_call(telemetry)
+    assert [f["aiguard.failure.class"] for f in failures(span)] == ["outage"]
+    attrs = span.attributes
     assert attrs["gen_ai.request.stream"] is True
     assert attrs["gen_ai.response.id"] == final.id
     assert attrs["gen_ai.usage.input_tokens"] == 500 and attrs["gen_ai.usage.output_tokens"] == 9
     assert attrs["aiguard.cost.usd"] > 0 and "aiguard.stream.abandoned" not in attrs
-    assert telemetry.span(f"aiguard chat {MODEL}").attributes["aiguard.retries"] == 1
+    assert "error.type" not in attrs
+    assert (attrs["aiguard.attempts"], attrs["aiguard.retries"]) == (2, 1)
 
 
 def test_stream_helper_falls_back_and_parses_output_format(make, server, telemetry):
@@ -510,7 +566,10 @@ def test_stream_helper_falls_back_and_parses_output_format(make, server, telemet
         final = stream.get_final_message()
     assert final.parsed_output == City(name="Paris")
     assert server.requests[-1].body["output_config"]["format"]["type"] == "json_schema"
-    assert telemetry.span(f"chat {OTHER}").attributes["gen_ai.output.type"] == "json"
+    attrs = the_call(telemetry).attributes
+    assert attrs["gen_ai.response.model"] == OTHER and attrs["aiguard.fallback.model"] == OTHER
+    assert attrs["aiguard.attempts"] == 4
+    assert attrs["gen_ai.output.type"] == "json"
 
 
 def test_stream_helper_left_early_is_abandoned(make, server, telemetry):
@@ -551,7 +610,13 @@ def test_a_budget_refusal_sends_nothing(make, server, telemetry):
     with pytest.raises(aiguard.BudgetExceeded), helper(client):
         pass
     assert server.requests == []
-    assert telemetry.spans(f"chat {MODEL}") == []
+    spans = telemetry.spans()
+    assert [s.name for s in spans] == [f"chat {MODEL}"] * 2
+    for span in spans:  # refused before any attempt: no request, no usage
+        assert span.attributes["aiguard.attempts"] == 0 and failures(span) == []
+        assert [e.name for e in span.events] == ["aiguard.budget.refused"]
+        assert span.attributes["error.type"] == "aiguard.BudgetExceeded"
+        assert not any(k.startswith(("gen_ai.usage.", "gen_ai.response.")) for k in span.attributes)
 
 
 def test_a_budget_is_settled_to_the_real_cost(make, server):
@@ -627,7 +692,10 @@ def test_an_overloaded_error_before_the_answer_starts_is_retried(make, server, t
     assert events[0] == "message_start" and events.count("message_start") == 1
     assert events[-1] == "message_stop"
     assert len(server.requests) == 2  # retried: the user had seen nothing of the answer
-    assert telemetry.span(f"aiguard chat {MODEL}").attributes["aiguard.retries"] == 1
+    span = the_call(telemetry)
+    assert [f["error.type"] for f in failures(span)] == ["anthropic.APIStatusError"]
+    assert (span.attributes["aiguard.attempts"], span.attributes["aiguard.retries"]) == (2, 1)
+    assert "error.type" not in span.attributes
 
 
 async def test_async_overloaded_error_before_the_answer_is_retried(make_async, server):

@@ -11,7 +11,7 @@ import httpx
 import ollama
 import openai
 import pytest
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from tests.conftest import FAST, MESSAGES
 
 import aiguard
@@ -21,6 +21,7 @@ from aiguard._policy import Failure
 from aiguard.adapters import _ollama
 
 ABANDONED = "aiguard.stream.abandoned"
+DURATION = "gen_ai.client.operation.duration"
 
 
 @pytest.fixture
@@ -69,9 +70,15 @@ def _shape(parts):
 
 
 def _ended_once(telemetry, name="chat llama3"):
-    guards = telemetry.spans(f"aiguard {name}")
-    assert len(guards) == 1, [s.name for s in telemetry.spans()]
-    return telemetry.spans(name)[-1], guards[0]
+    """The one span of the one guarded call, ended exactly once."""
+    spans = telemetry.spans()
+    assert [s.name for s in spans] == [name]
+    return spans[0]
+
+
+def _failures(span):
+    """The attributes of the call's failed attempts, in order."""
+    return [e.attributes for e in span.events if e.name == "aiguard.attempt.failed"]
 
 
 def _closed_port_url():
@@ -113,8 +120,11 @@ def test_positional_calls_are_guarded_too(make, server, telemetry):
     assert client.chat("llama3", MESSAGES).message.content
     assert client.generate("llama3", "Why is the sky blue?").response
     assert [r.body.get("prompt") for r in server.requests][-1] == "Why is the sky blue?"
-    assert len(telemetry.spans("chat llama3")) == 2
-    assert len(telemetry.spans("text_completion llama3")) == 1
+    chat, generate = telemetry.spans()
+    assert (chat.name, generate.name) == ("chat llama3", "text_completion llama3")
+    assert chat.attributes["aiguard.attempts"] == 2
+    assert [f["aiguard.failure.class"] for f in _failures(chat)] == ["outage"]
+    assert generate.attributes["aiguard.attempts"] == 1 and _failures(generate) == []
 
 
 def test_calls_that_do_not_bind_are_the_clients_business(make, telemetry):
@@ -163,20 +173,21 @@ def test_generate_is_a_text_completion(make, server, telemetry):
     server.reply("llama3", prompt_tokens=9, completion_tokens=3)
     reply = make().generate(model="llama3", prompt="Why is the sky blue?", system="Be brief.")
     assert isinstance(reply, ollama.GenerateResponse) and reply.response
-    a = telemetry.span("text_completion llama3").attributes
+    a = _ended_once(telemetry, "text_completion llama3").attributes
     assert a["gen_ai.operation.name"] == "text_completion"
     assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (9, 3)
     assert a["gen_ai.response.finish_reasons"] == ("stop",)
-    assert telemetry.span("aiguard text_completion llama3").attributes["aiguard.outcome"] == "ok"
+    assert a["aiguard.outcome"] == "ok"
 
 
 def test_embed_is_guarded(make, server, telemetry):
     server.fail("nomic", status=503)
     result = make().embed(model="nomic", input=["a", "b"], dimensions=4)
     assert len(result.embeddings) == 2 and len(result.embeddings[0]) == 4
-    spans = telemetry.spans("embeddings nomic")
-    assert [s.attributes["aiguard.attempt"] for s in spans] == [1, 2]
-    a = spans[-1].attributes
+    span = _ended_once(telemetry, "embeddings nomic")
+    assert [f["aiguard.attempt"] for f in _failures(span)] == [1]
+    a = span.attributes
+    assert a["aiguard.attempts"] == 2 and "error.type" not in a
     assert a["gen_ai.operation.name"] == "embeddings"
     assert a["gen_ai.embeddings.dimension.count"] == 4
     assert a["gen_ai.usage.input_tokens"] >= 1
@@ -196,11 +207,16 @@ def test_503_is_retried(make, server, telemetry):
     server.fail("llama3", status=503)
     assert _chat(make()).done
     assert len(server.requests) == 2
-    failed, ok = telemetry.spans("chat llama3")
-    assert failed.attributes["error.type"] == "ollama.ResponseError"
-    assert failed.attributes["aiguard.failure.class"] == "outage"
-    assert "error.type" not in ok.attributes
-    assert telemetry.span("aiguard chat llama3").attributes["aiguard.retries"] == 1
+    span = _ended_once(telemetry)
+    (failed,) = _failures(span)
+    assert failed["aiguard.attempt"] == 1 and failed["aiguard.attempt.model"] == "llama3"
+    assert failed["error.type"] == "ollama.ResponseError"
+    assert failed["aiguard.failure.class"] == "outage"
+    assert "error.type" not in span.attributes
+    assert span.status.status_code is StatusCode.UNSET
+    assert (span.attributes["aiguard.attempts"], span.attributes["aiguard.retries"]) == (2, 1)
+    (point,) = telemetry.metrics()[DURATION]
+    assert point.count == 1 and "error.type" not in point.attributes
 
 
 def test_500_falls_back_to_another_model(make, server, telemetry):
@@ -208,9 +224,18 @@ def test_500_falls_back_to_another_model(make, server, telemetry):
     reply = _chat(make(fallback=["phi3"]))
     assert reply.model == "phi3"
     assert [r.model for r in server.requests] == ["llama3"] * 3 + ["phi3"]
-    guard = telemetry.span("aiguard chat llama3").attributes
-    assert guard["aiguard.fallback.used"] is True
-    assert guard["aiguard.fallback.model"] == "phi3"
+    span = _ended_once(telemetry)
+    a = span.attributes
+    assert a["aiguard.fallback.used"] is True
+    assert a["aiguard.fallback.model"] == "phi3"
+    assert (a["gen_ai.request.model"], a["gen_ai.response.model"]) == ("llama3", "phi3")
+    assert (a["aiguard.attempts"], a["aiguard.retries"]) == (4, 2)
+    assert [f["aiguard.attempt.model"] for f in _failures(span)] == ["llama3"] * 3
+    assert "error.type" not in a
+    (point,) = telemetry.metrics()[DURATION]
+    assert point.count == 1
+    assert point.attributes["gen_ai.request.model"] == "llama3"
+    assert point.attributes["gen_ai.response.model"] == "phi3"
 
 
 def test_404_is_raised_at_once(make, server, telemetry):
@@ -219,23 +244,31 @@ def test_404_is_raised_at_once(make, server, telemetry):
         _chat(make(fallback=["phi3"]))
     assert caught.value.status_code == 404
     assert len(server.requests) == 1
-    assert telemetry.span("chat llama3").attributes["aiguard.failure.class"] == "fatal"
+    span = _ended_once(telemetry)
+    assert [f["aiguard.failure.class"] for f in _failures(span)] == ["fatal"]
+    assert span.attributes["aiguard.attempts"] == 1
+    assert span.attributes["aiguard.fallback.used"] is False
+    assert span.attributes["error.type"] == "ollama.ResponseError"
+    assert span.status.status_code is StatusCode.ERROR
 
 
 def test_429_is_a_rate_limit(make, server, telemetry):
     server.fail("llama3", status=429)
     _chat(make())
-    failed, _ = telemetry.spans("chat llama3")
-    assert failed.attributes["aiguard.failure.class"] == "rate_limit"
+    span = _ended_once(telemetry)
+    assert [f["aiguard.failure.class"] for f in _failures(span)] == ["rate_limit"]
+    assert span.attributes["aiguard.attempts"] == 2 and "error.type" not in span.attributes
 
 
 def test_a_connection_reset_is_retried(make, server, telemetry):
     server.fail("llama3", reset=True)
     assert _chat(make()).done
     assert len(server.requests) == 2
-    failed, _ = telemetry.spans("chat llama3")
-    assert failed.attributes["error.type"] == "httpx.ReadError"
-    assert failed.attributes["aiguard.failure.class"] == "outage"
+    span = _ended_once(telemetry)
+    (failed,) = _failures(span)
+    assert failed["error.type"] == "httpx.ReadError"
+    assert failed["aiguard.failure.class"] == "outage"
+    assert span.attributes["aiguard.attempts"] == 2 and "error.type" not in span.attributes
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -244,8 +277,11 @@ def test_a_server_that_is_down_is_an_outage(telemetry, stream):
     expected = httpx.ConnectError if stream else ConnectionError
     with ollama.Client(host=_closed_port_url()) as raw, pytest.raises(expected):
         list(_chat(aiguard.wrap(raw, retry=FAST), stream=stream))
-    spans = telemetry.spans("chat llama3")
-    assert [s.attributes["aiguard.failure.class"] for s in spans] == ["outage"] * 3
+    span = _ended_once(telemetry)
+    assert [f["aiguard.failure.class"] for f in _failures(span)] == ["outage"] * 3
+    assert [f["aiguard.attempt"] for f in _failures(span)] == [1, 2, 3]
+    assert span.attributes["aiguard.attempts"] == 3
+    assert span.attributes["error.type"] == ("httpx.ConnectError" if stream else "ConnectionError")
 
 
 def test_the_policy_timeout_is_not_passed_to_the_client(make, server):
@@ -321,11 +357,10 @@ def test_a_registered_hourly_price_is_charged_by_compute_time(make, server, tele
     prices.register_local("llama3", usd_per_hour=3600, provider="ollama")  # $1 a second
     server.fail("llama3", delay=0.1, status=None)
     _chat(make())
-    a = telemetry.span("chat llama3").attributes
+    a = _ended_once(telemetry).attributes
     assert a["aiguard.cost.basis"] == "compute_time"
     assert 0.1 <= a["aiguard.cost.usd"] < 5
-    guard = telemetry.span("aiguard chat llama3").attributes
-    assert guard["aiguard.cost.total_usd"] == a["aiguard.cost.usd"]
+    assert a["aiguard.cost.total_usd"] == a["aiguard.cost.usd"]
 
 
 def test_an_unpriced_local_model_has_no_cost(make, telemetry):
@@ -378,22 +413,25 @@ def test_a_stream_yields_exactly_what_the_client_yields(make, raw, server, telem
     assert all(isinstance(p, ollama.ChatResponse) for p in parts)
     assert _shape(parts) == _shape(plain)
     assert server.requests[-1].body == server.requests[0].body  # nothing added to the request
-    attempt, guard = _ended_once(telemetry)
-    a = attempt.attributes
+    a = _ended_once(telemetry).attributes
     assert a["gen_ai.request.stream"] is True
     assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (12, 4)
     assert a["gen_ai.response.finish_reasons"] == ("stop",)
     assert a["gen_ai.response.model"] == "llama3"
     assert a["aiguard.stream.chunks"] == len(parts)
     assert a["gen_ai.response.time_to_first_chunk"] > 0
-    assert ABANDONED not in a and guard.attributes["aiguard.outcome"] == "ok"
+    assert ABANDONED not in a and a["aiguard.outcome"] == "ok"
+    points = telemetry.metrics()
+    assert [p.count for p in points["gen_ai.client.operation.time_to_first_chunk"]] == [1]
+    per_chunk = points["gen_ai.client.operation.time_per_output_chunk"]
+    assert sum(p.count for p in per_chunk) == len(parts) - 1
 
 
 def test_a_generate_stream_is_guarded(make, telemetry):
     parts = list(make().generate(model="llama3", prompt="Hi", stream=True))
     assert parts[-1].done and "".join(p.response for p in parts) == "Hello from llama3."
-    attempt, _ = _ended_once(telemetry, "text_completion llama3")
-    assert attempt.attributes["gen_ai.usage.output_tokens"] > 0
+    span = _ended_once(telemetry, "text_completion llama3")
+    assert span.attributes["gen_ai.usage.output_tokens"] > 0
 
 
 @pytest.mark.parametrize(
@@ -411,9 +449,10 @@ def test_a_stream_failing_before_its_first_chunk_is_retried(make, server, teleme
     parts = list(_chat(make(), stream=True))
     assert parts[-1].done
     assert len(server.requests) == 2
-    failed, ok = telemetry.spans("chat llama3")
-    assert "error.type" in failed.attributes and "error.type" not in ok.attributes
-    assert telemetry.span("aiguard chat llama3").attributes["aiguard.retries"] == 1
+    span = _ended_once(telemetry)
+    (failed,) = _failures(span)
+    assert "error.type" in failed and "error.type" not in span.attributes
+    assert (span.attributes["aiguard.attempts"], span.attributes["aiguard.retries"]) == (2, 1)
 
 
 def test_a_stream_cut_midway_raises_to_the_user_and_is_recorded(make, server, telemetry):
@@ -424,27 +463,32 @@ def test_a_stream_cut_midway_raises_to_the_user_and_is_recorded(make, server, te
             received.append(part)
     assert len(received) == 2
     assert len(server.requests) == 1  # never switched to another model mid-answer
-    attempt, guard = _ended_once(telemetry)
-    assert attempt.attributes["error.type"] == "httpx.ReadError"
-    assert guard.attributes["aiguard.outcome"] == "error"
+    span = _ended_once(telemetry)
+    assert span.attributes["error.type"] == "httpx.ReadError"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["aiguard.outcome"] == "error"
+    assert span.attributes["aiguard.attempts"] == 1
+    assert span.attributes["aiguard.fallback.used"] is False
 
 
 def test_an_error_line_mid_stream_raises_to_the_user(make, server, telemetry):
     server.fail("llama3", cut_after=1, stream_error="overloaded")
     with pytest.raises(ollama.ResponseError):
         list(_chat(make(), stream=True))
-    attempt, _ = _ended_once(telemetry)
-    assert attempt.attributes["error.type"] == "ollama.ResponseError"
+    span = _ended_once(telemetry)
+    assert span.attributes["error.type"] == "ollama.ResponseError"
+    assert span.attributes["aiguard.attempts"] == 1
 
 
 def test_a_stream_without_its_done_line_is_recorded_as_truncated(make, server, telemetry):
     server.fail("llama3", truncate=True)
     parts = list(_chat(make(), stream=True))
     assert parts and not any(p.done for p in parts)
-    attempt, guard = _ended_once(telemetry)
-    assert attempt.attributes["error.type"].endswith("StreamTruncated")
-    assert guard.attributes["error.type"].endswith("StreamTruncated")
-    assert attempt.attributes["gen_ai.response.model"] == "llama3"
+    span = _ended_once(telemetry)
+    assert span.attributes["error.type"].endswith("StreamTruncated")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["aiguard.outcome"] == "error"
+    assert span.attributes["gen_ai.response.model"] == "llama3"
 
 
 def test_truncation_can_raise_after_the_chunks_arrived(make, server):
@@ -460,12 +504,12 @@ def test_break_then_garbage_collection_marks_the_stream_abandoned(make, telemetr
     stream = _chat(make(), stream=True)
     for _ in stream:
         break
-    assert telemetry.spans("aiguard chat llama3") == []  # still open while referenced
+    assert telemetry.spans() == []  # still open while referenced
     del stream
     gc.collect()
-    attempt, guard = _ended_once(telemetry)
-    assert attempt.attributes[ABANDONED] is True
-    assert guard.attributes["aiguard.outcome"] == "abandoned"
+    a = _ended_once(telemetry).attributes
+    assert a[ABANDONED] is True
+    assert a["aiguard.outcome"] == "abandoned"
 
 
 def test_close_ends_the_stream_once(make, telemetry):
@@ -475,16 +519,15 @@ def test_close_ends_the_stream_once(make, telemetry):
     stream.close()
     with pytest.raises(StopIteration):
         next(stream)
-    attempt, _ = _ended_once(telemetry)
-    assert attempt.attributes[ABANDONED] is True
+    assert _ended_once(telemetry).attributes[ABANDONED] is True
 
 
 def test_a_stream_is_charged_by_compute_time(make, telemetry):
     prices.register_local("llama3", usd_per_hour=3600, provider="ollama")
     list(_chat(make(), stream=True))
-    attempt, _ = _ended_once(telemetry)
-    assert attempt.attributes["aiguard.cost.basis"] == "compute_time"
-    assert attempt.attributes["aiguard.cost.usd"] > 0
+    a = _ended_once(telemetry).attributes
+    assert a["aiguard.cost.basis"] == "compute_time"
+    assert a["aiguard.cost.usd"] > 0
 
 
 # -- async -----------------------------------------------------------------------------------------
@@ -498,9 +541,10 @@ async def test_async_calls_are_guarded(make_async, server, telemetry):
     assert len(server.requests) == 2
     assert (await client.generate("llama3", "Hi")).response  # positional, as often written
     assert (await client.embed(model="nomic", input="x")).embeddings
-    names = [s.name for s in telemetry.spans() if s.name.startswith("aiguard")]
-    operations = ["chat llama3", "text_completion llama3", "embeddings nomic"]
-    assert names == [f"aiguard {name}" for name in operations]
+    spans = telemetry.spans()
+    assert [s.name for s in spans] == ["chat llama3", "text_completion llama3", "embeddings nomic"]
+    assert [s.attributes["aiguard.attempts"] for s in spans] == [2, 1, 1]
+    assert [f["aiguard.failure.class"] for f in _failures(spans[0])] == ["outage"]
 
 
 async def test_async_fallback_to_another_model(make_async, server):
@@ -514,9 +558,9 @@ async def test_async_stream_yields_what_the_client_yields(make_async, raw_async,
     assert inspect.isasyncgen(stream)
     parts = [p async for p in stream]
     assert _shape(parts) == _shape(plain)
-    attempt, guard = _ended_once(telemetry)
-    assert attempt.attributes["gen_ai.usage.output_tokens"] > 0
-    assert guard.attributes["aiguard.outcome"] == "ok"
+    a = _ended_once(telemetry).attributes
+    assert a["gen_ai.usage.output_tokens"] > 0
+    assert a["aiguard.outcome"] == "ok"
 
 
 async def test_async_stream_retried_before_first_chunk_and_raises_after(
@@ -525,21 +569,26 @@ async def test_async_stream_retried_before_first_chunk_and_raises_after(
     server.fail("llama3", reset=True)
     parts = [p async for p in await _chat(make_async(), stream=True)]
     assert parts[-1].done and len(server.requests) == 2
+    span = _ended_once(telemetry)
+    assert [f["error.type"] for f in _failures(span)] == ["httpx.ReadError"]
+    assert span.attributes["aiguard.retries"] == 1 and "error.type" not in span.attributes
     telemetry.clear()
     server.fail("llama3", cut_after=2)
     with pytest.raises(httpx.TransportError):
         async for _ in await _chat(make_async(), stream=True):
             pass
-    attempt, _ = _ended_once(telemetry)
-    assert attempt.attributes["error.type"] == "httpx.ReadError"
+    span = _ended_once(telemetry)
+    assert span.attributes["error.type"] == "httpx.ReadError"
+    assert span.attributes["aiguard.attempts"] == 1
 
 
 async def test_async_truncation_is_recorded(make_async, server, telemetry):
     server.fail("llama3", truncate=True)
     parts = [p async for p in await _chat(make_async(), stream=True)]
     assert parts and not parts[-1].done
-    attempt, _ = _ended_once(telemetry)
-    assert attempt.attributes["error.type"].endswith("StreamTruncated")
+    span = _ended_once(telemetry)
+    assert span.attributes["error.type"].endswith("StreamTruncated")
+    assert span.status.status_code is StatusCode.ERROR
 
 
 async def test_async_break_then_garbage_collection_marks_the_stream_abandoned(
@@ -551,8 +600,8 @@ async def test_async_break_then_garbage_collection_marks_the_stream_abandoned(
     del stream
     gc.collect()
     await asyncio.sleep(0)  # the loop closes the abandoned generator
-    attempt, _ = _ended_once(telemetry)
-    assert attempt.attributes[ABANDONED] is True
+    a = _ended_once(telemetry).attributes
+    assert a[ABANDONED] is True and a["aiguard.outcome"] == "abandoned"
 
 
 async def test_async_stream_aclose_ends_once(make_async, telemetry):
@@ -560,5 +609,4 @@ async def test_async_stream_aclose_ends_once(make_async, telemetry):
     await stream.__anext__()
     await stream.aclose()  # an async generator has aclose(), no close()
     await stream.close()
-    attempt, _ = _ended_once(telemetry)
-    assert attempt.attributes[ABANDONED] is True
+    assert _ended_once(telemetry).attributes[ABANDONED] is True

@@ -49,9 +49,14 @@ def test_embeddings_are_guarded(make_client, server, telemetry):
     result = make_client().embeddings.create(model="emb", input=["a", "b"], dimensions=4)
     assert len(result.data) == 2 and len(result.data[0].embedding) == 4
     assert len(server.requests_for("emb")) == 2
-    spans = telemetry.spans("embeddings emb")
-    assert [s.attributes["aiguard.attempt"] for s in spans] == [1, 2]
-    ok = spans[-1].attributes
+    [span] = telemetry.spans()
+    ok = span.attributes
+    assert span.name == "embeddings emb" and "error.type" not in ok
+    assert (ok["aiguard.attempts"], ok["aiguard.retries"], ok["aiguard.outcome"]) == (2, 1, "ok")
+    [failed] = [e.attributes for e in span.events if e.name == "aiguard.attempt.failed"]
+    assert (failed["aiguard.attempt"], failed["aiguard.attempt.model"]) == (1, "emb")
+    assert failed["error.type"] == "openai.InternalServerError"
+    assert failed["aiguard.failure.class"] == "outage"
     assert ok["gen_ai.operation.name"] == "embeddings"
     assert ok["gen_ai.embeddings.dimension.count"] == 4
     assert ok["gen_ai.usage.input_tokens"] >= 1
@@ -142,16 +147,41 @@ def test_a_streaming_call_still_works_unguarded(make_client):
     assert text == "Hello from s."
 
 
-def test_provider_is_detected_and_can_be_overridden(raw_client, telemetry):
-    aiguard.wrap(raw_client).chat.completions.create(model="a", messages=MESSAGES)
-    aiguard.wrap(raw_client, provider="openai").chat.completions.create(
-        model="b", messages=MESSAGES
+def test_the_provider_is_the_sdks_format_and_an_override_names_it_and_its_prices(
+    raw_client, telemetry
+):
+    from aiguard.adapters._openai import telemetry_provider
+
+    aiguard.wrap(raw_client).chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    aiguard.wrap(raw_client, provider="groq").chat.completions.create(
+        model="gpt-4o", messages=MESSAGES
     )
-    assert telemetry.span("chat a").attributes["gen_ai.provider.name"] == "openai_compatible"
-    assert telemetry.span("chat b").attributes["gen_ai.provider.name"] == "openai"
+    detected, overridden = (s.attributes for s in telemetry.spans())
+    # An unknown host: openai in telemetry, priced by the model's name (openai_compatible).
+    assert detected["gen_ai.provider.name"] == "openai"
+    assert detected["aiguard.cost.usd"] > 0
+    # provider= names the telemetry provider and the price list: Groq has no gpt-4o price.
+    assert overridden["gen_ai.provider.name"] == "groq"
+    assert "aiguard.cost.usd" not in overridden
+
+    def provider(url: str) -> str:
+        return telemetry_provider(openai.OpenAI(api_key="x", base_url=url))
+
+    for url in (
+        "https://api.openai.com/v1",
+        "http://localhost:11434/v1",
+        "https://api.groq.com/openai/v1",
+        "http://127.0.0.1:8000/v1",
+    ):
+        assert provider(url) == "openai", url
+    assert provider("https://x.openai.azure.com/openai") == "azure.ai.openai"
+    azure = openai.AzureOpenAI(
+        api_key="x", azure_endpoint="https://gateway.example.com", api_version="2024-06-01"
+    )
+    assert telemetry_provider(azure) == "azure.ai.openai"
 
 
-def test_provider_detection_for_well_known_hosts():
+def test_provider_detection_for_well_known_hosts():  # the vendor whose prices apply
     from aiguard.adapters._openai import detect_provider
 
     def provider(url: str) -> str:
@@ -176,12 +206,19 @@ def test_malformed_json_from_the_server_raises_the_sdks_error_unretried(
 
 
 def test_a_wrapped_client_used_as_a_context_manager_stays_guarded(raw_client, server, telemetry):
-    with aiguard.wrap(raw_client) as client:
+    server.fail("gpt-4o", status=500)
+    with aiguard.wrap(raw_client, retry=aiguard.Retry(wait_initial=0, wait_jitter=0)) as client:
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
-    assert telemetry.spans("aiguard chat gpt-4o")
+    assert len(server.requests) == 2
+    a = telemetry.span("chat gpt-4o").attributes
+    assert (a["aiguard.attempts"], a["aiguard.outcome"]) == (2, "ok")
 
 
-async def test_async_context_manager_stays_guarded(raw_async_client, telemetry):
-    async with aiguard.wrap(raw_async_client) as client:
+async def test_async_context_manager_stays_guarded(raw_async_client, server, telemetry):
+    server.fail("gpt-4o", status=500)
+    retry = aiguard.Retry(wait_initial=0, wait_jitter=0)
+    async with aiguard.wrap(raw_async_client, retry=retry) as client:
         await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
-    assert telemetry.spans("aiguard chat gpt-4o")
+    assert len(server.requests) == 2
+    a = telemetry.span("chat gpt-4o").attributes
+    assert (a["aiguard.attempts"], a["aiguard.outcome"]) == (2, "ok")

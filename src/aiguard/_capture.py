@@ -14,9 +14,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import _logs, trace
-from opentelemetry.trace import Span
-
 from aiguard._messages import Message
 from aiguard._telemetry import Attrs, report_fault
 
@@ -26,6 +23,9 @@ EVENT_NAME = "gen_ai.client.inference.operation.details"
 INPUT = "gen_ai.input.messages"
 OUTPUT = "gen_ai.output.messages"
 SYSTEM = "gen_ai.system_instructions"
+TOOL_DEFINITIONS = "gen_ai.tool.definitions"
+# Content attributes: JSON strings on spans, structured values in events.
+JSON_KEYS = (INPUT, OUTPUT, SYSTEM, TOOL_DEFINITIONS)
 TRUNCATED = "…[truncated by aiguard]"
 
 
@@ -115,39 +115,87 @@ def _clean(text: str, capture: Capture) -> str:
 
 
 def _parts(message: Message, capture: Capture) -> list[dict[str, Any]]:
+    """A message's parts in the conventions' schema (text, tool_call, tool_call_response,
+    blob, or a generic part), its text scrubbed."""
     parts: list[dict[str, Any]] = []
     for part in message.parts:
-        if part.type == "image":
-            parts.append({"type": "image"})  # the image itself is never captured
+        if part.type == "text":
+            parts.append({"type": "text", "content": _clean(part.content, capture)})
+        elif part.type == "tool_call":
+            parts.append(_tool_call(part.content, capture))
+        elif part.type == "tool_call_response":
+            parts.append(
+                {
+                    "type": "tool_call_response",
+                    "id": part.id,
+                    "response": _scrubbed(_parsed(part.content), capture),
+                }
+            )
+        elif part.type == "image":
+            # The image itself is never captured: its bytes or URL may be private.
+            parts.append({"type": "blob", "modality": "image", "content": ""})
         else:
             parts.append({"type": part.type, "content": _clean(part.content, capture)})
     return parts
 
 
+def _tool_call(content: str, capture: Capture) -> dict[str, Any]:
+    """A provider's tool call (OpenAI, Responses, Anthropic, Ollama JSON) as a schema part."""
+    call = _parsed(content)
+    if not isinstance(call, dict):
+        return {"type": "tool_call", "id": None, "name": "", "arguments": None}
+    given = call.get("function")
+    function: dict[str, Any] = given if isinstance(given, dict) else {}
+    name = call.get("name") or function.get("name") or ""
+    arguments = call.get("arguments", call.get("input", function.get("arguments")))
+    return {
+        "type": "tool_call",
+        "id": call.get("id") or call.get("call_id"),
+        "name": str(name),
+        "arguments": _scrubbed(_parsed(arguments), capture),
+    }
+
+
+def _parsed(value: Any) -> Any:
+    """JSON text as its value; anything else as it is."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _scrubbed(value: Any, capture: Capture) -> Any:
+    if isinstance(value, str):
+        return _clean(value, capture)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v, capture) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v, capture) for v in value]
+    return value
+
+
 def input_attributes(messages: list[Message], capture: Capture) -> Attrs:
-    """``gen_ai.input.messages`` and ``gen_ai.system_instructions`` as JSON strings."""
-    system = [p for m in messages if m.role == "system" for p in _parts(m, capture)]
-    chat = [{"role": m.role, "parts": _parts(m, capture)} for m in messages if m.role != "system"]
+    """``gen_ai.input.messages`` (the chat history in the order sent, system messages included)
+    and ``gen_ai.system_instructions`` (instructions given apart from it), as JSON strings."""
+    system = [p for m in messages if m.instructions for p in _parts(m, capture)]
+    chat = [{"role": m.role, "parts": _parts(m, capture)} for m in messages if not m.instructions]
     attrs: Attrs = {INPUT: json.dumps(chat, ensure_ascii=False)}
     if system:
         attrs[SYSTEM] = json.dumps(system, ensure_ascii=False)
     return attrs
 
 
-def output_attributes(answer: Any, finish_reasons: Any, capture: Capture) -> Attrs:
-    """``gen_ai.output.messages`` for an answer's text (or structured value as JSON)."""
-    if answer is None:
+def output_attributes(answers: list[tuple[Message, str]], capture: Capture) -> Attrs:
+    """``gen_ai.output.messages``: one message per choice, with its finish reason."""
+    if not answers:
         return {}
-    text = answer if isinstance(answer, str) else _json(answer)
-    reason = (
-        finish_reasons[0] if isinstance(finish_reasons, list | tuple) and finish_reasons else ""
-    )
-    message = {
-        "role": "assistant",
-        "parts": [{"type": "text", "content": _clean(text, capture)}],
-        "finish_reason": reason,
-    }
-    return {OUTPUT: json.dumps([message], ensure_ascii=False)}
+    messages = [
+        {"role": m.role, "parts": _parts(m, capture), "finish_reason": reason}
+        for m, reason in answers
+    ]
+    return {OUTPUT: json.dumps(messages, ensure_ascii=False)}
 
 
 def _json(value: Any) -> str:
@@ -157,14 +205,15 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=repr)
 
 
-def emit_event(span: Span, attributes: Attrs) -> None:
-    """The ``gen_ai.client.inference.operation.details`` event, through the logs API."""
-    try:
-        logger = _logs.get_logger("aiguard")
-        logger.emit(
-            event_name=EVENT_NAME,
-            attributes=attributes,
-            context=trace.set_span_in_context(span),
-        )
-    except Exception as exc:
-        report_fault("emitting a content event", exc)
+def structured(attributes: Attrs) -> dict[str, Any]:
+    """Content attributes with their JSON strings parsed, for the details event."""
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if key in JSON_KEYS and isinstance(value, str):
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                out[key] = value
+        else:
+            out[key] = value
+    return out

@@ -143,9 +143,10 @@ def demo(out: TextIO, local: bool = False, jsonl: str | None = None) -> int:
         _cost_table(spans, out, style)
         print(
             style("What you saw", "1")
-            + ": every call is one trace; each attempt is a GenAI inference span under an\n"
-            "aiguard span that records attempts, retries, fallbacks and cost. Send them to your\n"
-            "collector with aiguard.configure(service_name=..., exporter='otlp'), or set\n"
+            + ": every call is one GenAI inference span, as the OpenTelemetry conventions ask,\n"
+            "with its attempts, retries, fallbacks and cost; a failed attempt is an event on it.\n"
+            "Send them to your collector with\n"
+            "aiguard.configure(service_name=..., exporter='otlp'), or set\n"
             "OTEL_EXPORTER_OTLP_ENDPOINT and run this demo again.",
             file=out,
         )
@@ -248,6 +249,7 @@ def _tree(spans: Sequence[ReadableSpan], out: TextIO, style: _Style) -> None:
         line = f"{'   ' * depth}{mark} {span.name}  {ms:7.1f} ms  {'  '.join(map(str, facts))}"
         print("   " + line, file=out)
         shown = (
+            "aiguard.attempt.failed",
             "aiguard.retry",
             "aiguard.fallback",
             "aiguard.check.failed",

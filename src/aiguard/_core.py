@@ -40,11 +40,19 @@ from aiguard._errors import (
 from aiguard._messages import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     Message,
+    Part,
     replace_text,
     request_messages,
 )
-from aiguard._output import InvalidOutput, answer_text, chunk_text, reask_request
+from aiguard._output import (
+    InvalidOutput,
+    answer_messages,
+    answer_text,
+    chunk_text,
+    reask_request,
+)
 from aiguard._policy import Failure, Policy, Retry
+from aiguard._record import CallRecord
 from aiguard._stream import (
     AsyncGuardedStream,
     Ended,
@@ -57,12 +65,9 @@ from aiguard._stream import (
 from aiguard._telemetry import (
     Attrs,
     Telemetry,
-    add_event,
     current,
-    end_span,
     error_type,
     report_fault,
-    usage_attributes,
 )
 from aiguard._types import Usage
 
@@ -139,14 +144,20 @@ class Endpoint:
     retry: Retry
     breaker_key: Hashable
     timeout_param: str | None = "timeout"
+    # The operation, provider and server attributes, made on first use.
     metric_attrs: Attrs | None = None
+    # The provider whose prices apply, when not ``provider`` (an OpenAI client talking to Groq
+    # reports ``openai`` in telemetry and is priced as Groq).
+    pricing: str | None = None
+
+    @property
+    def price_provider(self) -> str:
+        return self.pricing or self.provider
 
 
 @dataclass(slots=True)
 class _Attempt:
     endpoint: Endpoint
-    index: int
-    span: Span
     token: object | None
     scope: list[tuple[ContextVar[Any], Token[Any]]] | None
     started: float
@@ -163,25 +174,25 @@ class _Failed:
 
 @dataclass(slots=True)
 class Run:
-    """The state and telemetry of one guarded call (shared by the sync and async runners)."""
+    """The decisions and state of one guarded call (shared by the sync and async runners).
+
+    Everything telemetry lives in its :class:`CallRecord`; a run tells it what happened.
+    """
 
     route: Route
     policy: Policy
     endpoints: list[Endpoint]
     request: dict[str, Any]
     telemetry: Telemetry
-    span: Span
+    record: CallRecord
     deadline: float | None
-    attempt_spans: bool
-    tracing: bool
-    measuring: bool
+    inference: bool  # a model call (a wrapped client), not a decorated function
     index: int = 0
     attempts: int = 0
     on_target: int = 0
     retries: int = 0
     history: list[_Failed] = field(default_factory=list)
     skipped: list[tuple[str, float]] = field(default_factory=list)
-    request_attrs: Attrs | None = None
     parent: Run | None = None
     budgets: tuple[Budget, ...] = ()
     tag: str | None = None
@@ -192,13 +203,11 @@ class Run:
     checked: list[str] | None = None
     failed_check: str | None = None
     reasks: int = 0
-    capture: Capture | None = None  # prompts and answers in telemetry: opt-in
-    captured: Attrs | None = None
     deferred: bool = False  # a stream was handed to the user: it ends the call
 
     @property
-    def raise_on_truncation(self) -> bool:
-        return self.policy.raise_on_truncation
+    def span(self) -> Span:
+        return self.record.span
 
     # -- input checks, before anything is sent or reserved --------------------------------------
 
@@ -212,7 +221,7 @@ class Run:
         endpoint = self.endpoints[0]
         context = {
             "model": endpoint.model,
-            "provider": endpoint.provider,
+            "provider": endpoint.price_provider,
             "operation": self.route.operation,
         }
         extract = getattr(self.route, "messages", None) or request_messages
@@ -240,7 +249,7 @@ class Run:
         self.telemetry.count(
             self.telemetry.refusals, {sc.REFUSAL_KIND: "check", sc.CHECK_NAME: name}
         )
-        add_event(self.span, "aiguard.check.failed", {sc.CHECK_NAME: name})
+        self.record.event("aiguard.check.failed", {sc.CHECK_NAME: name})
 
     # -- choosing where the next request goes --------------------------------------------------
 
@@ -257,7 +266,7 @@ class Run:
             if allowed:
                 break
             self.skipped.append((endpoint.model, wait))
-            add_event(self.span, "aiguard.breaker.skipped", {sc.FALLBACK_MODEL: endpoint.model})
+            self.record.event("aiguard.breaker.skipped", {sc.FALLBACK_MODEL: endpoint.model})
             self._move_on(Failure.OUTAGE, counted=self.index + 1 < len(self.endpoints))
         else:
             if self.history:
@@ -279,16 +288,14 @@ class Run:
                 self.telemetry.fallbacks,
                 {sc.FALLBACK_REASON: reason.value, sc.FALLBACK_MODEL: nxt.model},
             )
-            add_event(
-                self.span,
-                "aiguard.fallback",
-                {sc.FALLBACK_MODEL: nxt.model, sc.FALLBACK_REASON: reason.value},
+            self.record.event(
+                "aiguard.fallback", {sc.FALLBACK_MODEL: nxt.model, sc.FALLBACK_REASON: reason.value}
             )
 
     def _breaker_changed(self, endpoint: Endpoint, state: str) -> None:
         attrs: Attrs = {sc.BREAKER_STATE: state, sc.REQUEST_MODEL: endpoint.model}
         self.telemetry.count(self.telemetry.breaker, attrs)
-        add_event(self.span, "aiguard.breaker", attrs)
+        self.record.event("aiguard.breaker", attrs)
 
     # -- one attempt ---------------------------------------------------------------------------
 
@@ -311,18 +318,13 @@ class Run:
                 given = request.get(endpoint.timeout_param)
                 if not isinstance(given, int | float) or given > remaining:
                     request[endpoint.timeout_param] = remaining
-        span = self.span
         token = None
-        if self.tracing:
-            if self.attempt_spans:
-                span = self._attempt_span(endpoint)
+        if self.record.tracing:
             try:
-                token = otel_context.attach(trace.set_span_in_context(span))
+                token = otel_context.attach(trace.set_span_in_context(self.record.span))
             except Exception as exc:
                 report_fault("attaching the span context", exc)
-        attempt = _Attempt(
-            endpoint, self.index, span, token, self.enter(), time.perf_counter(), reserved
-        )
+        attempt = _Attempt(endpoint, token, self.enter(), time.perf_counter(), reserved)
         return attempt, request
 
     def enter(self) -> list[tuple[ContextVar[Any], Token[Any]]]:
@@ -348,7 +350,7 @@ class Run:
         if not self.route.priced:
             return _ZERO
         try:
-            price = prices.lookup(endpoint.provider, endpoint.model)
+            price = prices.lookup(endpoint.price_provider, endpoint.model)
             if price is None or not price.per_token:
                 return _ZERO  # unknown price or compute time: settled after the call
             if self.estimate is None:
@@ -370,7 +372,7 @@ class Run:
                 self.telemetry.refusals,
                 {sc.REQUEST_MODEL: endpoint.model, sc.REFUSAL_KIND: "budget"},
             )
-            add_event(self.span, "aiguard.budget.refused", {sc.REQUEST_MODEL: endpoint.model})
+            self.record.event("aiguard.budget.refused", {sc.REQUEST_MODEL: endpoint.model})
             raise
         return amount
 
@@ -392,9 +394,9 @@ class Run:
             endpoint = attempt.endpoint
             price = None
             if isinstance(response_model, str) and response_model != endpoint.model:
-                price = prices.lookup(endpoint.provider, response_model)
+                price = prices.lookup(endpoint.price_provider, response_model)
             if price is None:
-                price = prices.lookup(endpoint.provider, endpoint.model)
+                price = prices.lookup(endpoint.price_provider, endpoint.model)
             if price is not None:
                 partial = usage is None or usage.output_tokens is None
                 if not (unknown_is_worst and partial and price.per_token):
@@ -421,39 +423,6 @@ class Run:
             for budget in self.budgets:
                 budget.settle(attempt.reserved, _ZERO)
 
-    def _attempt_span(self, endpoint: Endpoint) -> Span:
-        if self.request_attrs is None:
-            try:
-                self.request_attrs = self.route.request_attributes(self.request)
-            except Exception as exc:
-                report_fault("reading request attributes", exc)
-                self.request_attrs = {}
-        attrs: Attrs = {
-            sc.OPERATION: self.route.operation,
-            sc.PROVIDER: endpoint.provider,
-            sc.REQUEST_MODEL: endpoint.model,
-            **endpoint.server,
-            **self.request_attrs,
-            sc.ATTEMPT: self.attempts,
-            sc.TARGET_INDEX: self.index,
-        }
-        if self.capture is not None and self.capture.span:
-            attrs.update(self._captured_input())
-        return self.telemetry.start_span(
-            f"{self.route.operation} {endpoint.model}", self.route.span_kind, attrs, self.span
-        )
-
-    def _metric_attrs(self, endpoint: Endpoint) -> Attrs:
-        base = endpoint.metric_attrs
-        if base is None:
-            base = endpoint.metric_attrs = {
-                sc.OPERATION: self.route.operation,
-                sc.PROVIDER: endpoint.provider,
-                sc.REQUEST_MODEL: endpoint.model,
-                **endpoint.server,
-            }
-        return dict(base)
-
     def _detach(self, attempt: _Attempt) -> None:
         self.leave(attempt.scope)
         if attempt.token is not None:
@@ -470,8 +439,9 @@ class Run:
             state = self.policy.breaker.record(endpoint.breaker_key, True)
             if state is not None:
                 self._breaker_changed(endpoint, state)
-        if not self.attempt_spans or not (
-            self.tracing or self.measuring or self.budgets or self.capture
+        record = self.record
+        if not self.inference or not (
+            record.tracing or record.measuring or self.budgets or record.capture
         ):
             return
         seconds = time.perf_counter() - attempt.started
@@ -489,79 +459,59 @@ class Run:
         usage: Usage | None,
         seconds: float,
         answer: Any,
-        error: BaseException | None = None,
         stream: Attrs | None = None,
-        chunk_gap: float | None = None,
     ) -> None:
-        """Price, measure, capture and end the span of an answered request, plain or streamed.
+        """Price an answered request, plain or streamed, and tell the call record.
 
         ``stream`` holds a stream's own span attributes (its usage may be partial, so budgets
         keep its worst case when unknown); ``answer`` is what content capture records.
         """
         endpoint = attempt.endpoint
+        record = self.record
         model = attrs.get(sc.RESPONSE_MODEL)
-        cost = (
-            self._charge(attempt, usage, model, seconds, unknown_is_worst=stream is not None)
-            if self.route.priced
-            else None
-        )
-        if self.measuring:
-            metric_attrs = self._metric_attrs(endpoint)
-            if model is not None:
-                metric_attrs[sc.RESPONSE_MODEL] = model
-            if error is not None:
-                metric_attrs[sc.ERROR_TYPE] = error_type(error)
-            self.telemetry.record_attempt(seconds, usage, metric_attrs)
-            if chunk_gap is not None:
-                self.telemetry.record(self.telemetry.chunk_time, chunk_gap, metric_attrs)
-            if cost is not None:
-                if self.tag is not None:
-                    metric_attrs[sc.TAG] = self.tag
-                self.telemetry.count(self.telemetry.cost, metric_attrs, float(cost))
-        if self.capture is not None and answer is not None:
-            self._capture_output(attempt, answer, attrs)
-        if self.tracing:
-            if usage is not None:
-                attrs.update(usage_attributes(usage))
+        if self.route.priced:
+            cost = self._charge(attempt, usage, model, seconds, unknown_is_worst=stream is not None)
             if cost is not None:
                 attrs[sc.COST_USD] = float(cost)
                 attrs[sc.COST_BASIS] = cost_basis(endpoint)
-            if stream is not None:
-                attrs.update(stream)
-            end_span(attempt.span, error, attrs)
+                if record.measuring:
+                    metric_attrs = dict(endpoint.metric_attrs or self._metric_base(endpoint))
+                    metric_attrs[sc.REQUEST_MODEL] = self.endpoints[0].model
+                    if model is not None:
+                        metric_attrs[sc.RESPONSE_MODEL] = model
+                    if self.tag is not None:
+                        metric_attrs[sc.TAG] = self.tag
+                    self.telemetry.count(self.telemetry.cost, metric_attrs, float(cost))
+        if stream is not None:
+            attrs.update(stream)
+        output = None
+        if record.capture is not None and answer is not None:
+            output = self._captured_output(answer, attrs)
+        record.answered(endpoint.metric_attrs or self._metric_base(endpoint), attrs, usage, output)
 
-    def _captured_input(self) -> Attrs:
-        if self.captured is None:
-            assert self.capture is not None
-            try:
-                extract = getattr(self.route, "messages", None) or request_messages
-                self.captured = _capture.input_attributes(extract(self.request), self.capture)
-            except Exception as exc:
-                report_fault("capturing message content", exc)
-                self.captured = {}
-        return self.captured
+    def _metric_base(self, endpoint: Endpoint) -> Attrs:
+        base = endpoint.metric_attrs = {
+            sc.OPERATION: self.route.operation,
+            sc.PROVIDER: endpoint.provider,
+            **endpoint.server,
+        }
+        return base
 
-    def _capture_output(self, attempt: _Attempt, result: Any, attrs: Attrs) -> None:
-        capture = self.capture
+    def _captured_output(self, answer: Any, attrs: Attrs) -> Attrs | None:
+        """The answer's ``gen_ai.output.messages``; ``answer`` is a response, or a stream's
+        text."""
+        capture = self.record.capture
         assert capture is not None
         try:
-            output = _capture.output_attributes(
-                answer_text(result), attrs.get(sc.RESPONSE_FINISH_REASONS), capture
-            )
+            if isinstance(answer, str):
+                reasons = attrs.get(sc.RESPONSE_FINISH_REASONS)
+                reason = reasons[0] if isinstance(reasons, list | tuple) and reasons else ""
+                message = Message("assistant", [Part("text", answer)] if answer else [])
+                return _capture.output_attributes([(message, str(reason))], capture)
+            return _capture.output_attributes(answer_messages(answer), capture)
         except Exception as exc:
             report_fault("capturing message content", exc)
-            return
-        if capture.span:
-            attrs.update(output)
-        if capture.event:
-            event: Attrs = {
-                sc.OPERATION: self.route.operation,
-                sc.PROVIDER: attempt.endpoint.provider,
-                sc.REQUEST_MODEL: attempt.endpoint.model,
-                **self._captured_input(),
-                **output,
-            }
-            _capture.emit_event(attempt.span, event)
+            return None
 
     # -- output validation ---------------------------------------------------------------------
 
@@ -581,8 +531,7 @@ class Run:
             self.telemetry.count(
                 self.telemetry.reasks, {sc.REQUEST_MODEL: self.endpoints[self.index].model}
             )
-            add_event(
-                self.span,
+            self.record.event(
                 "aiguard.output.invalid",
                 {sc.ATTEMPT: self.attempts, sc.OUTPUT_ERRORS: len(bad.errors)},
             )
@@ -600,14 +549,19 @@ class Run:
         """The first chunk arrived: hand the stream to the user, who ends the call."""
         self._detach(attempt)  # the user iterates in their own context
         self.deferred = True
-        kept = list(held) if self.capture is not None else None
+        record = self.record
+        kept = list(held) if record.capture is not None else None
         life = _Lifecycle(self, attempt, reader, kept)
-        if self.measuring:
-            self.telemetry.record(
-                self.telemetry.first_chunk,
-                life.first_at - attempt.started,
-                self._metric_attrs(attempt.endpoint),
-            )
+        if record.tracing or record.measuring:
+            model = None
+            if record.measuring:
+                try:
+                    model = reader.result()[0].get(sc.RESPONSE_MODEL)
+                except Exception as exc:
+                    report_fault("reading response attributes", exc)
+            record.first_chunk(life.first_at - record.started, model)
+            if record.chunk_attrs is not None:
+                life.measure(self.telemetry.chunk_time, record.chunk_attrs)
         return life
 
     def stream_ended(
@@ -615,7 +569,6 @@ class Run:
         attempt: _Attempt,
         reader: Reader,
         how: Ended,
-        first_at: float,
         kept: list[Any] | None = None,
     ) -> None:
         """Record how a stream handed to the user ended, and end the guarded call."""
@@ -637,40 +590,31 @@ class Run:
         recorded = error
         if error is None and not how.abandoned and not reader.complete:
             recorded = StreamTruncated(endpoint.model)  # cut cleanly: the SDK did not notice
-        if not (self.tracing or self.measuring or self.budgets or self.capture):
-            self.finish(recorded)
-            return
-        try:
-            attrs, usage = reader.result()
-        except Exception as exc:
-            report_fault("reading response attributes", exc)
-            attrs, usage = {}, None
-        stream: Attrs = {
-            sc.TIME_TO_FIRST_CHUNK: first_at - attempt.started,
-            sc.STREAM_CHUNKS: reader.chunks,
-        }
-        if how.abandoned:
-            stream[sc.STREAM_ABANDONED] = True
-        self._answered(
-            attempt,
-            attrs,
-            usage,
-            now - attempt.started,
-            "".join(map(chunk_text, kept)) if kept is not None else None,
-            recorded,
-            stream,
-            (now - first_at) / (reader.chunks - 1) if reader.chunks > 1 else None,
-        )
+        record = self.record
+        if recorded is not None and self.inference:  # the answering attempt failed after all
+            kind = failure.value if failure is not None else Failure.OUTAGE.value
+            record.attempt_failed(
+                self.attempts, endpoint.model, recorded, kind, now - attempt.started
+            )
+        if record.tracing or record.measuring or self.budgets or record.capture:
+            try:
+                attrs, usage = reader.result()
+            except Exception as exc:
+                report_fault("reading response attributes", exc)
+                attrs, usage = {}, None
+            stream: Attrs = {sc.STREAM_CHUNKS: reader.chunks}
+            if how.abandoned:
+                stream[sc.STREAM_ABANDONED] = True
+            answer = "".join(map(chunk_text, kept)) if kept is not None else None
+            self._answered(attempt, attrs, usage, now - attempt.started, answer, stream)
         self.finish(recorded, "abandoned" if how.abandoned else None)
 
     def aborted(self, attempt: _Attempt, error: BaseException) -> None:
-        """The attempt was cancelled or interrupted: end its span, decide nothing."""
+        """The attempt was cancelled or interrupted: decide nothing."""
         self._detach(attempt)
         self._release(attempt)
         if self.policy.breaker is not None:
             self.policy.breaker.release(attempt.endpoint.breaker_key)
-        if self.attempt_spans and self.tracing:
-            end_span(attempt.span, error)
 
     def failed(self, attempt: _Attempt, error: BaseException) -> float:
         """Record a failed attempt and decide: the seconds to wait before the next attempt.
@@ -686,14 +630,14 @@ class Run:
         except Exception as exc:
             report_fault("classifying an error", exc)
             failure, retry_after = Failure.FATAL, None
-        if self.attempt_spans:
-            if self.measuring:
-                seconds = time.perf_counter() - attempt.started
-                metric_attrs = self._metric_attrs(endpoint)
-                metric_attrs[sc.ERROR_TYPE] = error_type(error)
-                self.telemetry.record_attempt(seconds, None, metric_attrs)
-            if self.tracing:
-                end_span(attempt.span, error, {sc.FAILURE_CLASS: failure.value})
+        if self.inference:
+            self.record.attempt_failed(
+                self.attempts,
+                endpoint.model,
+                error,
+                failure.value,
+                time.perf_counter() - attempt.started,
+            )
         if self.policy.breaker is not None:
             state = self.policy.breaker.record(endpoint.breaker_key, not failure.transient)
             if state is not None:
@@ -713,8 +657,7 @@ class Run:
                     self.telemetry.retries,
                     {sc.REQUEST_MODEL: endpoint.model, sc.FAILURE_CLASS: failure.value},
                 )
-                add_event(
-                    self.span,
+                self.record.event(
                     "aiguard.retry",
                     {
                         sc.ATTEMPT: self.attempts,
@@ -774,11 +717,16 @@ class Run:
         return refusal
 
     def finish(self, error: BaseException | None, outcome: str | None = None) -> None:
-        """End the guarded call's span with its summary; add its cost to the enclosing call's."""
+        """End the call record with the call's summary; add its cost to the enclosing call's."""
         if self.parent is not None and self.costed:
             self.parent.add_cost(self.cost)
-        if not self.tracing:
+        record = self.record
+        if not (record.tracing or record.measuring):
             return
+        cancelled = error is not None and not isinstance(error, Exception)
+        if cancelled:
+            outcome = "cancelled"  # not a failure of the provider: no error recorded
+            error = None
         attrs: Attrs = {
             sc.GUARD_ATTEMPTS: self.attempts,
             sc.GUARD_RETRIES: self.retries,
@@ -801,7 +749,7 @@ class Run:
             attrs[sc.CHECK_FAILED] = self.failed_check
         if self.reasks:
             attrs[sc.REASKS] = self.reasks
-        end_span(self.span, error, attrs)
+        record.end(error, attrs, cancelled)
 
 
 def check_name(check: Any) -> str:
@@ -874,7 +822,7 @@ async def checks_async(run: Run) -> None:
 
 
 def cost_basis(endpoint: Endpoint) -> str:
-    price = prices.lookup(endpoint.provider, endpoint.model)
+    price = prices.lookup(endpoint.price_provider, endpoint.model)
     return "compute_time" if price is not None and not price.per_token else "tokens"
 
 
@@ -892,12 +840,14 @@ def begin(
     policy: Policy,
     endpoints: list[Endpoint],
     request: dict[str, Any],
-    span_name: str,
-    span_attrs: Attrs,
-    attempt_spans: bool = True,
     reader: Callable[[], Reader] | None = None,
+    function: tuple[str, Attrs] | None = None,
 ) -> Run:
-    """Open the guarded call's span and its state."""
+    """Open the guarded call: its record (one span) and its state.
+
+    A model call's span is its inference span, ``{operation} {request model}``, started with
+    the attributes samplers see; ``function`` names a decorated function's span and attributes.
+    """
     telemetry = current()
     now = time.monotonic()
     deadline = now + policy.timeout if policy.timeout is not None else None
@@ -910,10 +860,40 @@ def begin(
     if policy.budget is not None and policy.budget not in budgets:
         budgets = (*budgets, policy.budget)
     tracing = telemetry.tracing()
-    span = (
-        telemetry.start_span(span_name, SpanKind.INTERNAL, span_attrs)
-        if tracing
-        else trace.INVALID_SPAN
+    inference = function is None
+    measuring = inference and telemetry.measuring()
+    capture = input_attrs = None
+    if function is not None:
+        name, attrs = function
+        kind = SpanKind.INTERNAL
+    else:
+        primary = endpoints[0]
+        name = f"{route.operation} {primary.model}"
+        kind = route.span_kind
+        attrs = {}
+        if tracing or measuring:
+            attrs = {
+                sc.OPERATION: route.operation,
+                sc.PROVIDER: primary.provider,
+                sc.REQUEST_MODEL: primary.model,
+                **primary.server,
+            }
+            if tracing:
+                try:
+                    attrs.update(route.request_attributes(request))
+                    for key in sc.DOUBLE_ATTRIBUTES:
+                        value = attrs.get(key)
+                        if isinstance(value, int):
+                            attrs[key] = float(value)
+                except Exception as exc:
+                    report_fault("reading request attributes", exc)
+        # Embeddings carry no messages: nothing of them is captured.
+        if route.operation != "embeddings":
+            capture = _capture.current(policy.capture)
+        if capture is not None:
+            input_attrs = _captured_input(route, request, capture)
+    record = CallRecord(
+        telemetry, tracing, measuring, name, kind, attrs, inference, capture, input_attrs
     )
     return Run(
         route,
@@ -921,17 +901,23 @@ def begin(
         endpoints,
         request,
         telemetry,
-        span,
+        record,
         deadline,
-        attempt_spans,
-        tracing,
-        telemetry.measuring(),
+        inference,
         parent=parent,
         budgets=budgets,
         tag=policy.tag if policy.tag is not None else _budget.current_tag.get(),
         reader=reader,
-        capture=_capture.current(policy.capture) if attempt_spans else None,
     )
+
+
+def _captured_input(route: Route, request: dict[str, Any], capture: Capture) -> Attrs:
+    try:
+        extract = getattr(route, "messages", None) or request_messages
+        return _capture.input_attributes(extract(request), capture)
+    except Exception as exc:
+        report_fault("capturing message content", exc)
+        return {}
 
 
 def run_sync(run: Run) -> Any:
@@ -946,7 +932,7 @@ def run_sync(run: Run) -> Any:
             try:
                 result = (
                     sdk_call(endpoint.invoke, request)
-                    if run.attempt_spans
+                    if run.inference
                     else (endpoint.invoke(request))
                 )
                 if run.reader is not None:  # a stream counts as started at its first chunk
@@ -989,7 +975,7 @@ async def run_async(run: Run) -> Any:
             try:
                 pending = (
                     sdk_call(endpoint.invoke, request)
-                    if run.attempt_spans
+                    if run.inference
                     else (endpoint.invoke(request))
                 )
                 result = await pending

@@ -299,9 +299,7 @@ class _Guarded:
             self.policy,
             [primary, *self.fallbacks],
             dict(bound.arguments),
-            self.name,
-            self.attrs,
-            attempt_spans=False,
+            function=(self.name, self.attrs),
         )
 
     def build(self) -> Callable[..., Any]:

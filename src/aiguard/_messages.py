@@ -29,14 +29,21 @@ class Part:
 
     type: str
     content: str = ""
+    # The tool call a ``tool_call_response`` answers, when the request says.
+    id: str | None = None
 
 
 @dataclass(slots=True)
 class Message:
-    """A message with its role (``system``, ``user``, ``assistant``, ``tool``) and parts."""
+    """A message with its role (``system``, ``user``, ``assistant``, ``tool``) and parts.
+
+    ``instructions``: system instructions given apart from the chat history (Anthropic's
+    ``system``, the Responses API's ``instructions``), not a message of the history.
+    """
 
     role: str
     parts: list[Part] = field(default_factory=list)
+    instructions: bool = False
 
     @property
     def text(self) -> str:
@@ -144,7 +151,7 @@ def request_messages(request: dict[str, Any]) -> list[Message]:
     for key in ("system", "instructions"):
         parts = _parts(request.get(key))
         if parts:
-            out.append(Message("system", parts))
+            out.append(Message("system", parts, instructions=True))
     messages = request.get("messages")
     if isinstance(messages, list | tuple):
         out.extend(_message(item) for item in messages)
@@ -170,9 +177,14 @@ def _message(item: Any) -> Message:
     for call in item.get("tool_calls") or ():
         parts.append(Part("tool_call", to_json(plain(call))))
     if "role" not in item and "type" in item:  # a Responses item: a call, its output, reasoning
-        return Message("tool", [Part("tool_call", to_json(item))])
+        kind = item["type"]
+        if kind == "function_call_output":
+            return Message("tool", _tool_response(item.get("output"), item.get("call_id")))
+        return Message(
+            "assistant", [Part("tool_call" if "call" in kind else "other", to_json(item))]
+        )
     if role == "tool":
-        parts = [Part("tool_call_response", p.content) if p.type == "text" else p for p in parts]
+        parts = _tool_response(parts, item.get("tool_call_id"))
     return Message(role if isinstance(role, str) else "user", parts)
 
 
@@ -197,11 +209,27 @@ def _parts(content: Any) -> list[Part]:
             parts.append(Part("image"))
         elif kind in ("tool_use", "function_call"):
             parts.append(Part("tool_call", to_json(block)))
-        elif kind in ("tool_result", "function_call_output"):
-            parts.append(Part("tool_call_response", to_json(block)))
+        elif kind == "tool_result":
+            parts.extend(_tool_response(block.get("content"), block.get("tool_use_id")))
+        elif kind == "function_call_output":
+            parts.extend(_tool_response(block.get("output"), block.get("call_id")))
         else:
             parts.append(Part("other", to_json(block)))
     return parts
+
+
+def _tool_response(content: Any, call_id: Any) -> list[Part]:
+    """What a tool answered (text, or parts), as ``tool_call_response`` parts naming its call."""
+    call = call_id if isinstance(call_id, str) else None
+    parts = (
+        content if isinstance(content, list) and all(isinstance(p, Part) for p in content) else None
+    )
+    if parts is None:
+        parts = _parts(content) or [Part("text", "")]
+    return [
+        Part("tool_call_response", p.content, call) if p.type in ("text", "other") else p
+        for p in parts
+    ]
 
 
 def replace_text(value: Any, replacements: dict[str, str]) -> Any:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pydantic
 
+from aiguard._messages import Message, Part, plain, to_json
+
 
 class OutputSpec:
     """A compiled ``output=``: validates a value, or raises :class:`InvalidOutput`."""
@@ -110,6 +112,76 @@ def answer_text(result: Any) -> Any:
     if isinstance(response, str):
         return response
     return result
+
+
+def answer_messages(result: Any) -> list[tuple[Message, str]]:
+    """The answer's messages with their finish reasons, one per choice, for content capture.
+
+    Knows the shapes :func:`answer_text` knows; tool calls become ``tool_call`` parts (their
+    provider JSON). An embeddings response has no message: nothing is captured from it.
+    """
+    get = _get_of(result)
+    choices = get("choices")
+    if isinstance(choices, list):  # OpenAI chat and completions, llama.cpp (dicts)
+        out = []
+        for choice in choices:
+            at = _get_of(choice)
+            message = at("message")
+            if message is None:
+                parts = _text_parts(at("text"))
+            else:
+                m = _get_of(message)
+                parts = _text_parts(m("content"))
+                parts += [Part("tool_call", to_json(plain(c))) for c in m("tool_calls") or ()]
+            out.append((Message("assistant", parts), _reason(at("finish_reason"))))
+        return out
+    output = get("output")
+    if isinstance(output, list):  # OpenAI Responses
+        parts = []
+        for item in output:
+            item = plain(item)
+            kind = item.get("type") if isinstance(item, dict) else None
+            if kind == "message":
+                for block in item.get("content") or ():
+                    if isinstance(block, dict) and isinstance(block.get("text"), str):
+                        parts.append(Part("text", block["text"]))
+            elif kind == "function_call":
+                parts.append(Part("tool_call", to_json(item)))
+        reason = "stop" if get("status") == "completed" else _reason(get("status"))
+        return [(Message("assistant", parts), reason)]
+    content = get("content")
+    if isinstance(content, list) and get("role") == "assistant":  # Anthropic
+        parts = []
+        for block in content:
+            block = plain(block)
+            if block.get("type") == "text":
+                parts.append(Part("text", block.get("text") or ""))
+            elif block.get("type") == "tool_use":
+                parts.append(Part("tool_call", to_json(block)))
+        return [(Message("assistant", parts), _reason(get("stop_reason")))]
+    message = get("message")
+    if message is not None:  # Ollama chat
+        m = _get_of(message)
+        parts = _text_parts(m("content"))
+        parts += [Part("tool_call", to_json(plain(c))) for c in m("tool_calls") or ()]
+        return [(Message("assistant", parts), _reason(get("done_reason")))]
+    if isinstance(get("response"), str):  # Ollama generate
+        return [(Message("assistant", _text_parts(get("response"))), _reason(get("done_reason")))]
+    return []
+
+
+def _get_of(value: Any) -> Callable[[str], Any]:
+    if isinstance(value, dict):
+        return value.get
+    return lambda name: getattr(value, name, None)
+
+
+def _text_parts(text: Any) -> list[Part]:
+    return [Part("text", text)] if isinstance(text, str) and text else []
+
+
+def _reason(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def chunk_text(chunk: Any) -> str:

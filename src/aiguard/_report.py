@@ -8,15 +8,18 @@ counted.
 
 Two kinds of aiguard spans are summarised:
 
-- **guarded calls**: the ``aiguard {operation} {model}`` spans of wrapped clients (they carry
-  ``aiguard.operation``) and the spans of ``@aiguard.guard`` functions (``aiguard.function``). A
-  call nested in another (a wrapped client used inside a guarded function) counts as a call of
-  its own; ``nested`` says how many there were.
-- **inference attempts**: the ``{operation} {model}`` spans, one per request, with
-  ``gen_ai.operation.name``. Tokens and cost are summed over attempts only, so nothing is counted
-  twice. An attempt belongs to the model that answered (``gen_ai.response.model``, else
-  ``gen_ai.request.model``) and to the tag (``aiguard.tag``) of its guarded call, ``(none)``
-  without one.
+- **guarded model calls**: the one inference span of each call of a wrapped client,
+  ``{operation} {model}`` with ``gen_ai.operation.name`` and ``aiguard.attempts``. It carries the
+  answer's tokens and cost, which belong to the model that answered (``gen_ai.response.model``,
+  else ``gen_ai.request.model``) and to the call's tag (``aiguard.tag``, else its enclosing
+  guarded function's), ``(none)`` without one. Its attempts are ``aiguard.attempts``; each failed
+  one is an ``aiguard.attempt.failed`` span event naming its ``error.type``.
+- **guarded functions**: the spans of ``@aiguard.guard`` functions (``aiguard.function``).
+
+A call nested in another (a wrapped client used inside a guarded function) counts as a call of
+its own; ``nested`` says how many there were. Files written before aiguard had one span per call
+(a guard span with ``aiguard.operation`` and one span per attempt with ``aiguard.attempt``) are
+read too.
 
 Latency percentiles use the **nearest-rank** method: the p-th percentile of n sorted durations
 is the ``ceil(p/100 * n)``-th, always a duration that was observed.
@@ -46,6 +49,9 @@ PERCENTILES = (50, 95, 99)
 _INTERNAL = 1
 _STATUS_ERROR = 2
 _MAX_DEPTH = 64  # parent links followed at most: guards a cyclic or corrupt file
+# What the guard span of a file from before one span per call carried.
+_OLD_GUARD_OPERATION = "aiguard.operation"
+_OLD_GUARD_REQUEST_MODEL = "aiguard.request.model"
 
 
 @dataclass(slots=True)
@@ -60,6 +66,8 @@ class _Span:
     status: int
     scope: str
     attrs: dict[str, Any]
+    # (error.type, model) of each failed attempt, from its ``aiguard.attempt.failed`` event
+    failed_attempts: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -70,12 +78,19 @@ class _Span:
         return (self.trace_id, self.parent_id) if self.parent_id else None
 
     def is_guard(self) -> bool:
-        return sc.OPERATION not in self.attrs and (
-            sc.GUARD_OPERATION in self.attrs or sc.GUARD_FUNCTION in self.attrs
-        )
+        """A guarded call: a model call's inference span, or a guarded function's span."""
+        attrs = self.attrs
+        if sc.GUARD_FUNCTION in attrs:
+            return True
+        if sc.OPERATION in attrs:
+            return sc.GUARD_ATTEMPTS in attrs
+        return _OLD_GUARD_OPERATION in attrs
 
     def is_attempt(self) -> bool:
-        return sc.OPERATION in self.attrs and (sc.ATTEMPT in self.attrs or self.scope == "aiguard")
+        """A span with an answer's tokens and cost (the inference span, or an old attempt span)."""
+        return sc.OPERATION in self.attrs and (
+            sc.GUARD_ATTEMPTS in self.attrs or sc.ATTEMPT in self.attrs or self.scope == "aiguard"
+        )
 
 
 @dataclass
@@ -100,10 +115,11 @@ class _Usage:
     cache_read_tokens: int = 0
     cost: Decimal | None = None  # None: no attempt had a price
 
-    def add(self, span: _Span) -> None:
-        self.attempts += 1
-        if _failed(span):
-            self.errors += 1
+    def add(self, span: _Span, attempts: int = 1, errors: int | None = None) -> None:
+        """Add a span's tokens and cost, and its ``attempts`` (``errors``: of them failed;
+        None: one if the span failed)."""
+        self.attempts += attempts
+        self.errors += (1 if _failed(span) else 0) if errors is None else errors
         self.input_tokens += _int(span.attrs.get(sc.USAGE_INPUT))
         self.output_tokens += _int(span.attrs.get(sc.USAGE_OUTPUT))
         self.cache_read_tokens += _int(span.attrs.get(sc.USAGE_CACHE_READ))
@@ -271,7 +287,7 @@ def summarise(path: str) -> Summary:
     for span in spans.values():
         if span.is_guard():
             _add_call(summary, span, spans)
-        else:
+        if span.is_attempt():
             _add_attempt(summary, span, spans)
     return summary
 
@@ -347,6 +363,19 @@ def _span(raw: Any, scope: Any) -> _Span | None:
         status=_int(status.get("code")) if isinstance(status, dict) else 0,
         scope=scope if isinstance(scope, str) else "",
         attrs=_attributes(raw.get("attributes")),
+        failed_attempts=[
+            _failure(_attributes(event.get("attributes")))
+            for event in _dicts(raw.get("events"))
+            if event.get("name") == "aiguard.attempt.failed"
+        ],
+    )
+
+
+def _failure(attrs: dict[str, Any]) -> tuple[str, str]:
+    kind, model = attrs.get(sc.ERROR_TYPE), attrs.get(sc.ATTEMPT_MODEL)
+    return (
+        kind if isinstance(kind, str) and kind else "(unknown)",
+        model if isinstance(model, str) and model else "(unknown)",
     )
 
 
@@ -401,7 +430,7 @@ def _add_call(summary: Summary, span: _Span, spans: dict[tuple[str, str], _Span]
         return  # no usable times: counted, but not timed
     duration = span.end - span.start
     summary.latency.setdefault("", []).append(duration)
-    model = attrs.get(sc.GUARD_REQUEST_MODEL)
+    model = attrs.get(sc.REQUEST_MODEL, attrs.get(_OLD_GUARD_REQUEST_MODEL))
     function = attrs.get(sc.GUARD_FUNCTION)
     if isinstance(model, str):
         summary.latency.setdefault(model, []).append(duration)
@@ -410,20 +439,45 @@ def _add_call(summary: Summary, span: _Span, spans: dict[tuple[str, str], _Span]
 
 
 def _add_attempt(summary: Summary, span: _Span, spans: dict[tuple[str, str], _Span]) -> None:
-    summary.attempts += 1
-    if _failed(span):
-        summary.attempt_errors[_error_type(span)] += 1
-    model = span.attrs.get(sc.RESPONSE_MODEL) or span.attrs.get(sc.REQUEST_MODEL)
+    """Add a call's attempts, tokens and cost by model and tag.
+
+    Failed attempts count for the model they were sent to; the answer (its tokens, cost and
+    attempt: more than one after re-asks) for the model that answered.
+    """
+    attrs = span.attrs
+    model = attrs.get(sc.RESPONSE_MODEL) or attrs.get(sc.REQUEST_MODEL)
     model = model if isinstance(model, str) else "(unknown)"
-    guard = _guard_above(span, spans)
-    tag = guard.attrs.get(sc.TAG) if guard is not None else None
+    tag = attrs.get(sc.TAG)
+    if tag is None:
+        guard = _guard_above(span, spans)
+        tag = guard.attrs.get(sc.TAG) if guard is not None else None
     tag = tag if isinstance(tag, str) else NO_TAG
-    for usage in (
+    answered, errors = 1, None
+    if sc.GUARD_ATTEMPTS in attrs:  # one span for the whole call
+        attempts = _int(attrs.get(sc.GUARD_ATTEMPTS))
+        summary.attempts += attempts
+        answered, errors = max(0, attempts - len(span.failed_attempts)), 0
+        for kind, tried in span.failed_attempts:
+            summary.attempt_errors[kind] += 1
+            for usage in _usages(summary, tried, tag):
+                usage.attempts += 1
+                usage.errors += 1
+        if not answered and sc.COST_USD not in attrs and sc.USAGE_INPUT not in attrs:
+            return  # refused, or no attempt answered: nothing more to add
+    else:  # an old file's attempt span
+        summary.attempts += 1
+        if _failed(span):
+            summary.attempt_errors[_error_type(span)] += 1
+    for usage in _usages(summary, model, tag):
+        usage.add(span, answered, errors)
+
+
+def _usages(summary: Summary, model: str, tag: str) -> tuple[_Usage, _Usage, _Usage]:
+    return (
         summary.by_model.setdefault(model, _Usage()),
         summary.by_tag.setdefault(tag, _Usage()),
         summary.total,
-    ):
-        usage.add(span)
+    )
 
 
 def _guard_above(span: _Span, spans: dict[tuple[str, str], _Span]) -> _Span | None:

@@ -21,6 +21,17 @@ REQUEST_SEED = "gen_ai.request.seed"
 REQUEST_CHOICE_COUNT = "gen_ai.request.choice.count"
 REQUEST_STREAM = "gen_ai.request.stream"
 REQUEST_ENCODING_FORMATS = "gen_ai.request.encoding_formats"
+# The request parameters the conventions type as doubles (``temperature=1`` is ``1.0``).
+DOUBLE_ATTRIBUTES = (
+    REQUEST_TEMPERATURE,
+    REQUEST_TOP_P,
+    REQUEST_TOP_K,
+    REQUEST_FREQUENCY_PENALTY,
+    REQUEST_PRESENCE_PENALTY,
+)
+REQUEST_REASONING_LEVEL = "gen_ai.request.reasoning.level"
+CONVERSATION_ID = "gen_ai.conversation.id"
+PREVIOUS_RESPONSE_ID = "gen_ai.previous_response.id"
 OUTPUT_TYPE = "gen_ai.output.type"
 EMBEDDINGS_DIMENSION = "gen_ai.embeddings.dimension.count"
 RESPONSE_ID = "gen_ai.response.id"
@@ -30,6 +41,7 @@ USAGE_INPUT = "gen_ai.usage.input_tokens"
 USAGE_OUTPUT = "gen_ai.usage.output_tokens"
 USAGE_CACHE_READ = "gen_ai.usage.cache_read.input_tokens"
 USAGE_CACHE_CREATION = "gen_ai.usage.cache_creation.input_tokens"
+USAGE_CACHE_WRITE = "gen_ai.usage.cache_write.input_tokens"  # its newest name
 USAGE_REASONING = "gen_ai.usage.reasoning.output_tokens"
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
@@ -41,14 +53,14 @@ OPENAI_RESPONSE_SERVICE_TIER = "openai.response.service_tier"
 OPENAI_SYSTEM_FINGERPRINT = "openai.response.system_fingerprint"
 
 # aiguard's own attributes, for what the conventions lack
-GUARD_OPERATION = "aiguard.operation"
-GUARD_REQUEST_MODEL = "aiguard.request.model"
 GUARD_ATTEMPTS = "aiguard.attempts"
 GUARD_RETRIES = "aiguard.retries"
 GUARD_OUTCOME = "aiguard.outcome"
 GUARD_FUNCTION = "aiguard.function"
 ATTEMPT = "aiguard.attempt"
 TARGET_INDEX = "aiguard.target.index"
+ATTEMPT_MODEL = "aiguard.attempt.model"
+ATTEMPT_DURATION = "aiguard.attempt.duration_s"
 FALLBACK_USED = "aiguard.fallback.used"
 FALLBACK_MODEL = "aiguard.fallback.model"
 FALLBACK_REASON = "aiguard.fallback.reason"
@@ -75,6 +87,13 @@ OUTPUT_ERRORS = "aiguard.output.errors"
 # Metrics
 METRIC_DURATION = "gen_ai.client.operation.duration"
 METRIC_TOKENS = "gen_ai.client.token.usage"
+# With OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental, the newest usage metrics.
+OPT_IN_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
+OPT_IN_LATEST = "gen_ai_latest_experimental"
+METRIC_INPUT_TOKENS = "gen_ai.client.inference.usage.input_tokens"
+METRIC_OUTPUT_TOKENS = "gen_ai.client.inference.usage.output_tokens"
+METRIC_DETAILED = "gen_ai.client.inference.usage.detailed."  # + input_tokens, ...
+TOKEN_MODALITY = "gen_ai.token.modality"
 METRIC_RETRIES = "aiguard.retries"
 METRIC_FALLBACKS = "aiguard.fallbacks"
 METRIC_BREAKER = "aiguard.breaker.transitions"
@@ -84,8 +103,13 @@ METRIC_CHUNK_TIME = "gen_ai.client.operation.time_per_output_chunk"
 METRIC_REFUSALS = "aiguard.refusals"
 METRIC_REASKS = "aiguard.reasks"
 TOKEN_TYPE = "gen_ai.token.type"
+# The attributes the conventions put on the GenAI client metrics (plus error.type on failure).
+METRIC_KEYS = (OPERATION, PROVIDER, REQUEST_MODEL, SERVER_ADDRESS, SERVER_PORT)
+
+# Events (log records)
+EVENT_EXCEPTION = "gen_ai.client.operation.exception"
 
 DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01 ... 81.92 s
-# Advised buckets for the streaming timings.
-CHUNK_BUCKETS = [0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+# The streaming timings use the same advised buckets as the duration.
+CHUNK_BUCKETS = DURATION_BUCKETS
 TOKEN_BUCKETS = [4**i for i in range(14)]  # 1 ... 67108864

@@ -88,9 +88,24 @@ def _note(reader: Reader, item: Any) -> bool:
 
 
 class _Lifecycle:
-    """The end of a guarded stream, shared by the sync and async proxies: exactly once."""
+    """The end of a guarded stream, shared by the sync and async proxies: exactly once.
 
-    __slots__ = ("attempt", "done", "first_at", "kept", "reader", "run")
+    It also times the chunks the user gets after the first: one
+    ``gen_ai.client.operation.time_per_output_chunk`` point per chunk, from the end of the
+    previous chunk to the end of this one, when metrics are on.
+    """
+
+    __slots__ = (
+        "attempt",
+        "attrs",
+        "done",
+        "first_at",
+        "histogram",
+        "kept",
+        "last",
+        "reader",
+        "run",
+    )
 
     def __init__(
         self, run: Run, attempt: _Attempt, reader: Reader, kept: list[Any] | None = None
@@ -98,23 +113,43 @@ class _Lifecycle:
         self.run = run
         self.attempt = attempt
         self.reader = reader
-        self.first_at = time.perf_counter()
+        self.first_at = self.last = time.perf_counter()
         self.done = False
         # The chunks the user got, kept only when content capture records the answer.
         self.kept = kept
+        self.histogram: Any = None
+        self.attrs: Attrs | None = None
+
+    def measure(self, histogram: Any, attrs: Attrs) -> None:
+        """Record the time of each chunk after the first in ``histogram``."""
+        self.histogram = histogram
+        self.attrs = attrs
+
+    def got(self, item: Any) -> None:
+        """The user gets ``item``: keep it for capture, time it."""
+        if self.kept is not None:
+            self.kept.append(item)
+        histogram = self.histogram
+        if histogram is not None:
+            now = time.perf_counter()
+            try:
+                histogram.record(now - self.last, self.attrs)
+            except Exception as exc:
+                report_fault("recording a metric", exc)
+            self.last = now
 
     def end(self, how: Ended) -> None:
         if self.done:
             return
         self.done = True
         try:
-            self.run.stream_ended(self.attempt, self.reader, how, self.first_at, self.kept)
+            self.run.stream_ended(self.attempt, self.reader, how, self.kept)
         except Exception as exc:
             report_fault("ending a stream's telemetry", exc)
 
     def truncated(self) -> BaseException | None:
         """The error to raise at the end of an incomplete stream, when the user asked for it."""
-        if self.reader.complete or not self.run.raise_on_truncation:
+        if self.reader.complete or not self.run.policy.raise_on_truncation:
             return None
         from aiguard._errors import StreamTruncated
 
@@ -139,11 +174,12 @@ class GuardedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
         if self._self_held:  # what was read inside the guarded call comes first
             return self._self_held.pop(0)
         life = self._self_life
+        if life.done:
+            raise StopIteration
         try:
             for item in self._self_iterator:
                 if _note(life.reader, item):
-                    if life.kept is not None:
-                        life.kept.append(item)
+                    life.got(item)
                     return item
         except BaseException as exc:
             life.end(Ended(exc))
@@ -199,8 +235,7 @@ class AsyncGuardedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
             try:
                 async for item in self._self_iterator:
                     if _note(life.reader, item):
-                        if life.kept is not None:
-                            life.kept.append(item)
+                        life.got(item)
                         return item
             except BaseException as exc:
                 life.end(Ended(exc))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +63,12 @@ class Telemetry:
         self._explicit_metrics = meter_provider is not None
         self.tracer = trace.get_tracer("aiguard", _VERSION, tracer_provider=tracer_provider)
         meter = metrics.get_meter("aiguard", _VERSION, meter_provider=meter_provider)
+        # The switch OpenTelemetry instrumentations use to move to the newest GenAI names.
+        opt_in = os.environ.get(sc.OPT_IN_ENV, "")
+        self.latest = sc.OPT_IN_LATEST in {part.strip() for part in opt_in.split(",")}
+        self.usage_metrics: tuple[Any, ...] = ()
+        if self.latest:
+            self.usage_metrics = _latest_usage_metrics(meter)
         self.duration = meter.create_histogram(
             sc.METRIC_DURATION,
             unit="s",
@@ -94,7 +101,7 @@ class Telemetry:
         self.chunk_time = meter.create_histogram(
             sc.METRIC_CHUNK_TIME,
             unit="s",
-            description="Mean time between the chunks of a streamed GenAI response",
+            description="Time between consecutive chunks of a streamed GenAI response",
             explicit_bucket_boundaries_advisory=sc.CHUNK_BUCKETS,
         )
         self.reasks = meter.create_counter(
@@ -151,22 +158,61 @@ class Telemetry:
         except Exception as exc:
             report_fault("recording a metric", exc)
 
-    def record_attempt(
-        self,
-        seconds: float,
-        usage: Usage | None,
-        attributes: Attrs,
-    ) -> None:
-        """Record the duration and token metrics of one model request."""
+    def measure_call(self, seconds: float, usage: Usage | None, attributes: Attrs) -> None:
+        """One logical call's duration point and its input and output token points."""
         try:
             self.duration.record(seconds, attributes)
-            if usage is not None:
+            if usage is not None and self.latest:
+                self._latest_usage(usage, attributes)
+            elif usage is not None:
                 if usage.input_tokens is not None:
                     self.tokens.record(usage.input_tokens, {**attributes, sc.TOKEN_TYPE: "input"})
                 if usage.output_tokens is not None:
                     self.tokens.record(usage.output_tokens, {**attributes, sc.TOKEN_TYPE: "output"})
         except Exception as exc:
             report_fault("recording a metric", exc)
+
+    def _latest_usage(self, usage: Usage, attributes: Attrs) -> None:
+        inputs, outputs, *detailed = self.usage_metrics
+        if usage.input_tokens is not None:
+            inputs.record(usage.input_tokens, attributes)
+        if usage.output_tokens is not None:
+            outputs.record(usage.output_tokens, attributes)
+        text = {**attributes, sc.TOKEN_MODALITY: "text"}
+        counts = (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.reasoning_tokens,
+        )
+        for counter, count in zip(detailed, counts, strict=True):
+            if count is not None:
+                counter.add(count, text)
+
+
+def _latest_usage_metrics(meter: metrics.Meter) -> tuple[Any, ...]:
+    """The newest experimental usage metrics: two histograms, then five detailed counters."""
+    histograms = tuple(
+        meter.create_histogram(
+            name,
+            unit="{token}",
+            description=f"{kind} tokens used per inference operation",
+            explicit_bucket_boundaries_advisory=sc.TOKEN_BUCKETS,
+        )
+        for name, kind in ((sc.METRIC_INPUT_TOKENS, "Input"), (sc.METRIC_OUTPUT_TOKENS, "Output"))
+    )
+    counters = tuple(
+        meter.create_counter(sc.METRIC_DETAILED + name, unit="{token}", description=description)
+        for name, description in (
+            ("input_tokens", "Input tokens used, cached ones included"),
+            ("output_tokens", "Output tokens used, reasoning ones included"),
+            ("cache_read.input_tokens", "Input tokens served from a provider's cache"),
+            ("cache_write.input_tokens", "Input tokens written to a provider's cache"),
+            ("reasoning.output_tokens", "Output tokens used for reasoning"),
+        )
+    )
+    return histograms + counters
 
 
 def end_span(
@@ -209,7 +255,8 @@ def error_type(error: BaseException) -> str:
     return ".".join([*public, cls.__qualname__])
 
 
-def usage_attributes(usage: Usage | None) -> Attrs:
+def usage_attributes(usage: Usage | None, latest: bool = False) -> Attrs:
+    """The span's ``gen_ai.usage.*``; ``latest``: the newest experimental names."""
     if usage is None:
         return {}
     attrs: Attrs = {}
@@ -220,7 +267,9 @@ def usage_attributes(usage: Usage | None) -> Attrs:
     if usage.cache_read_tokens is not None:
         attrs[sc.USAGE_CACHE_READ] = usage.cache_read_tokens
     if usage.cache_write_tokens is not None:
-        attrs[sc.USAGE_CACHE_CREATION] = usage.cache_write_tokens
+        attrs[sc.USAGE_CACHE_WRITE if latest else sc.USAGE_CACHE_CREATION] = (
+            usage.cache_write_tokens
+        )
     if usage.reasoning_tokens is not None:
         attrs[sc.USAGE_REASONING] = usage.reasoning_tokens
     return attrs

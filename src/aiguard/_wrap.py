@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 import wrapt
 
-from aiguard import _semconv as sc
 from aiguard import adapters
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget
@@ -94,8 +93,6 @@ def guarded_method(
     without ``bind``, no model, or ``guard_when`` false) go to ``passthrough`` unchanged, so the
     SDK answers them as it would.
     """
-    operation = route.operation
-    names: dict[str, str] = {}
 
     def prepare(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if args and bind is not None:
@@ -111,22 +108,11 @@ def guarded_method(
             or (guard_when is not None and not guard_when(kwargs))
         ):
             return None
-        name = names.get(model)
-        if name is None:
-            name = names[model] = f"aiguard {operation} {model}"
         reader = None
         plan = route.stream(kwargs, policy.stream_usage)
         if plan is not None:
             kwargs, reader = plan
-        return begin(
-            route,
-            policy,
-            [primary(model), *fallbacks],
-            kwargs,
-            name,
-            {sc.GUARD_OPERATION: operation, sc.GUARD_REQUEST_MODEL: model},
-            reader=reader,
-        )
+        return begin(route, policy, [primary(model), *fallbacks], kwargs, reader)
 
     if is_async:
 

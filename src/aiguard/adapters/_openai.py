@@ -53,7 +53,24 @@ def supports(client: object) -> bool:
     return isinstance(client, openai.OpenAI | openai.AsyncOpenAI)
 
 
+def telemetry_provider(client: openai.OpenAI | openai.AsyncOpenAI) -> str:
+    """``gen_ai.provider.name`` for traffic through the openai SDK, whatever server it reaches.
+
+    The conventions make the attribute the format flavour of the telemetry, consistent with the
+    ``openai.*`` attributes: ``openai``, or ``azure.ai.openai`` for an Azure OpenAI client. The
+    real host is in ``server.address``; pricing uses :func:`detect_provider`.
+    """
+    if isinstance(client, openai.AzureOpenAI | openai.AsyncAzureOpenAI):
+        return "azure.ai.openai"
+    return (
+        "azure.ai.openai"
+        if (client.base_url.host or "").endswith(".openai.azure.com")
+        else "openai"
+    )
+
+
 def detect_provider(client: openai.OpenAI | openai.AsyncOpenAI) -> str:
+    """The vendor behind a client's base URL, for prices (``openai_compatible`` if unknown)."""
     url = client.base_url
     host = url.host or ""
     if host in _HOSTS:
@@ -98,6 +115,28 @@ def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+_SAMPLING = (
+    ("temperature", sc.REQUEST_TEMPERATURE),
+    ("top_p", sc.REQUEST_TOP_P),
+    ("frequency_penalty", sc.REQUEST_FREQUENCY_PENALTY),
+    ("presence_penalty", sc.REQUEST_PRESENCE_PENALTY),
+    ("seed", sc.REQUEST_SEED),
+)
+
+
+def _numbers(request: dict[str, Any], attrs: Attrs, names: tuple[tuple[str, str], ...]) -> None:
+    for key, name in names:
+        value = request.get(key)
+        if _number(value):
+            attrs[name] = value
+
+
+def _service_tier(request: dict[str, Any], attrs: Attrs) -> None:
+    tier = request.get("service_tier")
+    if isinstance(tier, str) and tier != "auto":  # the conventions: only when not auto
+        attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
+
+
 class _Route:
     span_kind = SpanKind.CLIENT
     priced = True
@@ -125,16 +164,10 @@ class ChatRoute(_Route):
         max_tokens = get("max_completion_tokens", get("max_tokens"))
         if _number(max_tokens):
             attrs[sc.REQUEST_MAX_TOKENS] = max_tokens
-        for key, name in (
-            ("temperature", sc.REQUEST_TEMPERATURE),
-            ("top_p", sc.REQUEST_TOP_P),
-            ("frequency_penalty", sc.REQUEST_FREQUENCY_PENALTY),
-            ("presence_penalty", sc.REQUEST_PRESENCE_PENALTY),
-            ("seed", sc.REQUEST_SEED),
-        ):
-            value = get(key)
-            if _number(value):
-                attrs[name] = value
+        _numbers(request, attrs, _SAMPLING)
+        effort = get("reasoning_effort")
+        if isinstance(effort, str):
+            attrs[sc.REQUEST_REASONING_LEVEL] = effort
         n = get("n")
         if _number(n) and n != 1:
             attrs[sc.REQUEST_CHOICE_COUNT] = n
@@ -143,9 +176,7 @@ class ChatRoute(_Route):
             attrs[sc.REQUEST_STOP] = [stop]
         elif isinstance(stop, list | tuple) and all(isinstance(s, str) for s in stop):
             attrs[sc.REQUEST_STOP] = list(stop)
-        tier = get("service_tier")
-        if isinstance(tier, str):
-            attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
+        _service_tier(request, attrs)
         fmt = get("response_format")
         if isinstance(fmt, dict):
             kind = fmt.get("type")
@@ -210,7 +241,17 @@ _EXTRA_INPUT = ("tools", "functions", "response_format", "prediction")
 class ChatReader:
     """Reads chat completion chunks: finish reasons, ids, the model and the usage chunk."""
 
-    __slots__ = ("chunks", "complete", "hide_usage", "id", "model", "reasons", "usage")
+    __slots__ = (
+        "chunks",
+        "complete",
+        "fingerprint",
+        "hide_usage",
+        "id",
+        "model",
+        "reasons",
+        "tier",
+        "usage",
+    )
 
     def __init__(self, hide_usage: bool = False) -> None:
         self.hide_usage = hide_usage
@@ -220,12 +261,16 @@ class ChatReader:
         self.id: Any = None
         self.model: Any = None
         self.usage: Any = None
+        self.fingerprint: Any = None
+        self.tier: Any = None
 
     def chunk(self, item: Any) -> bool:
         self.chunks += 1
         if self.id is None:
             self.id = item.id
             self.model = item.model
+            self.fingerprint = getattr(item, "system_fingerprint", None)
+            self.tier = getattr(item, "service_tier", None)
         choices = item.choices
         if choices:
             for choice in choices:
@@ -250,6 +295,10 @@ class ChatReader:
             attrs[sc.RESPONSE_MODEL] = self.model
         if self.reasons:
             attrs[sc.RESPONSE_FINISH_REASONS] = [self.reasons[i] for i in sorted(self.reasons)]
+        if isinstance(self.fingerprint, str):
+            attrs[sc.OPENAI_SYSTEM_FINGERPRINT] = self.fingerprint
+        if isinstance(self.tier, str):
+            attrs[sc.OPENAI_RESPONSE_SERVICE_TIER] = self.tier
         return attrs, chat_usage(self.usage)
 
 
@@ -265,17 +314,23 @@ class ResponsesRoute(_Route):
 
     def request_attributes(self, request: dict[str, Any]) -> Attrs:
         attrs: Attrs = {sc.OPENAI_API_TYPE: "responses"}
-        for key, name in (
-            ("max_output_tokens", sc.REQUEST_MAX_TOKENS),
-            ("temperature", sc.REQUEST_TEMPERATURE),
-            ("top_p", sc.REQUEST_TOP_P),
-        ):
-            value = request.get(key)
-            if _number(value):
-                attrs[name] = value
-        tier = request.get("service_tier")
-        if isinstance(tier, str):
-            attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
+        limit = request.get("max_output_tokens")
+        if _number(limit):
+            attrs[sc.REQUEST_MAX_TOKENS] = limit
+        _numbers(request, attrs, _SAMPLING[:2])
+        _service_tier(request, attrs)
+        reasoning = request.get("reasoning")
+        effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+        if isinstance(effort, str):
+            attrs[sc.REQUEST_REASONING_LEVEL] = effort
+        previous = request.get("previous_response_id")
+        if isinstance(previous, str):
+            attrs[sc.PREVIOUS_RESPONSE_ID] = previous
+        conversation = request.get("conversation")
+        if isinstance(conversation, dict):
+            conversation = conversation.get("id")
+        if isinstance(conversation, str):
+            attrs[sc.CONVERSATION_ID] = conversation
         if request.get("stream") is True:
             attrs[sc.REQUEST_STREAM] = True
         return attrs
@@ -490,7 +545,9 @@ class _Client:
         self.original = client
         # The SDK's own retries are off: aiguard retries (unless told to keep them).
         self.quiet = client if policy.sdk_retries else client.with_options(max_retries=0)
-        self.provider = provider or detect_provider(client)
+        # An explicit provider= names both; else telemetry says openai, prices follow the host.
+        self.provider = provider or telemetry_provider(client)
+        self.pricing = provider or detect_provider(client)
         self.server = server_attributes(client.base_url)
 
     def endpoint(
@@ -504,6 +561,7 @@ class _Client:
             server=self.server,
             retry=policy.retry_for(target),
             breaker_key=(id(self.original), model),
+            pricing=self.pricing,
         )
 
 

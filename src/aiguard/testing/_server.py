@@ -84,7 +84,8 @@ class Reply:
     ``cache_creation_input_tokens`` (``cache_write_tokens``), Ollama as
     ``prompt_eval_count``. ``finish_reason`` is OpenAI's (``"stop"``, ``"length"``...);
     Anthropic gets it mapped (``"end_turn"``, ``"max_tokens"``...). ``usage=False`` leaves the
-    usage out (OpenAI, Ollama: Anthropic always reports it).
+    usage out (OpenAI, Ollama: Anthropic always reports it). ``tool_calls`` (OpenAI chat, not
+    streamed): ``{"name": ..., "arguments": {...}}`` calls the answer makes instead of text.
 
     Example::
 
@@ -100,6 +101,7 @@ class Reply:
     response_model: str | None = None
     usage: bool = True
     cache_write_tokens: int | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -470,6 +472,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         content = self._content(body, reply)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        finish = reply.finish_reason
+        if reply.tool_calls:
+            message["content"] = reply.content  # None unless given
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{i}",
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])},
+                }
+                for i, call in enumerate(reply.tool_calls)
+            ]
+            finish = "tool_calls"
         out: dict[str, Any] = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
@@ -479,8 +494,8 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [
                 {
                     "index": i,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": reply.finish_reason,
+                    "message": message,
+                    "finish_reason": finish,
                     "logprobs": None,
                 }
                 for i in range(int(body.get("n") or 1))

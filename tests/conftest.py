@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
 import pytest
+from tests import conventions
 
 import aiguard
 from aiguard.testing import Capture, MockServer
@@ -22,8 +23,15 @@ def server(aiguard_server: MockServer) -> MockServer:
 
 
 @pytest.fixture
-def telemetry(aiguard_telemetry: Capture) -> Capture:
-    return aiguard_telemetry
+def telemetry(aiguard_telemetry: Capture) -> Iterator[Capture]:
+    """aiguard's telemetry in memory; what the test emitted must follow the GenAI conventions."""
+    conventions.LOGS.clear()
+    yield aiguard_telemetry
+    conventions.check(
+        aiguard_telemetry.spans(),
+        aiguard_telemetry.metrics(),
+        [r.log_record for r in conventions.LOGS.get_finished_logs()],
+    )
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ import json
 import logging
 
 import pytest
-from opentelemetry import _logs
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from tests.conftest import API_KEY
+from tests.conventions import LOGS
 
 import aiguard
 from aiguard import _capture
@@ -23,10 +21,7 @@ MESSAGES = [
     {"role": "user", "content": SECRET_PROMPT},
 ]
 
-_events = InMemoryLogRecordExporter()
-_provider = LoggerProvider()
-_provider.add_log_record_processor(SimpleLogRecordProcessor(_events))
-_logs.set_logger_provider(_provider)
+_events = LOGS  # the run's log events (tests/conftest.py)
 
 
 @pytest.fixture(autouse=True)

@@ -162,6 +162,9 @@ class Telemetry:
         """One logical call's duration point and its input and output token points."""
         try:
             self.duration.record(seconds, attributes)
+            if usage is not None and sc.ERROR_TYPE in attributes:
+                # error.type is an attribute of the duration only (a stream cut midway).
+                attributes = {k: v for k, v in attributes.items() if k != sc.ERROR_TYPE}
             if usage is not None and self.latest:
                 self._latest_usage(usage, attributes)
             elif usage is not None:

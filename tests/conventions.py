@@ -70,6 +70,7 @@ SPAN_ATTRIBUTES: dict[str, str] = {
     "gen_ai.system_instructions": STR,
     "gen_ai.tool.definitions": STR,
     "gen_ai.tool.name": STR,
+    "gen_ai.tool.type": STR,
     "gen_ai.tool.call.id": STR,
     "gen_ai.agent.name": STR,
     "server.address": STR,

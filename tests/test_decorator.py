@@ -278,3 +278,28 @@ def test_raw_transport_errors_are_outages_that_retry():
         return "ok"
 
     assert flaky() == "ok" and len(calls) == 2
+
+
+def test_a_tool_and_an_agent_get_the_conventions_agent_spans(server, raw_client, telemetry):
+    client = aiguard.wrap(raw_client)
+
+    @aiguard.guard(kind="tool")
+    def weather(city: str) -> str:
+        return f"sunny in {city}"
+
+    @aiguard.guard(kind="agent", name="planner")
+    def plan() -> str:
+        client.chat.completions.create(model="m", messages=MESSAGES)
+        return weather("Paris")
+
+    plan()
+    agent = telemetry.span("invoke_agent planner")
+    tool = telemetry.span("execute_tool weather")
+    inference = telemetry.span("chat m")
+    assert agent.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert agent.attributes["gen_ai.agent.name"] == "planner"
+    assert tool.attributes["gen_ai.operation.name"] == "execute_tool"
+    assert tool.attributes["gen_ai.tool.name"] == "weather"
+    assert tool.parent.span_id == inference.parent.span_id == agent.context.span_id
+    with pytest.raises(ValueError, match="kind"):
+        aiguard.guard(kind="robot")

@@ -13,7 +13,7 @@ import inspect
 import time
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import pydantic
 from opentelemetry import context as otel_context
@@ -174,6 +174,7 @@ def guard(
     reasks: int | None = ...,
     name: str | None = None,
     validate_args: bool = True,
+    kind: Literal["tool", "agent"] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -194,6 +195,7 @@ def guard(
     reasks: Any = ...,
     name: str | None = None,
     validate_args: bool = True,
+    kind: Literal["tool", "agent"] | None = None,
 ) -> Any:
     """Guard a function that calls a model: span, argument validation, retries, fallbacks.
 
@@ -205,6 +207,11 @@ def guard(
     return value (a JSON string or dict becomes the model, which is returned); when it is wrong
     the function is called again, up to ``reasks`` times. ``policy`` is an :class:`aiguard.Policy`
     or the name of one in the policy file (``aiguard.toml``); keywords override it.
+
+    ``kind="tool"`` declares the function a tool a model calls: its span is the conventions'
+    ``execute_tool {name}`` with ``gen_ai.tool.name``; ``kind="agent"`` an in-process agent:
+    ``invoke_agent {name}`` with ``gen_ai.agent.name``. Otherwise the span is the function's
+    own, which backends do not count as a GenAI operation.
 
     Example::
 
@@ -230,11 +237,13 @@ def guard(
         raise TypeError(f"guard(name=...) must be a non-empty string, got {name!r}")
     if not isinstance(validate_args, bool):
         raise TypeError("guard(validate_args=...) must be True or False")
+    if kind not in (None, "tool", "agent"):
+        raise ValueError(f"guard(kind=...) must be 'tool', 'agent' or None, got {kind!r}")
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(func):
             raise TypeError(f"@aiguard.guard decorates functions, got {type(func).__name__}")
-        return _Guarded(func, merged, name, validate_args).build()
+        return _Guarded(func, merged, name, validate_args, kind).build()
 
     if fn is not None:
         return decorate(fn)
@@ -243,7 +252,12 @@ def guard(
 
 class _Guarded:
     def __init__(
-        self, fn: Callable[..., Any], policy: Policy, name: str | None, validate_args: bool
+        self,
+        fn: Callable[..., Any],
+        policy: Policy,
+        name: str | None,
+        validate_args: bool,
+        kind: str | None = None,
     ) -> None:
         self.fn = fn
         self.policy = policy
@@ -266,6 +280,17 @@ class _Guarded:
         self.fallbacks = [self._endpoint(t.model, t.retry) for t in policy.fallback]
         self.endpoints: dict[str, Endpoint] = {}
         self.attrs: Attrs = {sc.GUARD_FUNCTION: self.name}
+        self.span_name = self.name
+        # A tool or agent is known by its short name (the one a model calls it by).
+        short = name or getattr(fn, "__name__", None) or self.name
+        if kind == "tool":
+            self.span_name = f"execute_tool {short}"
+            self.attrs.update(
+                {sc.OPERATION: "execute_tool", sc.TOOL_NAME: short, sc.TOOL_TYPE: "function"}
+            )
+        elif kind == "agent":
+            self.span_name = f"invoke_agent {short}"
+            self.attrs.update({sc.OPERATION: "invoke_agent", sc.AGENT_NAME: short})
 
     def _endpoint(self, model: str, retry: Retry | None) -> Endpoint:
         return Endpoint(
@@ -299,7 +324,7 @@ class _Guarded:
             self.policy,
             [primary, *self.fallbacks],
             dict(bound.arguments),
-            function=(self.name, self.attrs),
+            function=(self.span_name, self.attrs),
         )
 
     def build(self) -> Callable[..., Any]:

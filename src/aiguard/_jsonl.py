@@ -7,7 +7,7 @@ concatenated and still be read line by line::
     {"resource": {"attributes": [<KeyValue>...]},
      "scope": {"name": "aiguard", "version": "0.1.0"},
      "span": {"traceId": "<32 hex>", "spanId": "<16 hex>", "parentSpanId": "<16 hex>" or "",
-              "name": "aiguard chat gpt-4o", "kind": 1,
+              "name": "chat gpt-4o", "kind": 3,
               "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "...",
               "attributes": [<KeyValue>...],
               "events": [{"timeUnixNano": "...", "name": "...", "attributes": [...]}],

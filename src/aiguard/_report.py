@@ -88,8 +88,11 @@ class _Span:
 
     def is_attempt(self) -> bool:
         """A span with an answer's tokens and cost (the inference span, or an old attempt span)."""
-        return sc.OPERATION in self.attrs and (
-            sc.GUARD_ATTEMPTS in self.attrs or sc.ATTEMPT in self.attrs or self.scope == "aiguard"
+        attrs = self.attrs
+        return (
+            sc.OPERATION in attrs
+            and sc.GUARD_FUNCTION not in attrs  # a tool's or agent's span: a guarded function
+            and (sc.GUARD_ATTEMPTS in attrs or sc.ATTEMPT in attrs or self.scope == "aiguard")
         )
 
 

@@ -914,7 +914,10 @@ def print_report(result: dict[str, Any], out: TextIO) -> None:
     )
     c = result["chunks"]
     print()
-    print(f"Per streamed chunk (slope {CHUNKS_SHORT}->{CHUNKS_LONG} chunks, pre-parsed chunks)")
+    print(
+        f"Per streamed chunk (slope between {CHUNKS_SHORT + 2}- and {CHUNKS_LONG + 2}-chunk "
+        "streams, pre-parsed chunks)"
+    )
     print(
         f"  bare {c['bare_us']:.2f} µs | floor {c['floor_us']:.2f} µs (+{c['floor_added_us']:.2f}) "
         f"| aiguard {c['aiguard_us']:.2f} µs (+{c['aiguard_added_us']:.2f})"

@@ -997,6 +997,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--keep-gc", action="store_true", help="leave the garbage collector on during batches"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed for the per-round case order")
+    parser.add_argument(
+        "--profile",
+        metavar="CASE",
+        help="instead of timing, profile CASE (e.g. full_policy) with cProfile and print "
+        "aiguard's and OpenTelemetry's functions by cumulative time",
+    )
     args = parser.parse_args(argv)
     rounds, batch, warmup, imports = (5, 25, 1, 3) if args.quick else (24, 150, 2, 12)
     args.rounds = args.rounds or rounds
@@ -1014,6 +1020,8 @@ def main(argv: list[str] | None = None) -> int:
     floor = Floor(sdk)
     cases = build_cases(floor)
     check_cases(cases, switch)
+    if args.profile:
+        return profile(cases, switch, args.profile)
     # Objects that live for the whole run need not be traversed by every collection.
     gc.collect()
     gc.freeze()
@@ -1078,6 +1086,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     sdk.shutdown()
+    return 0
+
+
+def profile(cases: list[Case], switch: TelemetrySwitch, name: str, calls: int = 3000) -> int:
+    """cProfile ``calls`` calls of one case; aiguard's and OpenTelemetry's functions only."""
+    import cProfile
+    import pstats
+
+    case = next((c for c in cases if c.name == name), None)
+    if case is None:
+        sys.exit(f"no case {name!r}; cases: {', '.join(c.name for c in cases)}")
+    switch.use(case.telemetry)
+    for _ in range(200):
+        case.call()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        case.call()
+    profiler.disable()
+    print(f"{calls} calls of {name} ({case.description}); profiling inflates every figure")
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("cumulative").print_stats(r"aiguard|opentelemetry", 45)
     return 0
 
 

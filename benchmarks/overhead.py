@@ -1,53 +1,61 @@
 #!/usr/bin/env python
-"""Per-call overhead of aiguard on ``client.chat.completions.create``.
+"""What aiguard adds to a model call, against a conventions-complete hand-written floor.
 
 Run from the repository root with the project's virtualenv active::
 
-    python benchmarks/overhead.py            # full run (under a minute on 2 cores)
-    python benchmarks/overhead.py --quick    # ~10 s smoke run
+    python benchmarks/overhead.py            # the full run, one command (2-4 min on 2 shared cores)
+    python benchmarks/overhead.py --quick    # a smoke run (well under a minute; CI runs it)
     python benchmarks/overhead.py --json     # JSON on stdout, the table on stderr
 
 Every case calls the REAL ``openai.OpenAI`` client; only its HTTP transport is replaced by an
-in-process ``httpx2.MockTransport`` that answers with a fixed, realistic ``chat.completion``. So
-each call still builds the request, serialises it, goes through httpx2 and parses the response
-into pydantic models -- everything a real call does except the network.
+in-process ``httpx2.MockTransport`` that answers with a fixed, realistic ``chat.completion`` (or
+an SSE stream). So each call still builds the request, serialises it, goes through httpx2 and
+parses the response into pydantic models: everything a real call does except the network.
 
-Cases (see ``chat_cases``):
+Per call (``call_cases``):
 
 ``bare``
     The plain openai client.
-``otel_span``
-    The plain call inside one hand-written OpenTelemetry SDK span carrying a dozen attributes
-    (from the same SDK tracer provider aiguard uses): the floor for "a call with a span".
-``wrap_no_policy``
-    ``aiguard.wrap(client, retry=None)``, telemetry recorded with the SDK providers.
-``wrap_full_policy``
-    ``aiguard.wrap`` with retry, a fallback, a timeout and a circuit breaker, SDK providers.
-``wrap_full_policy_no_sdk``
-    The same full policy with no SDK configured: aiguard records through the global
-    OpenTelemetry API providers, which are the default no-op ones.
-``wrap_full_policy_unpriced``
-    The full policy on a model with no price (``provider="vllm"``): no cost is computed, so the
-    difference to ``wrap_full_policy`` is the cost accounting's share (price, span attributes,
-    spend metric).
-``wrap_full_policy_budget``
-    The full policy plus ``budget=aiguard.Budget(...)`` and ``tag=``: the difference to
-    ``wrap_full_policy`` is the budget's share (input estimate, reservation, settlement).
+``floor``
+    The *conventions-complete floor*: the plain call inside one hand-written OpenTelemetry SDK
+    span (CLIENT, ``chat gpt-4o``) with the attributes an inference span carries (operation,
+    provider, request and response model, server address and port, response id, finish
+    reasons, input and output tokens), plus the three metric points the GenAI conventions ask
+    for: one ``gen_ai.client.operation.duration`` point and two ``gen_ai.client.token.usage``
+    points (input, output), histograms with the conventions' bucket advisories.
+``telemetry``
+    ``aiguard.wrap(client, retry=None)``: telemetry (and cost) only, no policy.
+``default``
+    ``aiguard.wrap(client)``: the defaults (a ``Retry()``).
+``full_policy``
+    ``aiguard.wrap`` with retry, a fallback, a circuit breaker, a deadline, a budget and checks.
+``full_policy_no_sdk``
+    The same full policy with no SDK configured (the global no-op API providers).
 
-Cases are measured interleaved: in every round each case times one batch of calls (with
-``time.perf_counter_ns`` and the garbage collector paused), in a shuffled order per round so that
-no case always follows the same neighbour. The figure per case is the median over rounds of the
-per-call time of its batch.
+aiguard's figures are given as added time over ``bare`` and as a ratio of the floor's added time
+(targets: telemetry <= 1.15x, full policy <= 1.3x).
 
-Streaming cases (``stream_cases``) read a whole ``stream=True`` answer of 50 content chunks,
-bare (``stream_bare_50``) and through ``aiguard.wrap`` with the full policy and SDK telemetry
-(``stream_wrap_50``): what aiguard adds to a whole stream (its spans, the usage chunk it asks
-for, cost). The SDK spends tens of µs parsing each chunk, which drowns aiguard's per-chunk work
-in noise, so that is measured on its own (``per_chunk``): the same 1,000 parsed chunks iterated
-bare and through aiguard's stream proxy and chunk reader.
+Streams (``stream_cases``), all with the same full policy for aiguard:
 
-Adding a case: write a function returning ``Case`` objects (like ``chat_cases``) and add it to
-``build_cases``.
+``stream_*``
+    A real SSE stream of 20 content chunks read to the end: bare, floor (the span and metrics
+    above, plus ``time_to_first_chunk`` once and ``time_per_output_chunk`` once per chunk after
+    the first, and the usage chunk asked for, as aiguard does) and aiguard.
+``chunks_*``
+    The per-chunk cost. The SDK spends tens of µs parsing each SSE chunk, which drowns what
+    instrumentation does per chunk, so these streams go through the same SDK ``Stream`` with the
+    SSE decoding and chunk parsing replaced by pre-built chunk objects
+    (``PreparsedOpenAI``). Each is timed at two lengths; the slope between them is the cost per
+    chunk. aiguard's per-chunk cost beyond the floor's is the headline (target <= 1.5 µs).
+
+Import time (``import_times``): ``import aiguard`` in fresh interpreters (target <= 80 ms), and
+what the first use of the engine and of the price data add.
+
+Method: cases are measured interleaved. In every round each case times one batch (process CPU
+time by default, ``time.process_time_ns``; the garbage collector is paused during a batch), in a
+shuffled order per round so that no case always follows the same neighbour. Differences are
+*paired*: the median over rounds of (case - bare) within the same round, so slow drift of a
+shared machine cancels.
 """
 
 from __future__ import annotations
@@ -60,36 +68,47 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Literal, TextIO
 
 import httpx2
 import openai
+from openai.types.chat import ChatCompletionChunk
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
 import aiguard
 import aiguard._config
 
-TARGET_US = 40.0
-TARGET_CHUNK_US = 2.0
-STREAM_LENGTHS = (50,)
+TELEMETRY_RATIO_TARGET = 1.15  # telemetry-only wrap: added time <= 1.15x the floor's
+FULL_RATIO_TARGET = 1.3  # full policy: added time <= 1.3x the floor's
+CHUNK_TARGET_US = 1.5  # per streamed chunk, beyond the floor's own per-chunk cost
+IMPORT_TARGET_MS = 80.0
+
 MODEL = "gpt-4o"
 MESSAGES: list[Any] = [
     {"role": "system", "content": "You are a concise assistant for a travel booking site."},
     {"role": "user", "content": "What is the capital of France? Answer in one sentence."},
 ]
+STREAM_CHUNKS = 20  # content chunks of the real SSE stream (plus a role and a finish chunk)
+CHUNKS_SHORT, CHUNKS_LONG = 10, 410  # the two lengths of the per-chunk (slope) streams
+
+# The GenAI conventions' bucket advisories.
+DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01 ... 81.92 s
+TOKEN_BUCKETS = [4**i for i in range(14)]  # 1 ... 67108864
 
 # ---------------------------------------------------------------------------------------------
-# The fake provider: a fixed chat.completion served in-process.
+# The fake provider: a fixed chat.completion (or stream) served in-process.
 # ---------------------------------------------------------------------------------------------
 
 CHAT_COMPLETION: dict[str, Any] = {
@@ -137,6 +156,9 @@ CHAT_HEADERS = {
     "x-ratelimit-limit-tokens": "30000000",
     "x-ratelimit-remaining-tokens": "29999950",
 }
+SSE_HEADERS = {"content-type": "text/event-stream", "x-request-id": "req_bench_stream"}
+
+Handler = Callable[[httpx2.Request], httpx2.Response]
 
 
 def chat_handler(request: httpx2.Request) -> httpx2.Response:
@@ -144,13 +166,117 @@ def chat_handler(request: httpx2.Request) -> httpx2.Response:
     return httpx2.Response(200, headers=CHAT_HEADERS, content=CHAT_BODY)
 
 
-def make_openai_client(handler: Callable[[httpx2.Request], httpx2.Response]) -> openai.OpenAI:
+def make_openai_client(handler: Handler, cls: type[openai.OpenAI] = openai.OpenAI) -> openai.OpenAI:
     """The real openai SDK client, with its HTTP answered in-process by ``handler``."""
-    return openai.OpenAI(
+    return cls(
         api_key="sk-bench",
         base_url="http://bench.local/v1",
         http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
     )
+
+
+def chunk_dicts(chunks: int, usage: bool) -> list[dict[str, Any]]:
+    """The chunks of a streamed answer: a role chunk, ``chunks`` words, a finish chunk, usage."""
+
+    def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": "gpt-4o-2024-08-06",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    out = [chunk({"role": "assistant", "content": ""}, None)]
+    out += [chunk({"content": f"word{i} "}, None) for i in range(chunks)]
+    out.append(chunk({}, "stop"))
+    if usage:
+        out.append(
+            {
+                **chunk({}, None),
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 38,
+                    "completion_tokens": chunks,
+                    "total_tokens": 38 + chunks,
+                },
+            }
+        )
+    return out
+
+
+def wants_usage(request: httpx2.Request) -> bool:
+    body = json.loads(request.content)
+    return bool((body.get("stream_options") or {}).get("include_usage"))
+
+
+def sse_handler(chunks: int) -> Handler:
+    """A real SSE stream; the usage chunk only when the request asks for it (as OpenAI does)."""
+    bodies = {
+        usage: b"".join(
+            b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunk_dicts(chunks, usage)
+        )
+        + b"data: [DONE]\n\n"
+        for usage in (False, True)
+    }
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers=SSE_HEADERS, content=bodies[wants_usage(request)])
+
+    return handler
+
+
+class _Event:
+    """A server-sent event whose data is already parsed (what ``Stream.__stream__`` reads)."""
+
+    __slots__ = ("data", "event", "value")
+
+    def __init__(self, value: Any, data: str = "{}") -> None:
+        self.data = data
+        self.event = None
+        self.value = value
+
+    def json(self) -> Any:
+        return self.value
+
+
+_PREPARSED: dict[tuple[int, bool], tuple[_Event, ...]] = {}
+
+
+def preparsed_events(chunks: int, usage: bool) -> tuple[_Event, ...]:
+    key = (chunks, usage)
+    if key not in _PREPARSED:
+        parsed = [ChatCompletionChunk.model_validate(c) for c in chunk_dicts(chunks, usage)]
+        _PREPARSED[key] = (*(_Event(c) for c in parsed), _Event(None, "[DONE]"))
+    return _PREPARSED[key]
+
+
+class _PreparsedDecoder:
+    """Stands in for the SDK's SSE decoder: the body names the stream, the events are ready."""
+
+    def iter_bytes(self, iterator: Iterator[bytes]) -> Iterator[_Event]:
+        chunks, _, usage = b"".join(iterator).partition(b":")
+        yield from preparsed_events(int(chunks), usage == b"1")
+
+
+class PreparsedOpenAI(openai.OpenAI):
+    """The real client and ``Stream``, minus SSE decoding and chunk parsing (per-chunk cases)."""
+
+    def _make_sse_decoder(self) -> Any:
+        return _PreparsedDecoder()
+
+    def _process_response_data(self, *, data: Any, cast_to: Any, response: Any) -> Any:
+        if isinstance(data, ChatCompletionChunk):
+            return data
+        return super()._process_response_data(data=data, cast_to=cast_to, response=response)
+
+
+def preparsed_handler(chunks: int) -> Handler:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        plan = f"{chunks}:{int(wants_usage(request))}".encode()
+        return httpx2.Response(200, headers=SSE_HEADERS, content=plan)
+
+    return handler
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,13 +285,15 @@ def make_openai_client(handler: Callable[[httpx2.Request], httpx2.Response]) -> 
 
 
 class NullSpanExporter(SpanExporter):
-    """Accepts every batch and drops it; counts spans so the run can check they were recorded."""
+    """Accepts every batch and drops it; counts spans per instrumentation scope."""
 
     def __init__(self) -> None:
-        self.spans = 0
+        self.spans: Counter[str] = Counter()
 
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        self.spans += len(spans)
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        for span in spans:
+            scope = span.instrumentation_scope
+            self.spans[scope.name if scope is not None else "?"] += 1
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -230,8 +358,125 @@ def check_global_providers_are_noop() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# The floor: what a careful hand-written instrumentation following the conventions records.
+# ---------------------------------------------------------------------------------------------
+
+
+class Floor:
+    """One SDK span with the inference attributes, and the conventions' metric points."""
+
+    def __init__(self, sdk: Sdk) -> None:
+        self.tracer = sdk.tracer_provider.get_tracer("benchmark.floor")
+        meter = sdk.meter_provider.get_meter("benchmark.floor")
+        self.duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.tokens = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self.first_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_to_first_chunk",
+            unit="s",
+            description="Time to receive the first chunk in a streaming operation",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.per_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_per_output_chunk",
+            unit="s",
+            description="Time between consecutive chunks in a streaming operation",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.start_attrs: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": MODEL,
+            "server.address": "bench.local",
+            "server.port": 80,
+        }
+
+    def _end(
+        self, span: Any, started: float, rid: str, model: str, finish: list[str], usage: Any
+    ) -> None:
+        span.set_attributes(
+            {
+                "gen_ai.response.id": rid,
+                "gen_ai.response.model": model,
+                "gen_ai.response.finish_reasons": finish,
+                "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": usage.completion_tokens,
+            }
+        )
+        span.end()
+        attrs = {**self.start_attrs, "gen_ai.response.model": model}
+        self.duration.record(time.perf_counter() - started, attrs)
+        self.tokens.record(usage.prompt_tokens, {**attrs, "gen_ai.token.type": "input"})
+        self.tokens.record(usage.completion_tokens, {**attrs, "gen_ai.token.type": "output"})
+
+    def call(self, client: openai.OpenAI) -> Any:
+        started = time.perf_counter()
+        span = self.tracer.start_span(
+            "chat " + MODEL, kind=SpanKind.CLIENT, attributes=self.start_attrs
+        )
+        with trace.use_span(
+            span, end_on_exit=False, record_exception=True, set_status_on_exception=True
+        ):
+            result = client.chat.completions.create(model=MODEL, messages=MESSAGES)
+        finish = [c.finish_reason for c in result.choices]
+        self._end(span, started, result.id, result.model, finish, result.usage)
+        return result
+
+    def stream(self, client: openai.OpenAI) -> int:
+        """Read a stream to the end; the usage chunk is asked for, as aiguard does.
+
+        Like the instrumentations do, the request is sent in the span's context and the chunks
+        are read in the caller's (the span is not current while the caller iterates).
+        """
+        started = time.perf_counter()
+        span = self.tracer.start_span(
+            "chat " + MODEL, kind=SpanKind.CLIENT, attributes=self.start_attrs
+        )
+        with trace.use_span(
+            span, end_on_exit=False, record_exception=True, set_status_on_exception=True
+        ):
+            stream = client.chat.completions.create(
+                model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+            )
+        count = 0
+        last = 0.0
+        attrs: dict[str, Any] = {}
+        rid = model = ""
+        finish: list[str] = []
+        usage = None
+        for chunk in stream:
+            now = time.perf_counter()
+            if count:
+                self.per_chunk.record(now - last, attrs)
+            else:
+                rid, model = chunk.id, chunk.model
+                attrs = {**self.start_attrs, "gen_ai.response.model": model}
+                self.first_chunk.record(now - started, attrs)
+            last = now
+            count += 1
+            for choice in chunk.choices:
+                if choice.finish_reason:
+                    finish.append(choice.finish_reason)
+            if chunk.usage is not None:
+                usage = chunk.usage
+        self._end(span, started, rid, model, finish, usage)
+        return count
+
+
+# ---------------------------------------------------------------------------------------------
 # Cases
 # ---------------------------------------------------------------------------------------------
+
+Group = Literal["call", "stream", "chunks_short", "chunks_long"]
 
 
 @dataclass
@@ -239,15 +484,14 @@ class Case:
     name: str
     description: str
     call: Callable[[], Any]
+    group: Group = "call"
     # What aiguard must record with during this case; None when aiguard is not involved.
     telemetry: TelemetryMode | None = None
-    # What one timed unit is. A streaming case would use "chunk" and the chunks per call.
-    unit: str = "call"
-    units_per_call: int = 1
-    # Spans one call should produce (checked against the null exporter's count at the end).
-    spans_per_call: int = 0
+    # Relative batch size: a case whose call is slow times fewer calls per batch.
+    batch_scale: float = 1.0
     # What a correct call returns, checked once before timing.
     expect: Callable[[Any], bool] | None = None
+    calls_made: int = 0
 
 
 def full_policy() -> dict[str, Any]:
@@ -256,197 +500,143 @@ def full_policy() -> dict[str, Any]:
         "fallback": ["gpt-4o-mini"],
         "timeout": 30,
         "breaker": aiguard.Breaker(failures=5, reset_after=30),
+        "budget": aiguard.Budget(usd=10**9),
+        "checks": [aiguard.checks.NotEmpty(), aiguard.checks.NoSecrets()],
     }
 
 
-def chat_cases(sdk: Sdk) -> list[Case]:
+def call_cases(floor: Floor) -> list[Case]:
     """Non-streaming ``chat.completions.create`` cases."""
     bare = make_openai_client(chat_handler)
-    no_policy = aiguard.wrap(make_openai_client(chat_handler), retry=None)
+    telemetry_only = aiguard.wrap(make_openai_client(chat_handler), retry=None)
+    default = aiguard.wrap(make_openai_client(chat_handler))
     full = aiguard.wrap(make_openai_client(chat_handler), **full_policy())
     full_no_sdk = aiguard.wrap(make_openai_client(chat_handler), **full_policy())
-    unpriced = aiguard.wrap(make_openai_client(chat_handler), provider="vllm", **full_policy())
-    budgeted = aiguard.wrap(
-        make_openai_client(chat_handler),
-        budget=aiguard.Budget(usd=10**9),
-        tag="bench",
-        **full_policy(),
-    )
 
-    tracer = sdk.tracer_provider.get_tracer("benchmark")
-    span_attrs: dict[str, Any] = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "openai",
-        "gen_ai.request.model": MODEL,
-        "server.address": "bench.local",
-        "server.port": 80,
-        "gen_ai.openai.api_type": "chat_completions",
-    }
-
-    def call_bare() -> Any:
-        return bare.chat.completions.create(model=MODEL, messages=MESSAGES)
-
-    def call_otel_span() -> Any:
-        with tracer.start_as_current_span(
-            "chat " + MODEL, kind=SpanKind.CLIENT, attributes=span_attrs
-        ) as span:
-            result = bare.chat.completions.create(model=MODEL, messages=MESSAGES)
-            usage: Any = result.usage
-            span.set_attributes(
-                {
-                    "gen_ai.response.id": result.id,
-                    "gen_ai.response.model": result.model,
-                    "gen_ai.response.finish_reasons": [c.finish_reason for c in result.choices],
-                    "gen_ai.usage.input_tokens": usage.prompt_tokens,
-                    "gen_ai.usage.output_tokens": usage.completion_tokens,
-                    "gen_ai.usage.cache_read.input_tokens": (
-                        usage.prompt_tokens_details.cached_tokens
-                    ),
-                }
-            )
-            return result
-
-    def call_no_policy() -> Any:
-        return no_policy.chat.completions.create(model=MODEL, messages=MESSAGES)
-
-    def call_full() -> Any:
-        return full.chat.completions.create(model=MODEL, messages=MESSAGES)
-
-    def call_full_no_sdk() -> Any:
-        return full_no_sdk.chat.completions.create(model=MODEL, messages=MESSAGES)
-
-    def call_unpriced() -> Any:
-        return unpriced.chat.completions.create(model=MODEL, messages=MESSAGES)
-
-    def call_budgeted() -> Any:
-        return budgeted.chat.completions.create(model=MODEL, messages=MESSAGES)
+    def create(client: openai.OpenAI) -> Callable[[], Any]:
+        return lambda: client.chat.completions.create(model=MODEL, messages=MESSAGES)
 
     return [
-        Case("bare", "plain openai.OpenAI client", call_bare),
+        Case("bare", "plain openai.OpenAI client", create(bare)),
         Case(
-            "otel_span",
-            "plain call inside one SDK span with 12 attributes (the floor)",
-            call_otel_span,
-            spans_per_call=1,
+            "floor",
+            "1 SDK span, 10 attributes, 3 metric points",
+            lambda: floor.call(bare),
         ),
         Case(
-            "wrap_no_policy",
-            "aiguard.wrap(client, retry=None), SDK providers",
-            call_no_policy,
+            "telemetry",
+            "wrap(client, retry=None)",
+            create(telemetry_only),
             telemetry="sdk",
-            spans_per_call=2,
         ),
+        Case("default", "wrap(client): default Retry()", create(default), telemetry="sdk"),
         Case(
-            "wrap_full_policy",
-            "wrap with retry + fallback + timeout + breaker, SDK providers",
-            call_full,
+            "full_policy",
+            "retry fallback breaker deadline budget checks",
+            create(full),
             telemetry="sdk",
-            spans_per_call=2,
         ),
         Case(
-            "wrap_full_policy_no_sdk",
-            "same full policy, no SDK: global no-op API providers",
-            call_full_no_sdk,
+            "full_policy_no_sdk",
+            "full policy, no SDK configured",
+            create(full_no_sdk),
             telemetry="noop",
-        ),
-        Case(
-            "wrap_full_policy_unpriced",
-            "full policy, model without a price: no cost accounting",
-            call_unpriced,
-            telemetry="sdk",
-            spans_per_call=2,
-        ),
-        Case(
-            "wrap_full_policy_budget",
-            "full policy + Budget + tag: estimate, reserve, settle",
-            call_budgeted,
-            telemetry="sdk",
-            spans_per_call=2,
         ),
     ]
 
 
-def stream_handler(chunks: int) -> Callable[[httpx2.Request], httpx2.Response]:
-    """Answer with an SSE stream: a role chunk, ``chunks`` words, a finish chunk (and usage)."""
-
-    def event(delta: dict[str, Any], finish: str | None, usage: Any = None) -> bytes:
-        body = {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion.chunk",
-            "created": 1_700_000_000,
-            "model": MODEL,
-            "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-        if usage:
-            body["usage"] = usage
-        return b"data: " + json.dumps(body).encode() + b"\n\n"
-
-    head = event({"role": "assistant", "content": ""}, None)
-    words = b"".join(event({"content": f"word{i} "}, None) for i in range(chunks))
-    tail = event({}, "stop")
-    usage = event({}, None, {"prompt_tokens": 38, "completion_tokens": chunks, "total_tokens": 1})
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        body = json.loads(request.content)
-        wants_usage = (body.get("stream_options") or {}).get("include_usage")
-        content = head + words + tail + (usage if wants_usage else b"") + b"data: [DONE]\n\n"
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=content)
-
-    return handler
+def read_stream(client: openai.OpenAI) -> int:
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+    return sum(1 for _ in stream)
 
 
-def stream_cases(sdk: Sdk) -> list[Case]:
-    """``chat.completions.create(stream=True)`` read to the end, bare and guarded."""
-    cases = []
-    for n in STREAM_LENGTHS:
-        bare = make_openai_client(stream_handler(n))
-        guarded = aiguard.wrap(make_openai_client(stream_handler(n)), **full_policy())
+def stream_triplet(
+    group: Group,
+    prefix: str,
+    chunks: int,
+    handler: Handler,
+    cls: type[openai.OpenAI],
+    floor: Floor,
+    scale: float,
+) -> list[Case]:
+    bare = make_openai_client(handler, cls)
+    guarded = aiguard.wrap(make_openai_client(handler, cls), **full_policy())
+    total = chunks + 2  # role chunk + content chunks + finish chunk (the usage chunk is hidden)
 
-        def read(client: Any = bare) -> int:
-            stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
-            return sum(1 for _ in stream)
+    def expect(count: int) -> bool:
+        # aiguard hides the usage chunk it asked for; a stream that shows it is still correct.
+        return count in (total, total + 1)
 
-        def read_guarded(client: Any = guarded) -> int:
-            return read(client)
+    def expect_floor(count: int) -> bool:
+        return count == total + 1  # the floor sees the usage chunk it asked for
 
-        def expect(count: int, n: int = n) -> bool:
-            return count == n + 2
+    return [
+        Case(
+            f"{prefix}_bare",
+            f"bare, {total} chunks",
+            lambda: read_stream(bare),
+            group,
+            None,
+            scale,
+            expect,
+        ),
+        Case(
+            f"{prefix}_floor",
+            "span, 3 points, TTFC, TPOC per chunk",
+            lambda: floor.stream(bare),
+            group,
+            None,
+            scale,
+            expect_floor,
+        ),
+        Case(
+            f"{prefix}_aiguard",
+            "wrap, full policy",
+            lambda: read_stream(guarded),
+            group,
+            "sdk",
+            scale,
+            expect,
+        ),
+    ]
 
-        chunks = n + 2
-        cases.append(
-            Case(
-                f"stream_bare_{n}",
-                f"bare stream of {chunks} chunks",
-                read,
-                unit="chunk",
-                units_per_call=chunks,
-                expect=expect,
-            )
-        )
-        cases.append(
-            Case(
-                f"stream_wrap_{n}",
-                f"wrapped stream of {chunks} chunks, full policy, SDK",
-                read_guarded,
-                telemetry="sdk",
-                unit="chunk",
-                units_per_call=chunks,
-                spans_per_call=2,
-                expect=expect,
-            )
-        )
-    return cases
+
+def stream_cases(floor: Floor) -> list[Case]:
+    return [
+        *stream_triplet(
+            "stream", "stream", STREAM_CHUNKS, sse_handler(STREAM_CHUNKS), openai.OpenAI, floor, 0.5
+        ),
+        *stream_triplet(
+            "chunks_short",
+            "chunks10",
+            CHUNKS_SHORT,
+            preparsed_handler(CHUNKS_SHORT),
+            PreparsedOpenAI,
+            floor,
+            1.0,
+        ),
+        *stream_triplet(
+            "chunks_long",
+            "chunks410",
+            CHUNKS_LONG,
+            preparsed_handler(CHUNKS_LONG),
+            PreparsedOpenAI,
+            floor,
+            0.25,
+        ),
+    ]
 
 
-def build_cases(sdk: Sdk) -> list[Case]:
-    return chat_cases(sdk) + stream_cases(sdk)
+def build_cases(floor: Floor) -> list[Case]:
+    return call_cases(floor) + stream_cases(floor)
 
 
 def check_cases(cases: list[Case], switch: TelemetrySwitch) -> None:
-    """Every case must return the same parsed completion before anything is timed."""
+    """Every case must return the expected answer before anything is timed."""
     for case in cases:
         switch.use(case.telemetry)
         result = case.call()
+        case.calls_made += 1
         if case.expect is not None:
             if not case.expect(result):
                 sys.exit(f"case {case.name} returned an unexpected result: {result!r}")
@@ -460,17 +650,19 @@ def check_cases(cases: list[Case], switch: TelemetrySwitch) -> None:
 # Measurement
 # ---------------------------------------------------------------------------------------------
 
+CLOCKS: dict[str, Callable[[], int]] = {"cpu": time.process_time_ns, "wall": time.perf_counter_ns}
 
-def time_batch(call: Callable[[], Any], n: int, pause_gc: bool) -> int:
+
+def time_batch(call: Callable[[], Any], n: int, pause_gc: bool, clock: Callable[[], int]) -> int:
     """Nanoseconds for ``n`` back-to-back calls."""
     if pause_gc:
         gc.collect()
         gc.disable()
     try:
-        start = time.perf_counter_ns()
+        start = clock()
         for _ in range(n):
             call()
-        return time.perf_counter_ns() - start
+        return clock() - start
     finally:
         if pause_gc:
             gc.enable()
@@ -479,8 +671,7 @@ def time_batch(call: Callable[[], Any], n: int, pause_gc: bool) -> int:
 @dataclass
 class Samples:
     case: Case
-    per_unit_us: list[float] = field(default_factory=list)
-    calls: int = 0
+    us: list[float] = field(default_factory=list)  # per call, one per timed round
 
 
 def measure(
@@ -492,6 +683,7 @@ def measure(
     warmup_rounds: int,
     pause_gc: bool,
     seed: int,
+    clock: Callable[[], int],
 ) -> dict[str, Samples]:
     """Interleaved rounds: each round times one batch per case, in a shuffled order."""
     rng = random.Random(seed)
@@ -502,13 +694,72 @@ def measure(
         for case in order:
             if switch.use(case.telemetry):
                 case.call()  # untimed: lets aiguard build its tracer and instruments
-            elapsed = time_batch(case.call, batch, pause_gc)
-            if round_no < warmup_rounds:
-                continue
-            sample = samples[case.name]
-            sample.per_unit_us.append(elapsed / 1000 / (batch * case.units_per_call))
-            sample.calls += batch
+                case.calls_made += 1
+            n = max(1, round(batch * case.batch_scale))
+            elapsed = time_batch(case.call, n, pause_gc, clock)
+            case.calls_made += n
+            if round_no >= warmup_rounds:
+                samples[case.name].us.append(elapsed / 1000 / n)
     return samples
+
+
+# ---------------------------------------------------------------------------------------------
+# Import time: fresh interpreters
+# ---------------------------------------------------------------------------------------------
+
+IMPORT_SNIPPETS = {
+    "import aiguard": "import aiguard",
+    "+ first use of the engine": "import aiguard\naiguard.wrap, aiguard.Retry",
+    "+ configure (OpenTelemetry SDK)": "import aiguard\naiguard.wrap, aiguard.configure",
+    "+ price data (first priced call)": (
+        "import aiguard\naiguard.wrap, aiguard.configure\naiguard.prices.lookup('openai', 'gpt-4o')"
+    ),
+    "import openai": "import openai",
+    "import openai, aiguard + engine": "import openai\nimport aiguard\naiguard.wrap",
+}
+QUICK_IMPORT_SNIPPETS = ("import aiguard", "+ first use of the engine")
+HEAVY_MODULES = (
+    "genai_prices",
+    "pydantic",
+    "opentelemetry.sdk",
+    "opentelemetry.trace",
+    "wrapt",
+    "asyncio",
+)
+_IMPORT_PROBE = """import time
+wall, cpu = time.perf_counter(), time.process_time()
+{snippet}
+print((time.perf_counter() - wall) * 1000, (time.process_time() - cpu) * 1000)
+"""
+
+
+def import_times(runs: int, names: Sequence[str]) -> dict[str, Any]:
+    """Wall and CPU time of each snippet in ``runs`` fresh interpreters (interleaved), medians.
+
+    Timed inside the child, so interpreter start-up is left out; ``import aiguard`` is what an
+    application pays at start, the other lines what the first uses add on top of it.
+    """
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(runs):
+        for name in names:
+            code = _IMPORT_PROBE.format(snippet=IMPORT_SNIPPETS[name])
+            out = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            )
+            w, c = (float(x) for x in out.stdout.split()[-2:])
+            wall[name].append(w)
+            cpu[name].append(c)
+    probe = "import aiguard, sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout.splitlines()[-1]))
+    return {
+        "runs": runs,
+        "wall_ms": {name: statistics.median(v) for name, v in wall.items()},
+        "cpu_ms": {name: statistics.median(v) for name, v in cpu.items()},
+        "wall_min_ms": {name: min(v) for name, v in wall.items()},
+        "heavy_loaded_by_import": [m for m in HEAVY_MODULES if m in loaded],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,124 +775,77 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def summarize(samples: dict[str, Samples]) -> list[dict[str, Any]]:
-    medians = {name: statistics.median(s.per_unit_us) for name, s in samples.items()}
-    bare = medians.get("bare")
-    floor = medians.get("otel_span")
+def paired(a: list[float], b: list[float]) -> list[float]:
+    return [x - y for x, y in zip(a, b, strict=True)]
+
+
+def summarize_calls(
+    samples: dict[str, Samples], names: list[str], bare: str, floor: str
+) -> list[dict[str, Any]]:
+    """Per case: median, and the paired added time over ``bare`` and its ratio to the floor's."""
+    floor_added = statistics.median(paired(samples[floor].us, samples[bare].us))
     rows = []
-    for name, s in samples.items():
-        if name.startswith("stream_"):
-            continue
-        med = medians[name]
-        row: dict[str, Any] = {
-            "case": name,
-            "description": s.case.description,
-            "unit": s.case.unit,
-            "median_us": med,
-            "p25_us": quantile(s.per_unit_us, 0.25),
-            "p75_us": quantile(s.per_unit_us, 0.75),
-            "rounds": len(s.per_unit_us),
-            "calls": s.calls,
-        }
-        if bare is not None:
-            row["overhead_vs_bare_us"] = med - bare
-            row["ratio_vs_bare"] = med / bare
-            # Paired estimate: the same round's batches ran seconds apart, so their difference
-            # is less exposed to slow drift of the machine than the difference of medians.
-            diffs = [a - b for a, b in zip(s.per_unit_us, samples["bare"].per_unit_us, strict=True)]
-            row["paired_overhead_vs_bare_us"] = {
-                "median": statistics.median(diffs),
-                "p25": quantile(diffs, 0.25),
-                "p75": quantile(diffs, 0.75),
+    for name in names:
+        s = samples[name]
+        diffs = paired(s.us, samples[bare].us)
+        added = statistics.median(diffs)
+        rows.append(
+            {
+                "case": name,
+                "description": s.case.description,
+                "median_us": statistics.median(s.us),
+                "p25_us": quantile(s.us, 0.25),
+                "p75_us": quantile(s.us, 0.75),
+                "added_us": added,
+                "added_p25_us": quantile(diffs, 0.25),
+                "added_p75_us": quantile(diffs, 0.75),
+                "ratio_of_floor": added / floor_added if floor_added > 0 else float("nan"),
             }
-        if floor is not None:
-            row["overhead_vs_otel_span_us"] = med - floor
-            row["ratio_vs_otel_span"] = med / floor
-        rows.append(row)
+        )
     return rows
 
 
-def summarize_streams(samples: dict[str, Samples]) -> dict[str, Any] | None:
-    """What aiguard adds to a whole stream, and per chunk (measured on parsed chunks)."""
-    medians = {name: statistics.median(s.per_unit_us) for name, s in samples.items()}
-    out: dict[str, Any] = {"cases": {}}
-    for n in STREAM_LENGTHS:
-        bare, wrap = medians.get(f"stream_bare_{n}"), medians.get(f"stream_wrap_{n}")
-        if bare is None or wrap is None:
-            return None
-        chunks = n + 2
-        out["cases"][n] = {
-            "chunks": chunks,
-            "bare_us_per_stream": bare * chunks,
-            "wrap_us_per_stream": wrap * chunks,
-            "overhead_us_per_stream": (wrap - bare) * chunks,
-        }
-    out["per_chunk"] = per_chunk_overhead()
-    return out
+def summarize_chunks(samples: dict[str, Samples]) -> dict[str, Any]:
+    """Per-chunk cost: the slope between the short and the long stream, per round, paired."""
+    span = CHUNKS_LONG - CHUNKS_SHORT
 
+    def slopes(kind: str) -> list[float]:
+        return [
+            (long - short) / span
+            for short, long in zip(
+                samples[f"chunks{CHUNKS_SHORT}_{kind}"].us,
+                samples[f"chunks{CHUNKS_LONG}_{kind}"].us,
+                strict=True,
+            )
+        ]
 
-def per_chunk_overhead(chunks: int = 1000, rounds: int = 200) -> dict[str, float]:
-    """µs per chunk of iterating parsed chunks bare and through aiguard's stream proxy."""
-    from openai.types.chat import ChatCompletionChunk
-
-    from aiguard._stream import GuardedStream, _Lifecycle
-    from aiguard.adapters._openai import ChatReader
-
-    parsed = [
-        ChatCompletionChunk.model_validate(
-            {
-                "id": "chatcmpl-bench",
-                "object": "chat.completion.chunk",
-                "created": 1_700_000_000,
-                "model": MODEL,
-                "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}],
-            }
-        )
-        for i in range(chunks)
-    ]
-
-    class Quiet:  # a lifecycle whose end records nothing: only the iteration is timed
-        done = False
-        reader = ChatReader()
-        run = None
-        kept = None  # content capture off
-
-        def end(self, how: Any) -> None:
-            pass
-
-        def got(self, item: Any) -> None:
-            pass
-
-        def truncated(self) -> None:
-            return None
-
-    def bare() -> None:
-        for _ in iter(parsed):
-            pass
-
-    def proxied() -> None:
-        life: Any = Quiet()
-        life.reader = ChatReader()
-        it = iter(parsed)
-        for _ in GuardedStream(parsed, it, [next(it)], life):
-            pass
-
-    assert _Lifecycle  # the real lifecycle differs only in what happens once, at the end
-    times: dict[str, list[float]] = {"bare": [], "aiguard": []}
-    for _ in range(rounds):
-        for name, fn in (("bare", bare), ("aiguard", proxied)):
-            start = time.perf_counter_ns()
-            fn()
-            times[name].append((time.perf_counter_ns() - start) / 1000 / chunks)
-    bare_us = statistics.median(times["bare"])
-    guarded_us = statistics.median(times["aiguard"])
-    return {"bare_us": bare_us, "aiguard_us": guarded_us, "overhead_us": guarded_us - bare_us}
+    bare, floor, guarded = slopes("bare"), slopes("floor"), slopes("aiguard")
+    floor_added = paired(floor, bare)
+    beyond_floor = paired(guarded, floor)
+    return {
+        "bare_us": statistics.median(bare),
+        "floor_us": statistics.median(floor),
+        "aiguard_us": statistics.median(guarded),
+        "floor_added_us": statistics.median(floor_added),
+        "aiguard_added_us": statistics.median(paired(guarded, bare)),
+        "aiguard_beyond_floor_us": statistics.median(beyond_floor),
+        "beyond_floor_p25_us": quantile(beyond_floor, 0.25),
+        "beyond_floor_p75_us": quantile(beyond_floor, 0.75),
+    }
 
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "implementation": platform.python_implementation()}
-    dists = ("aiguard", "openai", "httpx2", "opentelemetry-api", "opentelemetry-sdk", "wrapt")
-    for dist in (*dists, "pydantic"):
+    dists = (
+        "aiguard",
+        "openai",
+        "httpx2",
+        "opentelemetry-api",
+        "opentelemetry-sdk",
+        "wrapt",
+        "pydantic",
+    )
+    for dist in dists:
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -666,80 +870,101 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": usable, "os": platform.platform()}
 
 
-def print_report(rows: list[dict[str, Any]], info: dict[str, Any], out: TextIO) -> None:
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def print_report(result: dict[str, Any], out: TextIO) -> None:
     def print(*args: Any) -> None:  # the whole report goes to ``out``
         builtins.print(*args, file=out)
 
-    v = info["versions"]
-    m = info["machine"]
+    v, m, r = result["versions"], result["machine"], result["run"]
     print(
-        f"Python {v['python']} ({v['implementation']}) | openai {v['openai']} | "
-        f"httpx2 {v['httpx2']} | opentelemetry-sdk {v['opentelemetry-sdk']} "
-        f"(api {v['opentelemetry-api']}) | aiguard {v['aiguard']} | wrapt {v['wrapt']} | "
-        f"pydantic {v['pydantic']}"
+        f"Python {v['python']} | openai {v['openai']} | httpx2 {v['httpx2']} | "
+        f"opentelemetry-sdk {v['opentelemetry-sdk']} | aiguard {v['aiguard']} | wrapt {v['wrapt']} "
+        f"| pydantic {v['pydantic']}"
     )
     print(f"{m['cpu']}, {m['cores']} cores usable, {m['os']}")
-    r = info["run"]
     print(
-        f"{r['rounds']} rounds x {r['batch']} calls per case (+{r['warmup_rounds']} warm-up "
-        f"rounds), interleaved, gc paused during batches: {r['pause_gc']}; {r['seconds']:.1f} s"
+        f"{r['rounds']} rounds (+{r['warmup_rounds']} warm-up), {r['batch']} calls per case per "
+        f"round, interleaved, {r['clock']} time, gc paused: {r['pause_gc']}; {r['seconds']:.0f} s"
     )
-    print()
-    header = (
-        f"{'case':<25} {'median':>9} {'p25-p75':>15} {'vs bare':>9} {'ratio':>6} "
-        f"{'vs otel_span':>12} {'ratio':>6}"
-    )
-    print(header)
-    print(f"{'':<25} {'µs/unit':>9} {'µs':>15} {'µs':>9} {'':>6} {'µs':>12} {'':>6}")
-    print("-" * len(header))
-    for row in rows:
-        spread = f"{row['p25_us']:.1f}-{row['p75_us']:.1f}"
-        print(
-            f"{row['case']:<25} {row['median_us']:>9.1f} {spread:>15} "
-            f"{row.get('overhead_vs_bare_us', float('nan')):>+9.1f} "
-            f"{row.get('ratio_vs_bare', float('nan')):>6.3f} "
-            f"{row.get('overhead_vs_otel_span_us', float('nan')):>+12.1f} "
-            f"{row.get('ratio_vs_otel_span', float('nan')):>6.3f}"
-        )
-    print()
-    by_name = {row["case"]: row for row in rows}
-    full = by_name.get("wrap_full_policy")
-    if full is not None and "overhead_vs_bare_us" in full:
-        x = full["overhead_vs_bare_us"]
-        print(f"full-policy overhead: {x:.1f} µs per call (target <= {TARGET_US:.0f} µs)")
-        extra = []
-        if "overhead_vs_otel_span_us" in full:
-            extra.append(f"{full['overhead_vs_otel_span_us']:.1f} µs above one bare SDK span")
-        no_sdk = by_name.get("wrap_full_policy_no_sdk")
-        if no_sdk is not None:
-            extra.append(f"{no_sdk['overhead_vs_bare_us']:.1f} µs with no SDK configured")
-        if extra:
-            print("  (" + "; ".join(extra) + ")")
-        paired = full["paired_overhead_vs_bare_us"]
-        print(
-            f"  paired per-round estimate: {paired['median']:.1f} µs "
-            f"(p25-p75 {paired['p25']:.1f} to {paired['p75']:.1f})"
-        )
-    streams = info.get("streams")
-    if streams:
+
+    def table(title: str, rows: list[dict[str, Any]], unit: str) -> None:
         print()
-        for c in streams["cases"].values():
-            print(
-                f"stream of {c['chunks']} chunks read to the end: bare "
-                f"{c['bare_us_per_stream']:.0f} µs, wrapped {c['wrap_us_per_stream']:.0f} µs "
-                f"(+{c['overhead_us_per_stream']:.0f} µs per stream, incl. the usage chunk)"
-            )
-        chunk = streams["per_chunk"]
-        print(
-            f"per chunk: +{chunk['overhead_us']:.2f} µs (target <= {TARGET_CHUNK_US:.0f} µs; "
-            f"parsed chunks, bare loop {chunk['bare_us']:.2f} µs, through aiguard "
-            f"{chunk['aiguard_us']:.2f} µs)"
+        print(title)
+        header = (
+            f"  {'case':<20} {'median':>9} {'added vs bare':>14} {'p25..p75 added':>17} "
+            f"{'x floor':>8}  what"
         )
-    checks = info.get("checks", {})
-    if checks:
+        print(header)
+        print(f"  {'':<20} {unit:>9} {unit:>14} {unit:>17}")
+        for row in rows:
+            spread = f"{row['added_p25_us']:+.1f}..{row['added_p75_us']:+.1f}"
+            print(
+                f"  {row['case']:<20} {row['median_us']:>9.1f} {row['added_us']:>+14.1f} "
+                f"{spread:>17} {row['ratio_of_floor']:>7.2f}x  {row['description']}"
+            )
+
+    table("Per call (chat.completions.create)", result["calls"], "µs/call")
+    table(
+        f"Per stream ({STREAM_CHUNKS + 2} chunks, real SSE, read to the end)",
+        result["streams"],
+        "µs/strm",
+    )
+    c = result["chunks"]
+    print()
+    print(
+        f"Per streamed chunk (slope between {CHUNKS_SHORT + 2}- and {CHUNKS_LONG + 2}-chunk "
+        "streams, pre-parsed chunks)"
+    )
+    print(
+        f"  bare {c['bare_us']:.2f} µs | floor {c['floor_us']:.2f} µs (+{c['floor_added_us']:.2f}) "
+        f"| aiguard {c['aiguard_us']:.2f} µs (+{c['aiguard_added_us']:.2f})"
+    )
+    imports = result.get("imports")
+    if imports:
+        print()
+        print(f"Import (fresh interpreters, timed inside, median of {imports['runs']})")
+        print(f"  {'':<34} {'wall ms':>8} {'cpu ms':>8} {'min wall':>9}")
+        for name, ms in imports["wall_ms"].items():
+            print(
+                f"  {name:<34} {ms:>8.1f} {imports['cpu_ms'][name]:>8.1f} "
+                f"{imports['wall_min_ms'][name]:>9.1f}"
+            )
+        heavy = ", ".join(imports["heavy_loaded_by_import"]) or "none"
+        print(f"  heavy modules loaded by 'import aiguard': {heavy}")
+    spans = result["checks"]
+    print()
+    print(
+        f"spans exported: floor {spans['floor_spans']}, aiguard {spans['aiguard_spans']} "
+        f"({spans['aiguard_spans_per_sdk_call']:.2f} per guarded SDK call); floor metric "
+        f"points recorded: {', '.join(spans['floor_metrics']) or 'NONE'}"
+    )
+    print()
+    print("Targets")
+    by_name = {row["case"]: row for row in result["calls"]}
+    tel, full, no_sdk = by_name["telemetry"], by_name["full_policy"], by_name["full_policy_no_sdk"]
+    print(
+        f"  telemetry-only  {tel['ratio_of_floor']:.2f}x floor (<= {TELEMETRY_RATIO_TARGET}x)  "
+        f"{verdict(tel['ratio_of_floor'] <= TELEMETRY_RATIO_TARGET)}"
+    )
+    print(
+        f"  full policy     {full['ratio_of_floor']:.2f}x floor (<= {FULL_RATIO_TARGET}x)  "
+        f"{verdict(full['ratio_of_floor'] <= FULL_RATIO_TARGET)}"
+    )
+    print(f"  no SDK          {no_sdk['added_us']:+.1f} µs per call over bare")
+    beyond = c["aiguard_beyond_floor_us"]
+    print(
+        f"  per chunk       {beyond:+.2f} µs beyond the floor's per-chunk cost (<= "
+        f"{CHUNK_TARGET_US} µs; p25..p75 {c['beyond_floor_p25_us']:+.2f}.."
+        f"{c['beyond_floor_p75_us']:+.2f})  {verdict(beyond <= CHUNK_TARGET_US)}"
+    )
+    if imports:
+        ms = imports["wall_ms"]["import aiguard"]
         print(
-            f"spans exported: {checks['spans_exported']} (expected at least "
-            f"{checks['spans_expected']})"
+            f"  import aiguard  {ms:.1f} ms (<= {IMPORT_TARGET_MS:.0f} ms)  "
+            f"{verdict(ms <= IMPORT_TARGET_MS)}"
         )
 
 
@@ -750,24 +975,40 @@ def print_report(rows: list[dict[str, Any]], info: dict[str, Any], out: TextIO) 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a ~10 s run with fewer rounds")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (CI)")
+    parser.add_argument("--json", action="store_true", help="JSON on stdout, the table on stderr")
+    parser.add_argument("--rounds", type=int, help="timed rounds (default 24, quick 5)")
     parser.add_argument(
-        "--json", action="store_true", help="print JSON on stdout (the table goes to stderr)"
+        "--batch", type=int, help="calls per case per round (default 150, quick 25)"
     )
-    parser.add_argument("--rounds", type=int, help="timed rounds (default 30, quick 16)")
+    parser.add_argument("--warmup", type=int, help="untimed warm-up rounds (default 2, quick 1)")
     parser.add_argument(
-        "--batch", type=int, help="calls per case per round (default 250, quick 100)"
+        "--imports",
+        type=int,
+        help="fresh interpreters per import figure (default 12, quick 3; 0: skip)",
     )
-    parser.add_argument("--warmup", type=int, help="untimed warm-up rounds (default 3, quick 2)")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="cpu",
+        help="process CPU time (default) or wall time",
+    )
     parser.add_argument(
         "--keep-gc", action="store_true", help="leave the garbage collector on during batches"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed for the per-round case order")
+    parser.add_argument(
+        "--profile",
+        metavar="CASE",
+        help="instead of timing, profile CASE (e.g. full_policy) with cProfile and print "
+        "aiguard's and OpenTelemetry's functions by cumulative time",
+    )
     args = parser.parse_args(argv)
-    rounds, batch, warmup = (16, 100, 2) if args.quick else (30, 250, 3)
+    rounds, batch, warmup, imports = (5, 25, 1, 3) if args.quick else (24, 150, 2, 12)
     args.rounds = args.rounds or rounds
     args.batch = args.batch or batch
     args.warmup = args.warmup if args.warmup is not None else warmup
+    args.imports = args.imports if args.imports is not None else imports
     return args
 
 
@@ -776,8 +1017,11 @@ def main(argv: list[str] | None = None) -> int:
     check_global_providers_are_noop()
     sdk = make_sdk()
     switch = TelemetrySwitch(sdk)
-    cases = build_cases(sdk)
+    floor = Floor(sdk)
+    cases = build_cases(floor)
     check_cases(cases, switch)
+    if args.profile:
+        return profile(cases, switch, args.profile)
     # Objects that live for the whole run need not be traversed by every collection.
     gc.collect()
     gc.freeze()
@@ -791,12 +1035,24 @@ def main(argv: list[str] | None = None) -> int:
         warmup_rounds=args.warmup,
         pause_gc=not args.keep_gc,
         seed=args.seed,
+        clock=CLOCKS[args.clock],
     )
     seconds = time.perf_counter() - started
+    snippets = QUICK_IMPORT_SNIPPETS if args.quick else tuple(IMPORT_SNIPPETS)
+    imports = import_times(args.imports, snippets) if args.imports > 0 else None
 
     sdk.tracer_provider.force_flush()
-    spans_expected = sum(c.spans_per_call * (args.rounds + args.warmup) * args.batch for c in cases)
-    info = {
+    guarded_sdk_calls = sum(c.calls_made for c in cases if c.telemetry == "sdk")
+    floor_metrics = sorted(
+        metric.name
+        for resource in (sdk.reader.get_metrics_data() or metrics_data_none()).resource_metrics
+        for scope in resource.scope_metrics
+        if scope.scope.name == "benchmark.floor"
+        for metric in scope.metrics
+    )
+    call_names = [c.name for c in cases if c.group == "call"]
+    stream_names = [c.name for c in cases if c.group == "stream"]
+    result: dict[str, Any] = {
         "versions": versions(),
         "machine": machine(),
         "run": {
@@ -804,19 +1060,62 @@ def main(argv: list[str] | None = None) -> int:
             "batch": args.batch,
             "warmup_rounds": args.warmup,
             "pause_gc": not args.keep_gc,
+            "clock": args.clock,
             "seed": args.seed,
             "seconds": seconds,
         },
-        "checks": {"spans_exported": sdk.exporter.spans, "spans_expected": spans_expected},
+        "calls": summarize_calls(samples, call_names, "bare", "floor"),
+        "streams": summarize_calls(samples, stream_names, "stream_bare", "stream_floor"),
+        "chunks": summarize_chunks(samples),
+        "imports": imports,
+        "checks": {
+            "floor_spans": sdk.exporter.spans["benchmark.floor"],
+            "aiguard_spans": sdk.exporter.spans["aiguard"],
+            "aiguard_spans_per_sdk_call": sdk.exporter.spans["aiguard"] / max(guarded_sdk_calls, 1),
+            "floor_metrics": floor_metrics,
+        },
+        "targets": {
+            "telemetry_ratio_of_floor": TELEMETRY_RATIO_TARGET,
+            "full_policy_ratio_of_floor": FULL_RATIO_TARGET,
+            "chunk_beyond_floor_us": CHUNK_TARGET_US,
+            "import_ms": IMPORT_TARGET_MS,
+        },
     }
-    rows = summarize(samples)
-    info["streams"] = summarize_streams(samples)
     # With --json the table goes to stderr and stdout carries only the JSON document.
-    print_report(rows, info, sys.stderr if args.json else sys.stdout)
+    print_report(result, sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps({**info, "results": rows, "target_us": TARGET_US}, indent=2))
+        print(json.dumps(result, indent=2))
     sdk.shutdown()
     return 0
+
+
+def profile(cases: list[Case], switch: TelemetrySwitch, name: str, calls: int = 3000) -> int:
+    """cProfile ``calls`` calls of one case; aiguard's and OpenTelemetry's functions only."""
+    import cProfile
+    import pstats
+
+    case = next((c for c in cases if c.name == name), None)
+    if case is None:
+        sys.exit(f"no case {name!r}; cases: {', '.join(c.name for c in cases)}")
+    switch.use(case.telemetry)
+    for _ in range(200):
+        case.call()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        case.call()
+    profiler.disable()
+    print(f"{calls} calls of {name} ({case.description}); profiling inflates every figure")
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("cumulative").print_stats(r"aiguard|opentelemetry", 45)
+    return 0
+
+
+def metrics_data_none() -> Any:
+    class Empty:
+        resource_metrics: list[Any] = []
+
+    return Empty()
 
 
 if __name__ == "__main__":

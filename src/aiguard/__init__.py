@@ -13,37 +13,87 @@ Example::
     reply = client.chat.completions.create(model="gpt-4o", messages=messages)
 """
 
-from aiguard import checks, prices
-from aiguard._breaker import Breaker
-from aiguard._budget import Budget, budget, tag
-from aiguard._config import configure
-from aiguard._decorator import guard
-from aiguard._errors import (
-    AIGuardError,
-    BudgetExceeded,
-    CheckFailed,
-    CircuitOpen,
-    DeadlineExceeded,
-    OutputInvalid,
-    StreamTruncated,
-)
-from aiguard._instrument import instrument, uninstrument
-from aiguard._policy import Failure, Policy, Retry, Target
-from aiguard._policy_file import PolicyFileError
-from aiguard._policy_file import reload as reload_policies
-from aiguard._types import Usage
-from aiguard._wrap import wrap
+# Importing aiguard loads almost nothing: every public name below is imported from its module on
+# first use (PEP 562 ``__getattr__``), so an application pays for the engine, the OpenTelemetry
+# SDK, pydantic, the checks' patterns and the genai-prices data only when it uses them. The
+# ``TYPE_CHECKING`` imports give type checkers and IDEs the same names, eagerly.
+
+from __future__ import annotations
+
+import importlib
+
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing ``typing`` costs a few ms
+if TYPE_CHECKING:
+    from typing import Any
+
+    from aiguard import checks, prices
+    from aiguard import testing as testing  # not in __all__: the test kit, loaded on use
+    from aiguard._breaker import Breaker
+    from aiguard._budget import Budget, budget, tag
+    from aiguard._config import configure
+    from aiguard._decorator import guard
+    from aiguard._errors import (
+        AIGuardError,
+        BudgetExceeded,
+        CheckFailed,
+        CircuitOpen,
+        DeadlineExceeded,
+        OutputInvalid,
+        StreamTruncated,
+    )
+    from aiguard._instrument import instrument, uninstrument
+    from aiguard._policy import Failure, Policy, Retry, Target
+    from aiguard._policy_file import PolicyFileError
+    from aiguard._policy_file import reload as reload_policies
+    from aiguard._types import Usage
+    from aiguard._wrap import wrap
 
 __version__ = "0.1.0"
 
+# public name -> (module, attribute in it; None for the module itself)
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "AIGuardError": ("aiguard._errors", "AIGuardError"),
+    "Breaker": ("aiguard._breaker", "Breaker"),
+    "Budget": ("aiguard._budget", "Budget"),
+    "BudgetExceeded": ("aiguard._errors", "BudgetExceeded"),
+    "CheckFailed": ("aiguard._errors", "CheckFailed"),
+    "CircuitOpen": ("aiguard._errors", "CircuitOpen"),
+    "DeadlineExceeded": ("aiguard._errors", "DeadlineExceeded"),
+    "Failure": ("aiguard._policy", "Failure"),
+    "OutputInvalid": ("aiguard._errors", "OutputInvalid"),
+    "Policy": ("aiguard._policy", "Policy"),
+    "PolicyFileError": ("aiguard._policy_file", "PolicyFileError"),
+    "Retry": ("aiguard._policy", "Retry"),
+    "StreamTruncated": ("aiguard._errors", "StreamTruncated"),
+    "Target": ("aiguard._policy", "Target"),
+    "Usage": ("aiguard._types", "Usage"),
+    "budget": ("aiguard._budget", "budget"),
+    "checks": ("aiguard.checks", None),
+    "configure": ("aiguard._config", "configure"),
+    "guard": ("aiguard._decorator", "guard"),
+    "instrument": ("aiguard._instrument", "instrument"),
+    "prices": ("aiguard.prices", None),
+    "reload_policies": ("aiguard._policy_file", "reload"),
+    "tag": ("aiguard._budget", "tag"),
+    "testing": ("aiguard.testing", None),
+    "uninstrument": ("aiguard._instrument", "uninstrument"),
+    "wrap": ("aiguard._wrap", "wrap"),
+}
 
-def __getattr__(name: str) -> object:
-    # ``aiguard.testing`` (the fake server and in-memory telemetry) is loaded on first use only.
-    if name == "testing":
-        import importlib
 
-        return importlib.import_module("aiguard.testing")
-    raise AttributeError(f"module 'aiguard' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'aiguard' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value  # later lookups are plain module attributes
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pydantic
+if TYPE_CHECKING:
+    import pydantic
+
+# pydantic is imported where an ``output=`` is compiled or checked, not with aiguard: a wrapped
+# client that validates nothing never loads it.
 
 from aiguard._messages import Message, Part, plain, to_json
 
@@ -22,6 +26,8 @@ class OutputSpec:
     """A compiled ``output=``: validates a value, or raises :class:`InvalidOutput`."""
 
     def __init__(self, output: Any) -> None:
+        import pydantic
+
         self.output = output
         self.adapter: pydantic.TypeAdapter[Any] | None = None
         self.function: Callable[[Any], Any] | None = None
@@ -39,6 +45,8 @@ class OutputSpec:
 
     def validate(self, value: Any) -> Any:
         """The validated value; raises :class:`InvalidOutput` listing what is wrong."""
+        import pydantic
+
         if self.function is not None:
             try:
                 return self.function(value)

@@ -474,9 +474,11 @@ class Run:
             if cost is not None:
                 attrs[sc.COST_USD] = float(cost)
                 attrs[sc.COST_BASIS] = cost_basis(endpoint)
-                if record.measuring:
-                    metric_attrs = dict(endpoint.metric_attrs or self._metric_base(endpoint))
-                    metric_attrs[sc.REQUEST_MODEL] = self.endpoints[0].model
+                if record.measuring:  # few attributes: spend by provider, model and tag
+                    metric_attrs: Attrs = {
+                        sc.PROVIDER: endpoint.provider,
+                        sc.REQUEST_MODEL: self.endpoints[0].model,
+                    }
                     if model is not None:
                         metric_attrs[sc.RESPONSE_MODEL] = model
                     if self.tag is not None:

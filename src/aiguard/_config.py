@@ -33,8 +33,8 @@ EXPORT_TIMEOUT_S = 3.0
 EXIT_FLUSH_S = 4.0
 
 _EXPORTER_EXTRAS = {
-    "otlp": "aiguard[otlp]",
-    "grpc": "aiguard[grpc]",
+    "otlp": "opentelemetry-exporter-otlp-proto-http",  # aiguard's otlp extra; the PyPI
+    "grpc": "opentelemetry-exporter-otlp-proto-grpc",  # name "aiguard" is another project
 }
 
 
@@ -54,7 +54,8 @@ def configure(
     - Otherwise, if the application already set SDK providers globally, aiguard uses those.
     - Otherwise aiguard creates SDK providers (with ``service_name``, else ``OTEL_SERVICE_NAME``)
       and sets them globally. ``exporter`` is ``"otlp"`` (HTTP/protobuf; gRPC with
-      ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``), ``"console"``, ``"jsonl:PATH"`` (one OTLP-JSON span
+      ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``), ``"pretty"`` (a readable tree per call on stderr),
+      ``"console"`` (raw JSON), ``"jsonl:PATH"`` (one OTLP-JSON span
       per line, for ``aiguard report``), a ``SpanExporter``, or ``None``: then
       ``OTEL_EXPORTER_OTLP_ENDPOINT`` selects OTLP, and with no endpoint nothing is exported
       (said once in a log line). Metrics go the same way (OTLP or console). The standard
@@ -121,7 +122,7 @@ def _tracer_provider(service_name: str | None, exporter: str | SpanExporter | No
     provider = SDKTracerProvider(resource=_resource(service_name), shutdown_on_exit=False)
     span_exporter = _exporter(exporter)
     if span_exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        provider.add_span_processor(_processor(span_exporter))
     trace.set_tracer_provider(provider)
     _created["tracer"] = provider
     _flush_at_exit()
@@ -134,8 +135,14 @@ def _attach(provider: SDKTracerProvider, exporter: str | SpanExporter) -> None:
         return
     span_exporter = _exporter(exporter)
     if span_exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        provider.add_span_processor(_processor(span_exporter))
     _created[key] = True
+
+
+def _processor(span_exporter: SpanExporter) -> BatchSpanProcessor:
+    # An exporter may ask for a shorter batch delay (the console view prints within 0.2 s).
+    delay = getattr(span_exporter, "schedule_delay_millis", None)
+    return BatchSpanProcessor(span_exporter, schedule_delay_millis=delay)
 
 
 def _kind(exporter: str | SpanExporter | None) -> str | None:
@@ -152,10 +159,10 @@ def _kind(exporter: str | SpanExporter | None) -> str | None:
                 "OTEL_EXPORTER_OTLP_ENDPOINT); spans are recorded but not exported"
             )
         return None
-    if exporter in ("console", "otlp") or exporter.startswith("jsonl:"):
+    if exporter in ("console", "otlp", "pretty") or exporter.startswith("jsonl:"):
         return exporter.partition(":")[0]
     raise ValueError(
-        f"exporter={exporter!r} is not known: use 'otlp', 'console', 'jsonl:PATH', a "
+        f"exporter={exporter!r} is not known: use 'otlp', 'console', 'pretty', 'jsonl:PATH', a "
         "SpanExporter, or None"
     )
 
@@ -201,6 +208,10 @@ def _exporter(exporter: str | SpanExporter | None) -> SpanExporter | None:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter()
+    if kind == "pretty":
+        from aiguard._pretty import PrettySpanExporter
+
+        return PrettySpanExporter()
     if kind == "jsonl":
         from aiguard._jsonl import JsonlSpanExporter
 

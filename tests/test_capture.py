@@ -367,3 +367,30 @@ def test_anthropic_system_is_system_instructions(server, telemetry):
     ]
     [answer] = json.loads(a["gen_ai.output.messages"])
     assert answer["role"] == "assistant" and answer["parts"][0]["type"] == "text"
+
+
+def test_tool_definitions_are_recorded_with_capture_on(make_client, telemetry):
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "description": "The weather in a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    make_client().chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=tools)
+    assert "gen_ai.tool.definitions" not in telemetry.span("chat gpt-4o").attributes  # off
+    telemetry.clear()
+    _capture_spans(telemetry)
+    make_client().chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=tools)
+    definitions = json.loads(telemetry.span("chat gpt-4o").attributes["gen_ai.tool.definitions"])
+    assert definitions == [
+        {
+            "type": "function",
+            "name": "weather",
+            "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+    ]

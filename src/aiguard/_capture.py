@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from aiguard._messages import Message
+from aiguard._messages import Message, plain
 from aiguard._telemetry import Attrs, report_fault
 
 ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -185,6 +185,36 @@ def input_attributes(messages: list[Message], capture: Capture) -> Attrs:
     if system:
         attrs[SYSTEM] = json.dumps(system, ensure_ascii=False)
     return attrs
+
+
+def tool_definitions(tools: Any) -> Attrs:
+    """``gen_ai.tool.definitions`` from a request's ``tools`` (OpenAI chat and Responses,
+    Anthropic, Ollama shapes): ``[{"type", "name", "description", "parameters"}]``.
+
+    Definitions are the developer's, not the user's: recorded as they are, with capture on.
+    """
+    if not isinstance(tools, list | tuple) or not tools:
+        return {}
+    out = []
+    for tool in tools:
+        tool = plain(tool)
+        if not isinstance(tool, dict):
+            continue
+        inner = tool.get("function")
+        function: dict[str, Any] = inner if isinstance(inner, dict) else tool
+        definition: dict[str, Any] = {
+            "type": "function"
+            if "function" in tool or tool.get("type") == "function"
+            else str(tool.get("type") or "function"),
+            "name": function.get("name"),
+        }
+        if function.get("description") is not None:
+            definition["description"] = function.get("description")
+        parameters = function.get("parameters", function.get("input_schema"))
+        if parameters is not None:
+            definition["parameters"] = parameters
+        out.append(definition)
+    return {TOOL_DEFINITIONS: json.dumps(out, ensure_ascii=False, default=repr)} if out else {}
 
 
 def output_attributes(answers: list[tuple[Message, str]], capture: Capture) -> Attrs:

@@ -916,7 +916,9 @@ def begin(
 def _captured_input(route: Route, request: dict[str, Any], capture: Capture) -> Attrs:
     try:
         extract = getattr(route, "messages", None) or request_messages
-        return _capture.input_attributes(extract(request), capture)
+        attrs = _capture.input_attributes(extract(request), capture)
+        attrs.update(_capture.tool_definitions(request.get("tools")))
+        return attrs
     except Exception as exc:
         report_fault("capturing message content", exc)
         return {}

@@ -93,6 +93,8 @@ AIGUARD_ATTRIBUTES: dict[str, str] = {
     "aiguard.cost.usd": DOUBLE,
     "aiguard.cost.basis": STR,
     "aiguard.cost.total_usd": DOUBLE,
+    "aiguard.cost.unknown": BOOL,
+    "aiguard.cost.charged_usd": DOUBLE,
     "aiguard.budget.remaining_usd": DOUBLE,
     "aiguard.tag": STR,
     "aiguard.checks": STRS,

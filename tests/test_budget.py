@@ -279,3 +279,33 @@ def test_budget_state_reads_well():
     budget = aiguard.Budget(usd="2.50", name="team")
     assert repr(budget) == "<aiguard.Budget 'team' $0 of $2.50 spent>"
     assert budget.remaining == Decimal("2.50")
+
+
+def test_an_answer_without_usage_is_charged_its_worst_case_and_says_so(
+    make_client, server, telemetry
+):
+    server.reply("gpt-4o", usage=False)  # a proxy that strips the usage
+    budget = aiguard.Budget(usd=1)
+    _ask(make_client(provider="openai", budget=budget))
+    assert budget.spent == WORST and budget.reserved == 0  # not $0: the limit stays hard
+    a = telemetry.span("chat gpt-4o").attributes
+    assert "aiguard.cost.usd" not in a
+    assert a["aiguard.cost.unknown"] is True
+    assert a["aiguard.cost.charged_usd"] == pytest.approx(float(WORST))
+    [spend] = telemetry.metrics()["aiguard.cost"]
+    assert spend.value == pytest.approx(float(WORST))  # the metric agrees with the budget
+
+
+def test_a_stream_cut_midway_records_the_worst_case_it_was_charged(make_client, server, telemetry):
+    server.fail("gpt-4o", cut_after=2)
+    budget = aiguard.Budget(usd=1)
+    client = make_client(provider="openai", budget=budget)
+    with pytest.raises(openai.APIError):
+        for _ in _ask(client, stream=True):
+            pass
+    assert budget.spent == WORST
+    a = telemetry.span("chat gpt-4o").attributes
+    assert a["aiguard.cost.charged_usd"] == pytest.approx(float(WORST))
+    assert a["aiguard.cost.total_usd"] == pytest.approx(float(WORST))
+    [spend] = telemetry.metrics()["aiguard.cost"]
+    assert spend.value == pytest.approx(float(WORST))

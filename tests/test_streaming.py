@@ -369,3 +369,24 @@ async def test_async_truncation(make_async_client, server, telemetry):
     span = _ended_once(telemetry)
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes["error.type"] == "aiguard.StreamTruncated"
+
+
+def test_a_stream_that_ends_cleanly_before_its_first_chunk_is_retried(
+    make_client, server, telemetry
+):
+    server.fail("gpt-4o", empty=True)
+    chunks = list(
+        make_client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    )
+    assert chunks and len(server.requests) == 2
+    span = telemetry.span("chat gpt-4o")
+    [failed] = [e for e in span.events if e.name == "aiguard.attempt.failed"]
+    assert failed.attributes["error.type"] == "aiguard.StreamTruncated"
+    assert failed.attributes["aiguard.failure.class"] == "outage"
+
+
+def test_a_stream_empty_on_every_attempt_raises_a_clear_error(make_client, server):
+    server.fail("gpt-4o", empty=True, times=3)
+    with pytest.raises(aiguard.StreamTruncated, match="before its first chunk") as caught:
+        make_client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    assert caught.value.empty and len(server.requests) == 3

@@ -383,11 +383,13 @@ class Run:
         response_model: Any,
         seconds: float,
         unknown_is_worst: bool = False,
-    ) -> Decimal | None:
+    ) -> tuple[Decimal | None, Decimal]:
         """Price a finished attempt, settle its reservations and add it to the totals.
 
-        ``unknown_is_worst``: for a stream, whose usage may be missing or partial (cut before its
-        final event): its cost is unknown, and budgets keep its worst case.
+        Returns its cost (None: unknown) and what budgets were charged. An answer whose cost
+        cannot be known (no usage reported; a stream, ``unknown_is_worst``, whose usage may be
+        partial, cut before its final event) is charged its reserved worst case: a proxy that
+        strips usage must not make a hard budget meaningless.
         """
         cost: Decimal | None = None
         try:
@@ -404,14 +406,12 @@ class Run:
         except Exception as exc:
             report_fault("pricing a call", exc)
             cost = attempt.reserved or None  # a hard budget assumes the worst
-        charged = cost
-        if charged is None and unknown_is_worst:
-            charged = attempt.reserved
+        charged = attempt.reserved if cost is None else cost
         for budget in self.budgets:
-            budget.settle(attempt.reserved, charged or _ZERO)
-        if cost is not None:
-            self.add_cost(cost)
-        return cost
+            budget.settle(attempt.reserved, charged)
+        if charged or cost is not None:
+            self.add_cost(charged)
+        return cost, charged
 
     def add_cost(self, cost: Decimal) -> None:
         with _cost_lock:  # nested calls may finish on other threads
@@ -468,28 +468,39 @@ class Run:
         """
         endpoint = attempt.endpoint
         record = self.record
-        model = attrs.get(sc.RESPONSE_MODEL)
         if self.route.priced:
-            cost = self._charge(attempt, usage, model, seconds, unknown_is_worst=stream is not None)
-            if cost is not None:
-                attrs[sc.COST_USD] = float(cost)
-                attrs[sc.COST_BASIS] = cost_basis(endpoint)
-                if record.measuring:  # few attributes: spend by provider, model and tag
-                    metric_attrs: Attrs = {
-                        sc.PROVIDER: endpoint.provider,
-                        sc.REQUEST_MODEL: self.endpoints[0].model,
-                    }
-                    if model is not None:
-                        metric_attrs[sc.RESPONSE_MODEL] = model
-                    if self.tag is not None:
-                        metric_attrs[sc.TAG] = self.tag
-                    self.telemetry.count(self.telemetry.cost, metric_attrs, float(cost))
+            self._price(attempt, attrs, usage, seconds, stream is not None)
         if stream is not None:
             attrs.update(stream)
         output = None
         if record.capture is not None and answer is not None:
             output = self._captured_output(answer, attrs)
         record.answered(endpoint.metric_attrs or self._metric_base(endpoint), attrs, usage, output)
+
+    def _price(
+        self, attempt: _Attempt, attrs: Attrs, usage: Usage | None, seconds: float, stream: bool
+    ) -> None:
+        """Charge the answer to the budgets; its cost on the span and the spend metric."""
+        endpoint = attempt.endpoint
+        model = attrs.get(sc.RESPONSE_MODEL)
+        cost, charged = self._charge(attempt, usage, model, seconds, unknown_is_worst=stream)
+        if cost is not None:
+            attrs[sc.COST_USD] = float(cost)
+            attrs[sc.COST_BASIS] = cost_basis(endpoint)
+        elif charged:  # what budgets were charged, so budgets and telemetry agree
+            attrs[sc.COST_UNKNOWN] = True
+            attrs[sc.COST_CHARGED_USD] = float(charged)
+        if (cost is not None or charged) and self.record.measuring:
+            # Few attributes: spend by provider, model and tag.
+            metric_attrs: Attrs = {
+                sc.PROVIDER: endpoint.provider,
+                sc.REQUEST_MODEL: self.endpoints[0].model,
+            }
+            if model is not None:
+                metric_attrs[sc.RESPONSE_MODEL] = model
+            if self.tag is not None:
+                metric_attrs[sc.TAG] = self.tag
+            self.telemetry.count(self.telemetry.cost, metric_attrs, float(charged))
 
     def _metric_base(self, endpoint: Endpoint) -> Attrs:
         base = endpoint.metric_attrs = {
@@ -628,7 +639,10 @@ class Run:
         self._release(attempt)
         endpoint = attempt.endpoint
         try:
-            failure, retry_after = self.route.classify(error)
+            if isinstance(error, StreamTruncated):  # ended before its first chunk
+                failure, retry_after = Failure.OUTAGE, None
+            else:
+                failure, retry_after = self.route.classify(error)
         except Exception as exc:
             report_fault("classifying an error", exc)
             failure, retry_after = Failure.FATAL, None
@@ -942,6 +956,8 @@ def run_sync(run: Run) -> Any:
                 if run.reader is not None:  # a stream counts as started at its first chunk
                     reader = run.reader()
                     iterator, held = first_chunk(result, reader)
+                    if not held:
+                        raise StreamTruncated(endpoint.model, empty=True)
             except BaseException as exc:
                 if not isinstance(exc, Exception):  # cancelled or interrupted: no retry
                     run.aborted(attempt, exc)
@@ -986,6 +1002,8 @@ async def run_async(run: Run) -> Any:
                 if run.reader is not None:
                     reader = run.reader()
                     iterator, held = await first_chunk_async(result, reader)
+                    if not held:
+                        raise StreamTruncated(endpoint.model, empty=True)
             except BaseException as exc:
                 if not isinstance(exc, Exception):  # cancelled or interrupted: no retry
                     run.aborted(attempt, exc)

@@ -116,8 +116,15 @@ class StreamTruncated(AIGuardError):
     only when asked to, with ``raise_on_truncation=True``.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, empty: bool = False) -> None:
         self.model = model
+        self.empty = empty
+        if empty:  # retried like an outage; raised when the retries and fallbacks ran out
+            super().__init__(
+                f"the stream from {model!r} ended cleanly before its first chunk: nothing "
+                "arrived, on every attempt. The server or a proxy cut it; check the server."
+            )
+            return
         super().__init__(
             f"the stream from {model!r} ended without a finish reason: the answer is incomplete. "
             "The server or a proxy cut it; retry the call, or treat what arrived as partial."

@@ -54,6 +54,7 @@ class Fault:
       lines) and then drop the connection.
     - ``truncate``: for a stream, end cleanly but with no finish reason and no end marker
       (OpenAI ``[DONE]``, Anthropic ``message_delta``/``message_stop``, Ollama ``done: true``).
+    - ``empty``: for a stream, answer 200 and end cleanly before the first chunk.
     - ``stream_error``: for a stream, send an in-stream error of this type (e.g.
       ``"overloaded_error"``) after ``cut_after`` chunks (default: before the first), then end.
 
@@ -72,6 +73,7 @@ class Fault:
     cut_after: int | None = None
     truncate: bool = False
     stream_error: str | None = None
+    empty: bool = False
 
 
 @dataclass
@@ -825,6 +827,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.close_connection = True
+        if fault is not None and fault.empty:
+            return  # headers, then a clean end: not one chunk
         limit = fault.cut_after if fault is not None else None
         if error is not None and limit is None:
             limit = 0

@@ -808,35 +808,6 @@ def _changed_strings(old: Any, new: Any, changed: dict[str, str]) -> None:
             _changed_strings(a, b, changed)
 
 
-def checks_sync(run: Run) -> None:
-    """Run the policy's checks on a sync call (an async check is refused)."""
-    steps = run.checks()
-    for pending in steps:
-        if hasattr(pending, "close"):
-            pending.close()  # never awaited: do not leave a warning behind
-        steps.close()
-        raise TypeError(
-            "an async check cannot run on a sync call: make it a plain function, or use the "
-            "async client"
-        )
-
-
-async def checks_async(run: Run) -> None:
-    """Run the policy's checks on an async call, awaiting async checks."""
-    steps = run.checks()
-    try:
-        pending = next(steps)
-        while True:
-            try:
-                result = await pending
-            except Exception as exc:
-                pending = steps.throw(exc)
-            else:
-                pending = steps.send(result)
-    except StopIteration:
-        return
-
-
 def cost_basis(endpoint: Endpoint) -> str:
     price = prices.lookup(endpoint.price_provider, endpoint.model)
     return "compute_time" if price is not None and not price.per_token else "tokens"
@@ -938,43 +909,174 @@ def _captured_input(route: Route, request: dict[str, Any], capture: Capture) -> 
         return {}
 
 
+# -- the attempt loop, once, and the two drivers that run it -----------------------------------
+#
+# ``attempts`` holds every decision of a guarded call as a generator of steps; a driver does
+# what each step says (call the SDK, read a first chunk or item, sleep, await a check) and sends
+# the outcome back, or throws the error in. Sync and async differ only in the drivers.
+
+
+@dataclass(slots=True)
+class Invoke:
+    """Send the request: ``fn(request)`` (awaited by the async driver)."""
+
+    fn: Callable[[dict[str, Any]], Any]
+    request: dict[str, Any]
+    guarded: bool  # a guarded client's own call to its SDK (zero-code instrumentation skips it)
+
+
+@dataclass(slots=True)
+class FirstChunk:
+    """Read a stream up to its first chunk the user may see: ``(iterator, held chunks)``."""
+
+    stream: Any
+    reader: Reader
+
+
+@dataclass(slots=True)
+class FirstItem:
+    """Take a decorated generator's first item (:data:`EMPTY` when it has none)."""
+
+    generator: Any
+
+
+@dataclass(slots=True)
+class Sleep:
+    """Wait before the next attempt."""
+
+    seconds: float
+
+
+@dataclass(slots=True)
+class Started:
+    """What the loop returns for a stream (the SDK's stream, handed over at its first chunk) or
+    a decorated generator (its first item, or :data:`EMPTY`)."""
+
+    result: Any
+    iterator: Any = None
+    held: list[Any] = field(default_factory=list)
+    life: _Lifecycle | None = None
+    first: Any = None
+
+
+EMPTY = object()  # a decorated generator that yielded nothing
+
+
+def attempts(run: Run, items: bool = False) -> Generator[Any, Any, Any]:
+    """A guarded call's checks and attempt loop; ``items``: the call is a generator function's.
+
+    Yields the steps above (and, for async checks, their awaitables); returns the answer, or
+    :class:`Started` for a stream or a generator.
+    """
+    if run.policy.checks:
+        yield from run.checks()
+    while True:
+        endpoint, remaining = run.next_endpoint()
+        attempt, request = run.start_attempt(endpoint, remaining)
+        first: Any = None
+        try:
+            result = yield Invoke(endpoint.invoke, request, run.inference)
+            if run.reader is not None:  # a stream counts as started at its first chunk
+                reader = run.reader()
+                iterator, held = yield FirstChunk(result, reader)
+                if not held:
+                    raise StreamTruncated(endpoint.model, empty=True)
+            elif items:
+                first = yield FirstItem(result)
+        except Exception as exc:
+            wait = run.failed(attempt, exc)
+            if wait > 0:
+                yield Sleep(wait)
+            continue
+        except BaseException as exc:  # cancelled or interrupted: no retry
+            run.aborted(attempt, exc)
+            raise
+        if run.reader is not None:
+            return Started(result, iterator, held, run.stream_started(attempt, reader, held))
+        run.succeeded(attempt, None if items else result)
+        if items:
+            return Started(result, first=first)
+        if run.policy.output is not None:
+            result = run.validate_output(result)
+            if result is REASK:
+                continue
+        return result
+
+
+def drive_sync(steps: Generator[Any, Any, Any]) -> Any:
+    """Run the steps with blocking calls and sleeps."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.send(value) if error is None else steps.throw(error)
+        except StopIteration as done:
+            return done.value
+        value = error = None
+        if not isinstance(step, _STEPS):
+            _refuse_async_check(step, steps)
+        try:
+            if isinstance(step, Invoke):
+                value = sdk_call(step.fn, step.request) if step.guarded else step.fn(step.request)
+            elif isinstance(step, FirstChunk):
+                value = first_chunk(step.stream, step.reader)
+            elif isinstance(step, FirstItem):
+                value = next(step.generator, EMPTY)
+            else:
+                time.sleep(step.seconds)
+        except BaseException as exc:
+            error = exc
+
+
+_STEPS = (Invoke, FirstChunk, FirstItem, Sleep)
+
+
+def _refuse_async_check(pending: Any, steps: Generator[Any, Any, Any]) -> None:
+    if hasattr(pending, "close"):
+        pending.close()  # never awaited: leave no warning behind
+    steps.close()
+    raise TypeError(
+        "an async check cannot run on a sync call: make it a plain function, or use the async "
+        "client"
+    )
+
+
+async def drive_async(steps: Generator[Any, Any, Any]) -> Any:
+    """Run the steps awaiting calls and sleeps; the decisions are the sync driver's."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.send(value) if error is None else steps.throw(error)
+        except StopIteration as done:
+            return done.value
+        value = error = None
+        try:
+            if isinstance(step, Invoke):
+                value = sdk_call(step.fn, step.request) if step.guarded else step.fn(step.request)
+                if inspect.isawaitable(value):  # not a decorated async generator
+                    value = await value
+            elif isinstance(step, FirstChunk):
+                value = await first_chunk_async(step.stream, step.reader)
+            elif isinstance(step, FirstItem):
+                value = await anext(step.generator, EMPTY)
+            elif isinstance(step, Sleep):
+                await asyncio.sleep(step.seconds)
+            else:  # an async check's awaitable
+                value = await step
+        except BaseException as exc:
+            error = exc
+
+
 def run_sync(run: Run) -> Any:
     """Drive a guarded call with blocking sleeps."""
     error: BaseException | None = None
     try:
-        if run.policy.checks:
-            checks_sync(run)
-        while True:
-            endpoint, remaining = run.next_endpoint()
-            attempt, request = run.start_attempt(endpoint, remaining)
-            try:
-                result = (
-                    sdk_call(endpoint.invoke, request)
-                    if run.inference
-                    else (endpoint.invoke(request))
-                )
-                if run.reader is not None:  # a stream counts as started at its first chunk
-                    reader = run.reader()
-                    iterator, held = first_chunk(result, reader)
-                    if not held:
-                        raise StreamTruncated(endpoint.model, empty=True)
-            except BaseException as exc:
-                if not isinstance(exc, Exception):  # cancelled or interrupted: no retry
-                    run.aborted(attempt, exc)
-                    raise
-                wait = run.failed(attempt, exc)
-                if wait > 0:
-                    time.sleep(wait)
-                continue
-            if run.reader is not None:
-                life = run.stream_started(attempt, reader, held)
-                return GuardedStream(result, iterator, held, life)
-            run.succeeded(attempt, result)
-            if run.policy.output is not None:
-                result = run.validate_output(result)
-                if result is REASK:
-                    continue
-            return result
+        result = drive_sync(attempts(run))
+        if isinstance(result, Started):
+            assert result.life is not None
+            return GuardedStream(result.result, result.iterator, result.held, result.life)
+        return result
     except BaseException as exc:
         error = exc
         raise
@@ -987,40 +1089,11 @@ async def run_async(run: Run) -> Any:
     """Drive a guarded call with ``asyncio.sleep``; the decisions are the same as the sync path."""
     error: BaseException | None = None
     try:
-        if run.policy.checks:
-            await checks_async(run)
-        while True:
-            endpoint, remaining = run.next_endpoint()
-            attempt, request = run.start_attempt(endpoint, remaining)
-            try:
-                pending = (
-                    sdk_call(endpoint.invoke, request)
-                    if run.inference
-                    else (endpoint.invoke(request))
-                )
-                result = await pending
-                if run.reader is not None:
-                    reader = run.reader()
-                    iterator, held = await first_chunk_async(result, reader)
-                    if not held:
-                        raise StreamTruncated(endpoint.model, empty=True)
-            except BaseException as exc:
-                if not isinstance(exc, Exception):  # cancelled or interrupted: no retry
-                    run.aborted(attempt, exc)
-                    raise
-                wait = run.failed(attempt, exc)
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                continue
-            if run.reader is not None:
-                life = run.stream_started(attempt, reader, held)
-                return AsyncGuardedStream(result, iterator, held, life)
-            run.succeeded(attempt, result)
-            if run.policy.output is not None:
-                result = run.validate_output(result)
-                if result is REASK:
-                    continue
-            return result
+        result = await drive_async(attempts(run))
+        if isinstance(result, Started):
+            assert result.life is not None
+            return AsyncGuardedStream(result.result, result.iterator, result.held, result.life)
+        return result
     except BaseException as exc:
         error = exc
         raise

@@ -25,12 +25,14 @@ from aiguard._breaker import Breaker
 from aiguard._budget import Budget
 from aiguard._classify import classify
 from aiguard._core import (
+    EMPTY,
     Endpoint,
     Run,
+    attempts,
     begin,
-    checks_async,
-    checks_sync,
     current_deadline,
+    drive_async,
+    drive_sync,
     run_async,
     run_sync,
 )
@@ -367,25 +369,11 @@ class _Guarded:
             error: BaseException | None = None
             gen: Any = None
             try:
-                if run.policy.checks:
-                    checks_sync(run)
-                while True:
-                    endpoint, remaining = run.next_endpoint()
-                    attempt, request = run.start_attempt(endpoint, remaining)
-                    try:
-                        gen = endpoint.invoke(request)
-                        first = next(gen)
-                    except StopIteration:
-                        run.succeeded(attempt, None)
-                        return
-                    except Exception as exc:
-                        wait = run.failed(attempt, exc)
-                        if wait > 0:
-                            time.sleep(wait)
-                        continue
-                    run.succeeded(attempt, None)
-                    break
-                yield first
+                started = drive_sync(attempts(run, items=True))
+                gen = started.result
+                if started.first is EMPTY:
+                    return
+                yield started.first
                 while True:
                     token = _enter(run)
                     try:
@@ -413,25 +401,11 @@ class _Guarded:
             error: BaseException | None = None
             gen: Any = None
             try:
-                if run.policy.checks:
-                    await checks_async(run)
-                while True:
-                    endpoint, remaining = run.next_endpoint()
-                    attempt, request = run.start_attempt(endpoint, remaining)
-                    try:
-                        gen = endpoint.invoke(request)
-                        first = await gen.__anext__()
-                    except StopAsyncIteration:
-                        run.succeeded(attempt, None)
-                        return
-                    except Exception as exc:
-                        wait = run.failed(attempt, exc)
-                        if wait > 0:
-                            await asyncio.sleep(wait)
-                        continue
-                    run.succeeded(attempt, None)
-                    break
-                yield first
+                started = await drive_async(attempts(run, items=True))
+                gen = started.result
+                if started.first is EMPTY:
+                    return
+                yield started.first
                 while True:
                     token = _enter(run)
                     try:

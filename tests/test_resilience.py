@@ -336,3 +336,12 @@ def test_each_attempt_gets_the_time_left_as_its_timeout(make_client, server):
     with pytest.raises((aiguard.DeadlineExceeded, openai.APITimeoutError)):
         ask(make_client(retry=aiguard.Retry(attempts=1), timeout=0.3))
     assert time.monotonic() - started < 1
+
+
+def test_a_deadline_never_widens_the_clients_own_timeout(server, raw_client):
+    server.fail("gpt-4o", delay=1.5)
+    client = aiguard.wrap(raw_client.with_options(timeout=0.3), timeout=5, retry=None)
+    started = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert time.monotonic() - started < 1.0  # the client's 0.3 s, not the deadline's 5 s

@@ -146,6 +146,9 @@ class Endpoint:
     timeout_param: str | None = "timeout"
     # The operation, provider and server attributes, made on first use.
     metric_attrs: Attrs | None = None
+    # The client's own per-request timeout, read when a deadline applies: the deadline may
+    # shorten it, never widen it.
+    client_timeout: Callable[[], float | None] | None = None
     # The provider whose prices apply, when not ``provider`` (an OpenAI client talking to Groq
     # reports ``openai`` in telemetry and is priced as Groq).
     pricing: str | None = None
@@ -316,6 +319,8 @@ class Run:
                 request["model"] = endpoint.model
             if remaining is not None and endpoint.timeout_param is not None:
                 given = request.get(endpoint.timeout_param)
+                if not isinstance(given, int | float) and endpoint.client_timeout is not None:
+                    given = endpoint.client_timeout()  # the client's own: never widened
                 if not isinstance(given, int | float) or given > remaining:
                     request[endpoint.timeout_param] = remaining
         token = None

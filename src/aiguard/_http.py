@@ -69,3 +69,14 @@ def server_attributes(url: object) -> Attrs:
         if port is not None:
             attrs["server.port"] = int(port)
     return attrs
+
+
+def timeout_seconds(timeout: object) -> float | None:
+    """A client's own per-request timeout in seconds: a number, or an httpx-style ``Timeout``'s
+    read timeout (None: no limit, or a shape not known)."""
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        return float(timeout)
+    read = getattr(timeout, "read", None)
+    if isinstance(read, int | float) and not isinstance(read, bool):
+        return float(read)
+    return None

@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind
 
 from aiguard import _semconv as sc
 from aiguard._core import Endpoint
-from aiguard._http import failure_for_status, retry_after, server_attributes
+from aiguard._http import failure_for_status, retry_after, server_attributes, timeout_seconds
 from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
@@ -388,6 +388,7 @@ class _Client:
             server=self.server,
             retry=policy.retry_for(target),
             breaker_key=(id(self.original), model),
+            client_timeout=lambda: timeout_seconds(self.original.timeout),
         )
 
 

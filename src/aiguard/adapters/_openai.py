@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind
 from aiguard import _semconv as sc
 from aiguard import adapters
 from aiguard._core import Endpoint
-from aiguard._http import failure_for_status, retry_after, server_attributes
+from aiguard._http import failure_for_status, retry_after, server_attributes, timeout_seconds
 from aiguard._messages import (
     Message,
     Part,
@@ -561,6 +561,7 @@ class _Client:
             server=self.server,
             retry=policy.retry_for(target),
             breaker_key=(id(self.original), model),
+            client_timeout=lambda: timeout_seconds(self.original.timeout),
             pricing=self.pricing,
         )
 

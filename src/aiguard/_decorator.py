@@ -24,18 +24,18 @@ from aiguard import _semconv as sc
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget
 from aiguard._classify import classify
-from aiguard._core import (
+from aiguard._engine.call import GuardedCall
+from aiguard._engine.contract import Endpoint, Route
+from aiguard._engine.driver import (
     EMPTY,
-    Endpoint,
-    Run,
     attempts,
     begin,
-    current_deadline,
     drive_async,
     drive_sync,
     run_async,
     run_sync,
 )
+from aiguard._engine.state import current_deadline
 from aiguard._errors import CheckFailed, DeadlineExceeded
 from aiguard._messages import Message, Part
 from aiguard._policy import Policy, Retry, Target
@@ -46,7 +46,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class _FunctionRoute:
+class _FunctionRoute(Route):
     """The decorator's view for the core: no inference spans of its own."""
 
     span_kind = SpanKind.INTERNAL
@@ -309,7 +309,7 @@ class _Guarded:
         bound = inspect.BoundArguments(self.signature, request)
         return self.fn(*bound.args, **bound.kwargs)
 
-    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Run:
+    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> GuardedCall:
         bound = self.signature.bind(*args, **kwargs)
         if self.validator is not None:
             self.validator.validate(bound.arguments)
@@ -444,7 +444,7 @@ def _loop_time(deadline: float) -> float:
     return asyncio.get_running_loop().time() + (deadline - time.monotonic())
 
 
-def _enter(run: Run) -> tuple[object, Any]:
+def _enter(run: GuardedCall) -> tuple[object, Any]:
     # Between items the generator body runs as part of the guarded call: its span is current
     # and nested guarded calls see its deadline, budgets and tag.
     token: object = None
@@ -455,7 +455,7 @@ def _enter(run: Run) -> tuple[object, Any]:
 
 def _leave(tokens: tuple[object, Any]) -> None:
     token, scope = tokens
-    Run.leave(scope)
+    GuardedCall.leave(scope)
     if token is not None:
         with contextlib.suppress(Exception):
             otel_context.detach(token)  # type: ignore[arg-type]

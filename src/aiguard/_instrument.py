@@ -23,7 +23,8 @@ from typing import Any, cast
 
 import wrapt
 
-from aiguard import _core, adapters
+from aiguard import adapters
+from aiguard._engine import state
 from aiguard._policy import NO_RETRY, Policy
 from aiguard._telemetry import report_fault
 
@@ -152,7 +153,7 @@ def _file_has(name: str) -> bool:
 
 def _caller(path: tuple[str, ...], client_attr: str) -> Callable[..., Any]:
     def call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if _core.inside_client_call() or _state.policy is None:
+        if state.inside_client_call() or _state.policy is None:
             return wrapped(*args, **kwargs)
         client = getattr(instance, client_attr) if client_attr else instance
         guarded = _guarded(client)

@@ -15,7 +15,9 @@ import wrapt
 from aiguard import adapters
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget
-from aiguard._core import Endpoint, Route, begin, run_async, run_sync, sdk_call
+from aiguard._engine.contract import Endpoint, Route
+from aiguard._engine.driver import begin, run_async, run_sync
+from aiguard._engine.state import sdk_call
 from aiguard._policy import Policy, Retry, Target
 
 C = TypeVar("C")

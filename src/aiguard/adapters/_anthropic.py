@@ -21,7 +21,7 @@ from anthropic.lib.streaming import AsyncMessageStreamManager, MessageStreamMana
 from opentelemetry.trace import SpanKind
 
 from aiguard import _semconv as sc
-from aiguard._core import Endpoint
+from aiguard._engine.contract import Endpoint, Reader, Route
 from aiguard._http import failure_for_status, retry_after, server_attributes, timeout_seconds
 from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy, Target
@@ -112,7 +112,7 @@ _SAMPLING = (
 )
 
 
-class MessagesRoute:
+class MessagesRoute(Route):
     """``messages.create``, or with ``helper`` the ``messages.stream`` helper (always a stream)."""
 
     operation = "chat"
@@ -290,7 +290,7 @@ def _content_parts(content: Any, tool_result: bool = False) -> list[Part]:
 _ANSWER_EVENTS = frozenset({"content_block_delta", "message_delta", "message_stop"})
 
 
-class MessagesReader:
+class MessagesReader(Reader):
     """Reads a Messages event stream: the message's id, model and usage, its stop reason."""
 
     __slots__ = ("chunks", "complete", "delta", "id", "model", "reason", "started", "usage")

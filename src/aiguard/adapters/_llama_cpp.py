@@ -21,7 +21,7 @@ import llama_cpp
 from opentelemetry.trace import SpanKind
 
 from aiguard import _semconv as sc
-from aiguard._core import Endpoint
+from aiguard._engine.contract import Endpoint, Reader, Route
 from aiguard._messages import Message, Part, estimate_input_tokens, openai_messages, to_json
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
@@ -72,7 +72,7 @@ _REQUEST_NUMBERS = (
 )
 
 
-class _Route:
+class _Route(Route):
     """What the three guarded methods share; each subclass adds its own ``estimate``."""
 
     span_kind = SpanKind.INTERNAL
@@ -164,7 +164,7 @@ def dict_usage(usage: Any) -> Usage | None:
     )
 
 
-class DictReader:
+class DictReader(Reader):
     """Reads OpenAI-format chunk dicts (what llama.cpp streams): ids and finish reasons."""
 
     __slots__ = ("chunks", "complete", "id", "model", "reasons", "usage")

@@ -17,7 +17,7 @@ import ollama
 from opentelemetry.trace import SpanKind
 
 from aiguard import _semconv as sc
-from aiguard._core import Endpoint
+from aiguard._engine.contract import Endpoint, Reader, Route
 from aiguard._http import failure_for_status, server_attributes
 from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy, Target
@@ -113,7 +113,7 @@ def generation_attributes(response: Any) -> tuple[Attrs, Usage | None]:
     return attrs, _usage(response)
 
 
-class StreamReader:
+class StreamReader(Reader):
     """Reads an Ollama stream: its last line says ``done``, with the reason and the counts."""
 
     __slots__ = ("chunks", "complete", "last", "model")
@@ -139,7 +139,7 @@ class StreamReader:
         return ({sc.RESPONSE_MODEL: self.model} if isinstance(self.model, str) else {}), None
 
 
-class _Route:
+class _Route(Route):
     span_kind = SpanKind.CLIENT
     priced = True
 

@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind
 
 from aiguard import _semconv as sc
 from aiguard import adapters
-from aiguard._core import Endpoint
+from aiguard._engine.contract import Endpoint, Reader, Route
 from aiguard._http import failure_for_status, retry_after, server_attributes, timeout_seconds
 from aiguard._messages import (
     Message,
@@ -28,7 +28,6 @@ from aiguard._messages import (
     to_json,
 )
 from aiguard._policy import Failure, Policy, Target
-from aiguard._stream import Reader
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
 from aiguard._wrap import GuardedProxy, endpoint_cache, guarded_method, unwrap
@@ -137,7 +136,7 @@ def _service_tier(request: dict[str, Any], attrs: Attrs) -> None:
         attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
 
 
-class _Route:
+class _Route(Route):
     span_kind = SpanKind.CLIENT
     priced = True
 
@@ -238,7 +237,7 @@ class ChatRoute(_Route):
 _EXTRA_INPUT = ("tools", "functions", "response_format", "prediction")
 
 
-class ChatReader:
+class ChatReader(Reader):
     """Reads chat completion chunks: finish reasons, ids, the model and the usage chunk."""
 
     __slots__ = (
@@ -398,7 +397,7 @@ def _response_item(item: Any) -> Any:
     return item
 
 
-class ResponsesReader:
+class ResponsesReader(Reader):
     """Reads Responses stream events: the final event carries the whole response."""
 
     __slots__ = ("chunks", "complete", "response")

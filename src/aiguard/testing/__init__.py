@@ -4,7 +4,7 @@ The same kit aiguard tests itself with. With pytest installed, the fixtures ``ai
 and ``aiguard_telemetry`` are available in every test (registered as a pytest plugin).
 """
 
-from aiguard._core import _testing
+from aiguard._engine.state import testing as _testing
 from aiguard.testing._capture import Capture
 from aiguard.testing._server import ANY_MODEL, Fault, MockServer, Recorded, Reply
 

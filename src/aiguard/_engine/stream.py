@@ -12,33 +12,14 @@ reading, on ``close()``, on leaving a ``with`` block, or when the stream is garb
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import wrapt
 
+from aiguard._engine.contract import Reader
+from aiguard._errors import StreamTruncated
 from aiguard._telemetry import Attrs, report_fault
-from aiguard._types import Usage
-
-if TYPE_CHECKING:
-    from aiguard._core import Run, _Attempt
-
-
-class Reader(Protocol):
-    """What a provider adapter reads from a stream's chunks (one reader per attempt)."""
-
-    # Did the stream say it was complete (a finish reason, a final event)?
-    complete: bool
-    # Chunks seen so far.
-    chunks: int
-
-    def chunk(self, item: Any) -> bool:
-        """Note one chunk; False hides it from the user (a usage chunk aiguard asked for)."""
-        ...
-
-    def result(self) -> tuple[Attrs, Usage | None]:
-        """The response attributes and usage seen so far."""
-        ...
 
 
 class Ended:
@@ -54,16 +35,16 @@ class Ended:
 def first_chunk(stream: Any, reader: Reader) -> tuple[Iterator[Any], list[Any]]:
     """Read up to the first chunk the user may see; raises what the stream raises.
 
-    A reader with a ``started`` attribute holds its chunks back until it says the answer has
-    started (Anthropic sends ``message_start`` and then, when overloaded, an error event): an
-    error before then is retried like any failed request, and the held chunks are never seen.
+    A reader holds its chunks back until it says the answer has ``started`` (Anthropic sends
+    ``message_start`` and then, when overloaded, an error event): an error before then is
+    retried like any failed request, and the held chunks are never seen.
     """
     iterator = iter(stream)
     held: list[Any] = []
     for item in iterator:
         if _note(reader, item):
             held.append(item)
-            if getattr(reader, "started", True):
+            if reader.started:
                 break
     return iterator, held
 
@@ -74,7 +55,7 @@ async def first_chunk_async(stream: Any, reader: Reader) -> tuple[AsyncIterator[
     async for item in iterator:
         if _note(reader, item):
             held.append(item)
-            if getattr(reader, "started", True):
+            if reader.started:
                 break
     return iterator, held
 
@@ -87,32 +68,39 @@ def _note(reader: Reader, item: Any) -> bool:
         return True
 
 
-class _Lifecycle:
+class Lifecycle:
     """The end of a guarded stream, shared by the sync and async proxies: exactly once.
 
-    It also times the chunks the user gets after the first: one
-    ``gen_ai.client.operation.time_per_output_chunk`` point per chunk, from the end of the
-    previous chunk to the end of this one, when metrics are on.
+    ``on_end(how, kept)`` tells the guarded call how the stream ended. It also times the chunks
+    the user gets after the first: one ``gen_ai.client.operation.time_per_output_chunk`` point
+    per chunk, from the end of the previous chunk to the end of this one, when metrics are on.
     """
 
     __slots__ = (
-        "attempt",
         "attrs",
         "done",
         "first_at",
         "histogram",
         "kept",
         "last",
+        "model",
+        "on_end",
+        "raise_on_truncation",
         "reader",
-        "run",
     )
 
     def __init__(
-        self, run: Run, attempt: _Attempt, reader: Reader, kept: list[Any] | None = None
+        self,
+        reader: Reader,
+        on_end: Callable[[Ended, list[Any] | None], None],
+        model: str,
+        raise_on_truncation: bool,
+        kept: list[Any] | None = None,
     ) -> None:
-        self.run = run
-        self.attempt = attempt
         self.reader = reader
+        self.on_end = on_end
+        self.model = model
+        self.raise_on_truncation = raise_on_truncation
         self.first_at = self.last = time.perf_counter()
         self.done = False
         # The chunks the user got, kept only when content capture records the answer.
@@ -143,24 +131,22 @@ class _Lifecycle:
             return
         self.done = True
         try:
-            self.run.stream_ended(self.attempt, self.reader, how, self.kept)
+            self.on_end(how, self.kept)
         except Exception as exc:
             report_fault("ending a stream's telemetry", exc)
 
     def truncated(self) -> BaseException | None:
         """The error to raise at the end of an incomplete stream, when the user asked for it."""
-        if self.reader.complete or not self.run.policy.raise_on_truncation:
+        if self.reader.complete or not self.raise_on_truncation:
             return None
-        from aiguard._errors import StreamTruncated
-
-        return StreamTruncated(self.attempt.endpoint.model)
+        return StreamTruncated(self.model)
 
 
 class GuardedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """The SDK's stream, iterated through aiguard (sync)."""
 
     def __init__(
-        self, stream: Any, iterator: Iterator[Any], held: list[Any], lifecycle: _Lifecycle
+        self, stream: Any, iterator: Iterator[Any], held: list[Any], lifecycle: Lifecycle
     ) -> None:
         super().__init__(stream)
         self._self_iterator = iterator
@@ -217,7 +203,7 @@ class AsyncGuardedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
         stream: Any,
         iterator: AsyncIterator[Any],
         held: list[Any],
-        lifecycle: _Lifecycle,
+        lifecycle: Lifecycle,
     ) -> None:
         super().__init__(stream)
         self._self_iterator = iterator

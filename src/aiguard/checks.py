@@ -604,6 +604,13 @@ def _replace(text: str, found: Sequence[_Found]) -> str:
 
 
 def _kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    if not isinstance(kinds, str) and (
+        isinstance(kinds, bytes | dict) or not isinstance(kinds, Iterable)
+    ):
+        raise TypeError(
+            f"NoPII(kinds=...) takes a kind or a list of them ({', '.join(PII_KINDS)}), "
+            f"got {kinds!r}"
+        )
     chosen = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     unknown = [kind for kind in chosen if kind not in _PII_NAMES]
     if unknown or not chosen:
@@ -801,6 +808,11 @@ class NoSecrets:
     def __init__(self, patterns: Iterable[str | re.Pattern[str]] = ()) -> None:
         if isinstance(patterns, str | re.Pattern):
             patterns = (patterns,)
+        if isinstance(patterns, bytes | dict) or not isinstance(patterns, Iterable):
+            raise TypeError(
+                f"NoSecrets(patterns=...) takes a pattern (a string or a compiled str pattern) "
+                f"or a list of them, got {patterns!r}"
+            )
         extra = []
         for pattern in patterns:
             if isinstance(pattern, str):

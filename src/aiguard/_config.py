@@ -71,7 +71,7 @@ def configure(
 
         aiguard.configure(service_name="support-bot", exporter="console")
     """
-    _capture.set_capture(capture_content, capture_pii, capture_max_chars)
+    # Everything is checked before anything changes: a refused call leaves aiguard as it was.
     if service_name is not None and (not isinstance(service_name, str) or not service_name):
         raise TypeError(f"service_name= must be a non-empty string, got {service_name!r}")
     if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):
@@ -83,13 +83,70 @@ def configure(
             "exporter= must be 'otlp', 'console', 'jsonl:PATH', an opentelemetry SpanExporter, "
             "or None"
         )
+    if isinstance(exporter, str):
+        _check_exporter_name(exporter)
+    if not isinstance(capture_pii, bool):
+        raise TypeError(f"capture_pii= must be True or False, got {capture_pii!r}")
+    if (
+        not isinstance(capture_max_chars, int)
+        or isinstance(capture_max_chars, bool)
+        or capture_max_chars < 16
+    ):
+        raise TypeError(
+            f"capture_max_chars= must be a whole number of at least 16, got {capture_max_chars!r}"
+        )
+    if capture_content is not None:
+        _capture.parse_mode(capture_content)  # a ValueError naming the modes
     with _lock:
         if tracer_provider is None:
+            _check_service_name(service_name)
             tracer_provider = _tracer_provider(service_name, exporter)
             meter_provider = meter_provider or _meter_provider(service_name, exporter)
+        _capture.set_capture(capture_content, capture_pii, capture_max_chars)
         # Given a tracer provider alone, aiguard records metrics through the global API provider
         # and creates none of its own.
         install(Telemetry(tracer_provider, meter_provider))
+
+
+def _check_exporter_name(exporter: str) -> None:
+    if exporter in ("console", "otlp"):
+        return
+    if exporter.startswith("jsonl:"):
+        if not exporter.partition(":")[2]:
+            raise ValueError("exporter='jsonl:PATH' needs a file path after 'jsonl:'")
+        return
+    raise ValueError(
+        f"exporter={exporter!r} is not known: use 'otlp', 'console', 'jsonl:PATH', a "
+        "SpanExporter, or None"
+    )
+
+
+def _check_service_name(service_name: str | None) -> None:
+    """A service's name is fixed once its providers exist: a different one is refused, not
+    silently dropped. The application's own providers keep their name (said in a log line)."""
+    if service_name is None:
+        return
+    current = trace.get_tracer_provider()
+    if not isinstance(current, SDKTracerProvider):
+        return
+    named = current.resource.attributes.get(SERVICE_NAME)
+    if named == service_name:
+        return
+    if current is _created.get("tracer"):
+        raise ValueError(
+            f"service_name={service_name!r}: aiguard already exports as service {named!r}, "
+            "set by the first configure() (OpenTelemetry providers are set once per process). "
+            "Call configure(service_name=...) once, at startup, or leave service_name out of "
+            "later calls"
+        )
+    if f"service_name:{service_name}" not in _created:
+        _created[f"service_name:{service_name}"] = True
+        log.warning(
+            "aiguard: configure(service_name=%r) is not applied: the application's own "
+            "TracerProvider names the service %r, and aiguard never changes it",
+            service_name,
+            named,
+        )
 
 
 def reset() -> None:
@@ -118,24 +175,39 @@ def _tracer_provider(service_name: str | None, exporter: str | SpanExporter | No
         return current
     if "tracer" in _created:
         return _created["tracer"]
+    span_exporter = _exporter(exporter)  # first: a missing extra raises before anything is set
     provider = SDKTracerProvider(resource=_resource(service_name), shutdown_on_exit=False)
-    span_exporter = _exporter(exporter)
     if span_exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        _attached(provider).append(_exporter_key(exporter))
     trace.set_tracer_provider(provider)
     _created["tracer"] = provider
     _flush_at_exit()
     return provider
 
 
+def _exporter_key(exporter: str | SpanExporter | None) -> object:
+    """What makes two ``exporter=`` arguments the same destination: the name (None meaning
+    the OTLP the environment selects), or the very exporter object."""
+    return "otlp" if exporter is None else exporter
+
+
+def _attached(provider: SDKTracerProvider) -> list[object]:
+    """The exporters aiguard added to ``provider`` (objects kept: an id could be reused)."""
+    found: list[object] = _created.setdefault(f"exporters:{id(provider)}", [])
+    return found
+
+
 def _attach(provider: SDKTracerProvider, exporter: str | SpanExporter) -> None:
-    key = f"exporter:{id(provider)}:{exporter if isinstance(exporter, str) else id(exporter)}"
-    if key in _created:
+    """Add ``exporter`` to ``provider`` once, however often configure() names it."""
+    key = _exporter_key(exporter)
+    attached = _attached(provider)
+    if any(key is seen or (isinstance(key, str) and key == seen) for seen in attached):
         return
     span_exporter = _exporter(exporter)
     if span_exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(span_exporter))
-    _created[key] = True
+        attached.append(key)
 
 
 def _kind(exporter: str | SpanExporter | None) -> str | None:

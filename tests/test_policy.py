@@ -277,3 +277,60 @@ def test_checks_of_every_calling_form_are_accepted(server, raw_client):
 def test_built_in_checks_name_their_bad_parameter(make, says):
     with pytest.raises(TypeError, match=says):
         make()
+
+
+# -- a policy holding a budget or a breaker copies and pickles (issue 13, point 16) ---------------
+
+
+def _stateful_policy() -> aiguard.Policy:
+    return aiguard.Policy(
+        budget=aiguard.Budget(usd=1, per_call_usd=0.5, name="team"),
+        breaker=aiguard.Breaker(failures=2, reset_after=5),
+        fallback="gpt-4o-mini",
+        checks=[
+            aiguard.checks.NoSecrets(patterns=[r"ACME-\d{4}"]),
+            aiguard.checks.NoPII(),
+            aiguard.checks.MaxInputTokens(10_000),
+        ],
+    )
+
+
+def test_a_copied_policy_shares_its_budget_and_breaker(raw_client):
+    import copy
+
+    from tests.conftest import MESSAGES
+
+    policy = _stateful_policy()
+    for copied in (copy.deepcopy(policy), copy.copy(policy), copy.deepcopy([policy])[0]):
+        assert copied.fallback == policy.fallback and len(copied.checks) == 3
+        assert copied.budget is policy.budget and copied.breaker is policy.breaker
+    client = aiguard.wrap(raw_client, policy=copy.deepcopy(policy))
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert policy.budget is not None and policy.budget.spent > 0
+
+
+def test_a_pickled_policy_carries_its_settings_and_spend_to_fresh_locks(raw_client):
+    import pickle
+
+    from tests.conftest import MESSAGES
+
+    policy = _stateful_policy()
+    assert policy.budget is not None and policy.breaker is not None
+    aiguard.wrap(raw_client, policy=policy).chat.completions.create(
+        model="gpt-4o", messages=MESSAGES
+    )
+    policy.breaker.record("k", ok=False)
+    restored = pickle.loads(pickle.dumps(policy))
+    budget, breaker = restored.budget, restored.breaker
+    assert (budget.limit, budget.per_call, budget.name) == (1, 0.5, "team")
+    assert budget.spent == policy.budget.spent and budget.reserved == 0
+    assert (breaker.failures, breaker.reset_after) == (2, 5)
+    assert breaker.state("k") == "closed"
+    assert restored.fallback == policy.fallback and len(restored.checks) == 3
+    client = aiguard.wrap(raw_client, policy=restored)
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert budget.spent == 2 * policy.budget.spent  # the restored budget's lock works
+    with pytest.raises(aiguard.CheckFailed):
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "code ACME-1234"}]
+        )

@@ -44,6 +44,9 @@ class Budget:
     ``remaining`` what is left for new calls. ``per_call_usd`` also refuses any single call whose
     worst case exceeds it. Safe to share between threads and asyncio tasks.
 
+    Copies of a policy share its budget; a pickled budget arrives as an independent budget with
+    the same limit and spend.
+
     Example::
 
         monthly = aiguard.Budget(usd=50.00, per_call_usd=0.25, name="tenant-42")
@@ -88,6 +91,27 @@ class Budget:
     def refusals(self) -> int:
         """How many calls this budget refused."""
         return self._refusals
+
+    # A budget is a shared account, not a value: copying a policy (copy, deepcopy) must not
+    # split it, so a copy is the budget itself. Pickling carries the limit and what is spent to
+    # a new, independent budget (another process cannot hold this one's lock or reservations:
+    # share budgets across processes through Redis).
+    def __copy__(self) -> Budget:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Budget:
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            state = self.__dict__.copy()
+        del state["_lock"]
+        state["_reserved"] = _ZERO  # calls in flight settle here, not in the copy
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""

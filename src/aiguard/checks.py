@@ -779,6 +779,12 @@ class MaxInputTokens:
             )
         return None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MaxInputTokens, (self.n,), {"count": self.count})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.count = state["count"]
+
     def __repr__(self) -> str:
         return f"MaxInputTokens({self.n!r})"
 
@@ -837,6 +843,10 @@ class NoSecrets:
         if problems:
             raise CheckFailed(self.name, _where(problems))
         return None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its patterns: the built-in detectors hold functions pickle cannot name.
+        return (NoSecrets, (self.patterns,))
 
     def __repr__(self) -> str:
         # Custom patterns may spell out the very secret they look for: count them, never show.
@@ -941,6 +951,10 @@ class NoPII:
         if isinstance(value, dict):
             return {key: self._redact_value(item) for key, item in value.items()}
         return value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its settings: the detectors hold functions pickle cannot name.
+        return (NoPII, (self.action, self.kinds))
 
     def __repr__(self) -> str:
         return f"NoPII(action={self.action!r}, kinds={list(self.kinds)!r})"

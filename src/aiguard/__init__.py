@@ -16,7 +16,7 @@ Example::
 from aiguard import checks, prices
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget, budget, tag
-from aiguard._config import configure
+from aiguard._config import configure, flush, shutdown
 from aiguard._decorator import guard
 from aiguard._errors import (
     AIGuardError,
@@ -66,10 +66,12 @@ __all__ = [
     "budget",
     "checks",
     "configure",
+    "flush",
     "guard",
     "instrument",
     "prices",
     "reload_policies",
+    "shutdown",
     "tag",
     "uninstrument",
     "wrap",

@@ -73,7 +73,15 @@ def test_bad_retry_settings_are_refused(kwargs):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"failures": 0}, {"failures": "5"}, {"reset_after": -1}, {"reset_after": None}]
+    "kwargs",
+    [
+        {"failures": 0},
+        {"failures": "5"},
+        {"reset_after": -1},
+        {"reset_after": None},
+        {"reset_after": math.inf},
+        {"reset_after": 1e300},
+    ],
 )
 def test_bad_breaker_settings_are_refused(kwargs):
     with pytest.raises((TypeError, ValueError)):

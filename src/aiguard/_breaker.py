@@ -47,8 +47,11 @@ class Breaker:
             raise ValueError(f"Breaker(failures={self.failures}) must be at least 1")
         if isinstance(self.reset_after, bool) or not isinstance(self.reset_after, int | float):
             raise TypeError("Breaker(reset_after=...) must be a number of seconds")
-        if math.isnan(self.reset_after) or self.reset_after < 0:
-            raise ValueError(f"Breaker(reset_after={self.reset_after}) must be >= 0 seconds")
+        if not math.isfinite(self.reset_after) or not 0 <= self.reset_after <= 1e9:
+            raise ValueError(
+                f"Breaker(reset_after={self.reset_after}) must be a finite number of seconds "
+                "from 0 to 1e9"
+            )
 
     # Circuit state is shared, like a budget: copies of a policy (copy, deepcopy) keep the same
     # breaker. A pickled breaker arrives with the same settings and every circuit closed (its

@@ -356,7 +356,13 @@ def _flush_on_sigterm() -> None:
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    shutdown(EXIT_FLUSH_S)
+    # The handler interrupts the main thread anywhere, perhaps holding a lock the flush needs:
+    # the flush runs in its own thread, and the process dies on time even if it is stuck.
+    worker = threading.Thread(
+        target=shutdown, args=(EXIT_FLUSH_S,), name="aiguard-sigterm", daemon=True
+    )
+    worker.start()
+    worker.join(EXIT_FLUSH_S + 1.0)
     # Then die of SIGTERM as the default action would: same exit status for the supervisor.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.raise_signal(signal.SIGTERM)
@@ -392,8 +398,9 @@ def _check_timeout(timeout: object) -> float:
 
 def flush(timeout: float = EXIT_FLUSH_S) -> bool:
     """Export the spans, metrics and events aiguard recorded and has not exported yet; wait at
-    most ``timeout`` seconds. Never raises: a fault is logged once. Returns True when everything
-    went out in time.
+    most ``timeout`` seconds. An exporter's fault never raises (it is logged once); only a
+    ``timeout`` that is not a number of seconds does. Returns True when everything went out in
+    time.
 
     Flushes the providers aiguard records with: the ones ``configure`` created or chose (yours
     included, which are flushed but never shut down), else the global ones. Call it where a
@@ -425,8 +432,8 @@ def flush(timeout: float = EXIT_FLUSH_S) -> bool:
 def shutdown(timeout: float = EXIT_FLUSH_S) -> bool:
     """Flush (see :func:`flush`), then shut down the providers aiguard created, within
     ``timeout`` seconds in all. Providers the application set are flushed, never shut down.
-    Safe to call more than once; never raises. aiguard calls it at exit by itself; call it
-    yourself where the process may end without ``atexit`` running.
+    Safe to call more than once; an exporter's fault never raises. aiguard calls it at exit by
+    itself; call it yourself where the process may end without ``atexit`` running.
 
     Example::
 

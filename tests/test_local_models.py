@@ -330,6 +330,23 @@ async def test_a_cancelled_call_keeps_the_model_until_its_thread_is_done(llm, se
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
 
 
+def test_a_fallback_stream_closed_early_frees_the_model(llm, server):
+    server.fail("gpt-4o", status=503, times=10)
+    client = aiguard.wrap(
+        openai.OpenAI(base_url=server.url, api_key=API_KEY),
+        retry=NO_RETRY,
+        fallback=[aiguard.Target(client=llm, model="smollm2")],
+    )
+    stream = client.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, max_tokens=64, stream=True
+    )
+    kept = stream  # still referenced: only close() may free the model
+    next(stream)
+    stream.close()
+    reply = aiguard.wrap(llm, timeout=5).create_chat_completion(messages=ASK, max_tokens=4)
+    assert reply["choices"] and kept is stream
+
+
 def _opaque(method):
     def wrapper(*args, **kwargs):  # no functools.wraps: the signature is (*args, **kwargs)
         return method(*args, **kwargs)

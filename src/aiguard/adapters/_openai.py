@@ -7,7 +7,7 @@ Guards ``chat.completions.create`` / ``parse`` and ``embeddings.create`` on ``Op
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import openai
@@ -535,7 +535,7 @@ class _Foreign:
             result = answer(request)
             if isinstance(result, dict):
                 return ChatCompletion.model_validate(result)
-            return (ChatCompletionChunk.model_validate(chunk) for chunk in result)
+            return _chunks_sync(result)
 
         async def invoke_async(request: dict[str, Any]) -> Any:
             result = await answer(request)
@@ -552,6 +552,17 @@ class _Foreign:
             breaker_key=(id(self.client), target.model),
             timeout_param=None,
         )
+
+
+def _chunks_sync(dicts: Iterator[dict[str, Any]]) -> Iterator[ChatCompletionChunk]:
+    """OpenAI chunk dicts as the SDK's chunks; closing this closes the source (the model)."""
+    try:
+        for chunk in dicts:
+            yield ChatCompletionChunk.model_validate(chunk)
+    finally:
+        close = getattr(dicts, "close", None)
+        if close is not None:
+            close()
 
 
 async def _chunks(dicts: AsyncIterator[dict[str, Any]]) -> AsyncIterator[ChatCompletionChunk]:

@@ -337,9 +337,9 @@ _CHECK_FORM = "check(messages, **context)"
 def _checks(value: Any) -> tuple[Callable[..., Any], ...]:
     if value is None:
         return ()
-    if callable(value) and not isinstance(value, type):
+    if callable(value):  # one check (a class is refused below, naming the instance to pass)
         value = [value]
-    if isinstance(value, str | bytes | dict | type) or not isinstance(value, Iterable):
+    if isinstance(value, str | bytes | dict) or not isinstance(value, Iterable):
         raise TypeError(
             f"checks= must be a list of checks (such as [aiguard.checks.NoSecrets()] or "
             f"functions {_CHECK_FORM}), got {value!r}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from decimal import Decimal
 
@@ -309,3 +310,80 @@ def test_a_stream_cut_midway_records_the_worst_case_it_was_charged(make_client, 
     assert a["aiguard.cost.total_usd"] == pytest.approx(float(WORST))
     [spend] = telemetry.metrics()["aiguard.cost"]
     assert spend.value == pytest.approx(float(WORST))
+
+
+# -- a scope entered in a web handler and left in its streamed response (issue 13, point 6) ------
+
+
+def _streaming_app(client, leave):
+    """A FastAPI app whose handler enters a budget and a tag, and whose response generator,
+    run by the server as another task, leaves them when the stream ends."""
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    from aiguard import _budget
+
+    app = FastAPI()
+    seen: dict[str, object] = {}
+
+    @app.get("/stream")
+    async def stream():
+        stack = contextlib.ExitStack()
+        seen["budget"] = stack.enter_context(aiguard.budget(usd=1))
+        stack.enter_context(aiguard.tag("streams"))
+        chunks = await client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, max_tokens=100, stream=True
+        )
+
+        async def body():
+            try:
+                async for chunk in chunks:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        yield chunk.choices[0].delta.content
+            finally:
+                leave(stack)
+                seen["after"] = (_budget.active.get(), _budget.current_tag.get())
+
+        return StreamingResponse(body())
+
+    return app, seen
+
+
+@pytest.mark.parametrize(
+    "leave", [contextlib.ExitStack.close, lambda stack: stack.__exit__(None, None, None)]
+)
+def test_a_budget_entered_in_a_handler_can_be_left_in_the_streamed_response(
+    raw_async_client, leave
+):
+    from fastapi.testclient import TestClient
+
+    client = aiguard.wrap(raw_async_client, retry=FAST)
+    app, seen = _streaming_app(client, leave)
+    with TestClient(app) as http:
+        for _ in range(2):
+            response = http.get("/stream")
+            assert response.status_code == 200 and response.text == "Hello from gpt-4o."
+            assert seen["budget"].spent == REAL and seen["budget"].reserved == 0
+            assert seen["after"] == ((), None)  # left: nothing of the request stays in force
+
+
+def test_a_scope_left_in_another_context_restores_only_what_it_set():
+    import contextvars
+
+    from aiguard import _budget
+
+    outer = aiguard.Budget(usd=1)
+    scope = aiguard.budget(usd=2)
+    with aiguard.budget(outer):
+        inner = scope.__enter__()
+        assert _budget.active.get() == (outer, inner)
+        elsewhere = contextvars.copy_context()
+        elsewhere.run(scope.__exit__)  # left in a copy: the copy goes back to the outer budget
+        assert elsewhere[_budget.active] == (outer,)
+        assert _budget.active.get() == (outer, inner)  # the original context is not touched
+        untouched = aiguard.budget(usd=3)
+        untouched.__enter__()
+        changed = contextvars.copy_context()
+        changed.run(_budget.active.set, ())  # the copy moved on: nothing there is ours
+        changed.run(untouched.__exit__)
+        assert changed[_budget.active] == ()

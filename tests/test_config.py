@@ -159,3 +159,71 @@ def test_missing_otlp_exporter_names_the_extra():
         """
     )
     assert "pip install 'opentelemetry-exporter-otlp-proto-http'" in out
+
+
+def test_configure_twice_with_the_same_exporter_exports_each_span_once(tmp_path):
+    out = run(
+        f"""
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        import aiguard
+        memory = InMemorySpanExporter()
+        path = {str(tmp_path / "spans.jsonl")!r}
+        for _ in range(3):
+            aiguard.configure(service_name="svc", exporter=memory)
+            aiguard.configure(service_name="svc", exporter="jsonl:" + path)
+            aiguard.configure(exporter=memory)
+        aiguard.guard(name="once")(lambda: 1)()
+        trace.get_tracer_provider().force_flush()
+        print(len(memory.get_finished_spans()), len(open(path).read().splitlines()))
+        """
+    )
+    assert out == "1 1"
+
+
+def test_a_second_service_name_is_refused_clearly_and_the_same_one_accepted():
+    out = run(
+        """
+        from opentelemetry import trace
+        import aiguard
+        aiguard.configure(service_name="first")
+        aiguard.configure(service_name="first")
+        aiguard.configure()
+        try:
+            aiguard.configure(service_name="second")
+        except ValueError as e:
+            print(e)
+        print(trace.get_tracer_provider().resource.attributes["service.name"])
+        """
+    )
+    message, name = out.splitlines()
+    assert "service_name='second'" in message and "'first'" in message
+    assert "once, at startup" in message
+    assert name == "first"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        'exporter="zipkin"',
+        'exporter="jsonl:"',
+        "service_name=3",
+        "tracer_provider=1",
+        "capture_pii=1",
+        "capture_max_chars=2",
+    ],
+)
+def test_a_refused_configure_changes_nothing(bad):
+    out = run(
+        f"""
+        from opentelemetry import trace
+        import aiguard
+        from aiguard import _capture
+        try:
+            aiguard.configure(capture_content="SPAN_ONLY", {bad})
+        except (TypeError, ValueError) as e:
+            print(type(e).__name__)
+        print(_capture.current(), type(trace.get_tracer_provider()).__name__)
+        """
+    )
+    assert out.splitlines()[-1] == "None ProxyTracerProvider"

@@ -4,6 +4,7 @@ of an OpenAI client, and behind the real ``llama_cpp.server``."""
 from __future__ import annotations
 
 import gc
+import json
 import os
 import socket
 import subprocess
@@ -235,6 +236,225 @@ def test_a_client_that_speaks_no_openai_is_refused_as_fallback(raw_client):
 def test_llama_falls_back_only_to_llamas(llm, raw_client):
     with pytest.raises(TypeError, match=r"only to another llama_cpp\.Llama"):
         aiguard.wrap(llm, fallback=[aiguard.Target(client=raw_client, model="gpt-4o")])
+
+
+# -- one model, many callers: calls are serialised per Llama (issue 13, points 1 and 2) ---------
+
+NO_RETRY = aiguard.Retry(attempts=1)
+
+
+def _local_fallback(server, llm, **policy):
+    server.fail("gpt-4o", status=503, times=1000)  # every request goes to the local model
+    return aiguard.wrap(
+        openai.AsyncOpenAI(base_url=server.url, api_key=API_KEY),
+        retry=NO_RETRY,
+        fallback=[aiguard.Target(client=llm, model="smollm2")],
+        **policy,
+    )
+
+
+# Two calls at once on one Llama abort the process (GGML_ASSERT): these run in a child process,
+# so that a regression fails the test with the crash's output instead of killing the test run.
+_CONCURRENT = """
+import asyncio, json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+import llama_cpp, openai, aiguard
+
+url, key, path = sys.argv[1:4]
+llm = llama_cpp.Llama(model_path=path, n_ctx=512, verbose=False, seed=1)
+client = aiguard.wrap(
+    openai.AsyncOpenAI(base_url=url, api_key=key),
+    retry=aiguard.Retry(attempts=1),
+    fallback=[aiguard.Target(client=llm, model="smollm2")],
+)
+
+async def ask(n):
+    reply = await client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": f"Say {n}."}], max_tokens=8
+    )
+    return reply.model == "smollm2" and bool(reply.choices[0].message.content)
+
+async def stream(n):
+    chunks = await client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": f"Count to {n}."}],
+        max_tokens=8, stream=True,
+    )
+    got = [c async for c in chunks]
+    return got[-1].choices[0].finish_reason in ("stop", "length")
+
+async def main():
+    loop = asyncio.get_running_loop()
+    ticks = 0
+    async def tick():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    calls = asyncio.gather(*[ask(n) for n in range(8)], *[stream(n) for n in range(4)])
+    await asyncio.sleep(0.05)  # all twelve wait for, or run on, the model
+    probe = time.monotonic()
+    await loop.run_in_executor(None, lambda: None)
+    executor_wait = time.monotonic() - probe
+    answered = await asyncio.wait_for(calls, 180)
+    seconds = time.monotonic() - started
+    ticker.cancel()
+    return {"answered": answered, "executor_wait": executor_wait,
+            "ticks": ticks, "expected_ticks": seconds / 0.01}
+
+out = asyncio.run(main())
+local = aiguard.wrap(llm)
+def sync_ask(n):
+    reply = local.create_chat_completion(
+        messages=[{"role": "user", "content": f"Say {n}."}], max_tokens=6)
+    return bool(reply["choices"][0]["message"]["content"])
+def sync_stream(n):
+    chunks = list(local.create_chat_completion(
+        messages=[{"role": "user", "content": f"Count to {n}."}], max_tokens=6, stream=True))
+    return bool(chunks[-1]["choices"][0]["finish_reason"])
+with ThreadPoolExecutor(8) as pool:
+    jobs = [pool.submit(sync_ask, n) for n in range(6)]
+    jobs += [pool.submit(sync_stream, n) for n in range(4)]
+    out["threads"] = [job.result(timeout=180) for job in jobs]
+print(json.dumps(out))
+"""
+
+
+def test_concurrent_calls_and_streams_on_one_model_all_answer(server):
+    server.fail("gpt-4o", status=503, times=1000)  # every request goes to the local model
+    done = subprocess.run(
+        [sys.executable, "-c", _CONCURRENT, server.url, API_KEY, MODEL_PATH],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]  # no GGML_ASSERT abort, no hang
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["answered"] == [True] * 12  # 8 async calls and 4 async streams
+    assert out["threads"] == [True] * 10  # 6 calls and 4 streams from 8 threads
+    assert out["executor_wait"] < 0.5  # the executor is not full of waiting calls
+    assert out["ticks"] > out["expected_ticks"] * 0.3  # the event loop kept running
+
+
+def test_a_deadline_passes_while_waiting_for_a_busy_model(llm, telemetry):
+    local = aiguard.wrap(llm)
+    held = local.create_chat_completion(messages=ASK, max_tokens=64, stream=True)
+    next(held)  # an open stream holds the model
+    try:
+        hurried = aiguard.wrap(llm, timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(aiguard.DeadlineExceeded, match=r"deadline of 0\.3s"):
+            hurried.create_chat_completion(messages=ASK, max_tokens=4)
+        assert 0.25 < time.monotonic() - started < 2
+    finally:
+        held.close()  # closing the stream frees the model at once
+    assert hurried.create_chat_completion(messages=ASK, max_tokens=4)["choices"]
+
+
+async def test_async_waits_for_a_busy_model_honour_deadlines_and_cancellation(llm, server):
+    import asyncio
+
+    client = _local_fallback(server, llm)
+    held = await client.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, max_tokens=64, stream=True
+    )
+    await held.__anext__()  # an open stream holds the model
+    try:
+        hurried = _local_fallback(server, llm, timeout=0.4)
+        started = time.monotonic()
+        with pytest.raises(aiguard.DeadlineExceeded, match=r"deadline of 0\.4s"):
+            await hurried.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=4)
+        assert 0.3 < time.monotonic() - started < 2
+        waiting = asyncio.create_task(
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=4)
+        )
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiting, 2)  # cancelled at once, not after the stream
+    finally:
+        await held.close()
+    reply = await asyncio.wait_for(
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=4), 60
+    )
+    assert reply.model == "smollm2"  # nothing above left the model locked
+
+
+async def test_a_cancelled_call_keeps_the_model_until_its_thread_is_done(llm, server):
+    import asyncio
+
+    client = _local_fallback(server, llm)
+    running = asyncio.create_task(
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=48)
+    )
+    await asyncio.sleep(0.2)  # the model is generating in a worker thread
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    stream = await asyncio.wait_for(
+        client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, max_tokens=6, stream=True
+        ),
+        60,
+    )
+    chunks = [c async for c in stream]
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_fallback_stream_closed_early_frees_the_model(llm, server):
+    server.fail("gpt-4o", status=503, times=10)
+    client = aiguard.wrap(
+        openai.OpenAI(base_url=server.url, api_key=API_KEY),
+        retry=NO_RETRY,
+        fallback=[aiguard.Target(client=llm, model="smollm2")],
+    )
+    stream = client.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, max_tokens=64, stream=True
+    )
+    kept = stream  # still referenced: only close() may free the model
+    next(stream)
+    stream.close()
+    reply = aiguard.wrap(llm, timeout=5).create_chat_completion(messages=ASK, max_tokens=4)
+    assert reply["choices"] and kept is stream
+
+
+def _opaque(method):
+    def wrapper(*args, **kwargs):  # no functools.wraps: the signature is (*args, **kwargs)
+        return method(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.fixture(scope="module")
+def decorated():
+    class Decorated(llama_cpp.Llama):
+        create_chat_completion = _opaque(llama_cpp.Llama.create_chat_completion)
+
+    return Decorated(model_path=MODEL_PATH, n_ctx=512, verbose=False, seed=1)
+
+
+def test_a_model_whose_method_hides_its_signature_still_gets_every_field(
+    decorated, server, telemetry
+):
+    local = aiguard.wrap(decorated)
+    reply = local.create_chat_completion(ASK, max_tokens=4)  # positional messages bound
+    assert reply["choices"][0]["message"]["content"]
+    assert telemetry.span(f"chat {NAME}").attributes["gen_ai.request.max_tokens"] == 4
+    server.fail("gpt-4o", status=503, times=10)
+    client = aiguard.wrap(
+        openai.OpenAI(base_url=server.url, api_key=API_KEY),
+        retry=NO_RETRY,
+        fallback=[aiguard.Target(client=decorated, model="smollm2")],
+    )
+    fell_back = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=6)
+    assert fell_back.model == "smollm2" and fell_back.choices[0].message.content
+
+
+async def test_an_async_fallback_to_a_decorated_model_gets_its_messages(decorated, server):
+    client = _local_fallback(server, decorated)
+    reply = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=6)
+    assert reply.model == "smollm2" and reply.choices[0].message.content
 
 
 # -- the real llama.cpp OpenAI-compatible server -----------------------------------------------

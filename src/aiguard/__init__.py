@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from aiguard import testing as testing  # not in __all__: the test kit, loaded on use
     from aiguard._breaker import Breaker
     from aiguard._budget import Budget, budget, tag
-    from aiguard._config import configure
+    from aiguard._config import configure, flush, shutdown
     from aiguard._decorator import guard
     from aiguard._errors import (
         AIGuardError,
@@ -70,6 +70,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "budget": ("aiguard._budget", "budget"),
     "checks": ("aiguard.checks", None),
     "configure": ("aiguard._config", "configure"),
+    "flush": ("aiguard._config", "flush"),
+    "shutdown": ("aiguard._config", "shutdown"),
     "guard": ("aiguard._decorator", "guard"),
     "instrument": ("aiguard._instrument", "instrument"),
     "prices": ("aiguard.prices", None),
@@ -116,10 +118,12 @@ __all__ = [
     "budget",
     "checks",
     "configure",
+    "flush",
     "guard",
     "instrument",
     "prices",
     "reload_policies",
+    "shutdown",
     "tag",
     "uninstrument",
     "wrap",

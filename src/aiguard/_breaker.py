@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 State = Literal["closed", "open", "half_open"]
 
@@ -27,7 +27,8 @@ class Breaker:
     While open, the target is skipped without a request (the next fallback is used, or
     :class:`aiguard.CircuitOpen` is raised). After ``reset_after`` seconds one probe is let through
     (half-open); its success closes the circuit, its failure opens it again. Each target
-    (client and model) has its own circuit; state is shared by threads and asyncio tasks.
+    (client and model) has its own circuit; state is shared by threads and asyncio tasks, and by
+    copies of a policy; a pickled breaker arrives with every circuit closed.
 
     Example::
 
@@ -46,8 +47,23 @@ class Breaker:
             raise ValueError(f"Breaker(failures={self.failures}) must be at least 1")
         if isinstance(self.reset_after, bool) or not isinstance(self.reset_after, int | float):
             raise TypeError("Breaker(reset_after=...) must be a number of seconds")
-        if math.isnan(self.reset_after) or self.reset_after < 0:
-            raise ValueError(f"Breaker(reset_after={self.reset_after}) must be >= 0 seconds")
+        if not math.isfinite(self.reset_after) or not 0 <= self.reset_after <= 1e9:
+            raise ValueError(
+                f"Breaker(reset_after={self.reset_after}) must be a finite number of seconds "
+                "from 0 to 1e9"
+            )
+
+    # Circuit state is shared, like a budget: copies of a policy (copy, deepcopy) keep the same
+    # breaker. A pickled breaker arrives with the same settings and every circuit closed (its
+    # keys name objects of this process; its lock cannot travel).
+    def __copy__(self) -> Breaker:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Breaker:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Breaker, (self.failures, self.reset_after))
 
     def state(self, key: Hashable) -> State:
         """The circuit state of one target key, as last decided."""

@@ -44,6 +44,9 @@ class Budget:
     ``remaining`` what is left for new calls. ``per_call_usd`` also refuses any single call whose
     worst case exceeds it. Safe to share between threads and asyncio tasks.
 
+    Copies of a policy share its budget; a pickled budget arrives as an independent budget with
+    the same limit and spend.
+
     Example::
 
         monthly = aiguard.Budget(usd=50.00, per_call_usd=0.25, name="tenant-42")
@@ -89,6 +92,27 @@ class Budget:
         """How many calls this budget refused."""
         return self._refusals
 
+    # A budget is a shared account, not a value: copying a policy (copy, deepcopy) must not
+    # split it, so a copy is the budget itself. Pickling carries the limit and what is spent to
+    # a new, independent budget (another process cannot hold this one's lock or reservations:
+    # share budgets across processes through Redis).
+    def __copy__(self) -> Budget:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Budget:
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            state = self.__dict__.copy()
+        del state["_lock"]
+        state["_reserved"] = _ZERO  # calls in flight settle here, not in the copy
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
         return f"<aiguard.Budget{label} ${self._spent} of ${self.limit} spent>"
@@ -122,30 +146,49 @@ class Budget:
             outer = active.get()
             return active.set(outer if self in outer else (*outer, self))
 
-        return _Scope(enter, active, self)
+        return _Scope(enter, active, self, ())
 
 
 class _Scope(Generic[T]):
-    """A ``with`` / ``async with`` block that sets a context variable for the code inside."""
+    """A ``with`` / ``async with`` block that sets a context variable for the code inside.
 
-    __slots__ = ("_enter", "_token", "_value", "_var")
+    It may be left in another context than the one it was entered in: entered in a web
+    handler, left in the streamed response's generator, which the server runs as another task
+    (a copy of the handler's context). There a context variable's token cannot be used, so the
+    value the block replaced is restored by hand, if the variable still holds what the block set.
+    """
 
-    def __init__(self, enter: Callable[[], Token[Any]], var: ContextVar[Any], value: T) -> None:
+    __slots__ = ("_default", "_enter", "_set", "_token", "_value", "_var")
+
+    def __init__(
+        self, enter: Callable[[], Token[Any]], var: ContextVar[Any], value: T, default: Any
+    ) -> None:
         self._enter = enter
         self._var = var
         self._value = value
+        self._default = default  # the variable's default, for a block entered where it was unset
         self._token: Token[Any] | None = None
+        self._set: Any = None
 
     def __enter__(self) -> T:
         if self._token is not None:
             raise RuntimeError("this aiguard scope is already entered; make a new one per block")
         self._token = self._enter()
+        self._set = self._var.get()
         return self._value
 
     def __exit__(self, *exc: object) -> None:
         token, self._token = self._token, None
-        if token is not None:
+        if token is None:
+            return
+        try:
             self._var.reset(token)
+        except ValueError:  # entered in another context (a response generator's task)
+            if self._var.get() is self._set:
+                old = token.old_value
+                self._var.set(self._default if old is Token.MISSING else old)
+        finally:
+            self._set = None
 
     async def __aenter__(self) -> T:
         return self.__enter__()
@@ -200,4 +243,4 @@ def tag(name: str) -> _Scope[str]:
             client.chat.completions.create(model="gpt-4o-mini", messages=msgs)
     """
     checked = _check_tag(name)
-    return _Scope(lambda: current_tag.set(checked), current_tag, checked)
+    return _Scope(lambda: current_tag.set(checked), current_tag, checked, None)

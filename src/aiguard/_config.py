@@ -7,15 +7,15 @@ when the application set none. It never replaces providers the application set.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import importlib
 import logging
 import os
+import signal
 import threading
 import time
 from typing import Any
 
-from opentelemetry import metrics, trace
+from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
@@ -72,7 +72,7 @@ def configure(
 
         aiguard.configure(service_name="support-bot", exporter="console")
     """
-    _capture.set_capture(capture_content, capture_pii, capture_max_chars)
+    # Everything is checked before anything changes: a refused call leaves aiguard as it was.
     if service_name is not None and (not isinstance(service_name, str) or not service_name):
         raise TypeError(f"service_name= must be a non-empty string, got {service_name!r}")
     if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):
@@ -84,19 +84,71 @@ def configure(
             "exporter= must be 'otlp', 'console', 'jsonl:PATH', an opentelemetry SpanExporter, "
             "or None"
         )
+    if isinstance(exporter, str):
+        _check_exporter_name(exporter)
+    if not isinstance(capture_pii, bool):
+        raise TypeError(f"capture_pii= must be True or False, got {capture_pii!r}")
+    if (
+        not isinstance(capture_max_chars, int)
+        or isinstance(capture_max_chars, bool)
+        or capture_max_chars < 16
+    ):
+        raise TypeError(
+            f"capture_max_chars= must be a whole number of at least 16, got {capture_max_chars!r}"
+        )
+    if capture_content is not None:
+        _capture.parse_mode(capture_content)  # a ValueError naming the modes
     with _lock:
         if tracer_provider is None:
+            _check_service_name(service_name)
             tracer_provider = _tracer_provider(service_name, exporter)
             meter_provider = meter_provider or _meter_provider(service_name, exporter)
+        _capture.set_capture(capture_content, capture_pii, capture_max_chars)
         # Given a tracer provider alone, aiguard records metrics through the global API provider
         # and creates none of its own.
         install(Telemetry(tracer_provider, meter_provider))
+        _created["in_use"] = (tracer_provider, meter_provider)
+
+
+def _check_exporter_name(exporter: str) -> None:
+    if exporter.startswith("jsonl:") and not exporter.partition(":")[2]:
+        raise ValueError("exporter='jsonl:PATH' needs a file path after 'jsonl:'")
+    _kind(exporter)  # raises for a name that is not known
+
+
+def _check_service_name(service_name: str | None) -> None:
+    """A service's name is fixed once its providers exist: a different one is refused, not
+    silently dropped. The application's own providers keep their name (said in a log line)."""
+    if service_name is None:
+        return
+    current = trace.get_tracer_provider()
+    if not isinstance(current, SDKTracerProvider):
+        return
+    named = current.resource.attributes.get(SERVICE_NAME)
+    if named == service_name:
+        return
+    if current is _created.get("tracer"):
+        raise ValueError(
+            f"service_name={service_name!r}: aiguard already exports as service {named!r}, "
+            "set by the first configure() (OpenTelemetry providers are set once per process). "
+            "Call configure(service_name=...) once, at startup, or leave service_name out of "
+            "later calls"
+        )
+    if f"service_name:{service_name}" not in _created:
+        _created[f"service_name:{service_name}"] = True
+        log.warning(
+            "aiguard: configure(service_name=%r) is not applied: the application's own "
+            "TracerProvider names the service %r, and aiguard never changes it",
+            service_name,
+            named,
+        )
 
 
 def reset() -> None:
     """Forget what ``configure`` chose: back to the global API providers (for tests)."""
     with _lock:
         install(None)
+        _created.pop("in_use", None)
         _capture.reset()
 
 
@@ -119,24 +171,39 @@ def _tracer_provider(service_name: str | None, exporter: str | SpanExporter | No
         return current
     if "tracer" in _created:
         return _created["tracer"]
+    span_exporter = _exporter(exporter)  # first: a missing extra raises before anything is set
     provider = SDKTracerProvider(resource=_resource(service_name), shutdown_on_exit=False)
-    span_exporter = _exporter(exporter)
     if span_exporter is not None:
         provider.add_span_processor(_processor(span_exporter))
+        _attached(provider).append(_exporter_key(exporter))
     trace.set_tracer_provider(provider)
     _created["tracer"] = provider
     _flush_at_exit()
     return provider
 
 
+def _exporter_key(exporter: str | SpanExporter | None) -> object:
+    """What makes two ``exporter=`` arguments the same destination: the name (None meaning
+    the OTLP the environment selects), or the very exporter object."""
+    return "otlp" if exporter is None else exporter
+
+
+def _attached(provider: SDKTracerProvider) -> list[object]:
+    """The exporters aiguard added to ``provider`` (objects kept: an id could be reused)."""
+    found: list[object] = _created.setdefault(f"exporters:{id(provider)}", [])
+    return found
+
+
 def _attach(provider: SDKTracerProvider, exporter: str | SpanExporter) -> None:
-    key = f"exporter:{id(provider)}:{exporter if isinstance(exporter, str) else id(exporter)}"
-    if key in _created:
+    """Add ``exporter`` to ``provider`` once, however often configure() names it."""
+    key = _exporter_key(exporter)
+    attached = _attached(provider)
+    if any(key is seen or (isinstance(key, str) and key == seen) for seen in attached):
         return
     span_exporter = _exporter(exporter)
     if span_exporter is not None:
         provider.add_span_processor(_processor(span_exporter))
-    _created[key] = True
+        attached.append(key)
 
 
 def _processor(span_exporter: SpanExporter) -> BatchSpanProcessor:
@@ -269,37 +336,135 @@ def _meter_provider(service_name: str | None, exporter: str | SpanExporter | Non
 
 def _flush_at_exit() -> None:
     """Export what is pending when the process ends, bounded: an unreachable collector costs
-    the exit at most a few seconds and never raises."""
+    the exit at most a few seconds and never raises. A SIGTERM that would kill the process
+    outright (no handler set) flushes first too: servers such as uvicorn re-raise SIGTERM after
+    their own shutdown, which ends the process without running ``atexit``."""
     if "atexit" in _created:
         return
     _created["atexit"] = True
-    atexit.register(flush, EXIT_FLUSH_S)
+    atexit.register(shutdown, EXIT_FLUSH_S)
+    _flush_on_sigterm()
 
 
-def flush(timeout_s: float = EXIT_FLUSH_S) -> None:
-    """Export pending spans and metrics of the providers aiguard created, then shut them down."""
-    deadline = time.monotonic() + timeout_s
-    for key in ("tracer", "meter"):
-        provider = _created.get(key)
-        if provider is None:
+def _flush_on_sigterm() -> None:
+    # Only where nothing handles SIGTERM yet (the default action kills): the application's
+    # handlers are never replaced, and a handler set later replaces this one.
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):  # no signals here (an embedded interpreter)
+        return
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # The handler interrupts the main thread anywhere, perhaps holding a lock the flush needs:
+    # the flush runs in its own thread, and the process dies on time even if it is stuck.
+    worker = threading.Thread(
+        target=shutdown, args=(EXIT_FLUSH_S,), name="aiguard-sigterm", daemon=True
+    )
+    worker.start()
+    worker.join(EXIT_FLUSH_S + 1.0)
+    # Then die of SIGTERM as the default action would: same exit status for the supervisor.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.raise_signal(signal.SIGTERM)
+
+
+def _in_use() -> list[Any]:
+    """The providers aiguard records with (configure's choice, else the global ones), and the
+    global logger provider its captured-content events go to; each once."""
+    tracer, meter = _created.get("in_use") or (
+        trace.get_tracer_provider(),
+        metrics.get_meter_provider(),
+    )
+    found: list[Any] = []
+    for provider in (
+        tracer,
+        _created.get("tracer"),
+        meter,
+        _created.get("meter"),
+        _logs.get_logger_provider(),
+    ):
+        if provider is not None and all(provider is not seen for seen in found):
+            found.append(provider)
+    return found
+
+
+def _check_timeout(timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout= must be a number of seconds, got {timeout!r}")
+    if not timeout >= 0:  # NaN too
+        raise ValueError(f"timeout= must be a number of seconds >= 0, got {timeout!r}")
+    return float(min(timeout, 3600.0))
+
+
+def flush(timeout: float = EXIT_FLUSH_S) -> bool:
+    """Export the spans, metrics and events aiguard recorded and has not exported yet; wait at
+    most ``timeout`` seconds. An exporter's fault never raises (it is logged once); only a
+    ``timeout`` that is not a number of seconds does. Returns True when everything went out in
+    time.
+
+    Flushes the providers aiguard records with: the ones ``configure`` created or chose (yours
+    included, which are flushed but never shut down), else the global ones. Call it where a
+    process stops serving, e.g. at the end of a web app's lifespan: servers that re-raise
+    SIGTERM end the process without running ``atexit``.
+
+    Example::
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            yield
+            aiguard.flush(timeout=5)
+    """
+    deadline = time.monotonic() + _check_timeout(timeout)
+    done = True
+    for provider in _in_use():
+        force_flush = getattr(provider, "force_flush", None)
+        if force_flush is None:  # the API's no-op providers
             continue
         left_ms = max(int((deadline - time.monotonic()) * 1000), 1)
         try:
-            provider.force_flush(left_ms)
+            done = force_flush(left_ms) is not False and done
         except Exception as exc:
-            report_fault("flushing telemetry at exit", exc)
-    _shutdown_in_background(deadline)
+            report_fault("flushing telemetry", exc)
+            done = False
+    return done
 
 
-def _shutdown_in_background(deadline: float) -> None:
-    # Shutting exporters down may wait on the network; a daemon thread keeps exit bounded.
+def shutdown(timeout: float = EXIT_FLUSH_S) -> bool:
+    """Flush (see :func:`flush`), then shut down the providers aiguard created, within
+    ``timeout`` seconds in all. Providers the application set are flushed, never shut down.
+    Safe to call more than once; an exporter's fault never raises. aiguard calls it at exit by
+    itself; call it yourself where the process may end without ``atexit`` running.
+
+    Example::
+
+        aiguard.shutdown(timeout=5)
+    """
+    deadline = time.monotonic() + _check_timeout(timeout)
+    with _lock:
+        if _created.get("shut down"):
+            return True
+        _created["shut down"] = True
+    done = flush(max(deadline - time.monotonic(), 0.0))
+    return _shutdown_in_background(deadline) and done
+
+
+def _shutdown_in_background(deadline: float) -> bool:
+    # Shutting exporters down may wait on the network; a daemon thread keeps the caller (and
+    # the exit) bounded.
     def shut() -> None:
         for key in ("tracer", "meter"):
             provider = _created.get(key)
-            with contextlib.suppress(Exception):
+            try:
                 if provider is not None:
                     provider.shutdown()
+            except Exception as exc:
+                report_fault("shutting telemetry down", exc)
 
     worker = threading.Thread(target=shut, name="aiguard-shutdown", daemon=True)
     worker.start()
     worker.join(max(deadline - time.monotonic(), 0.1))
+    return not worker.is_alive()

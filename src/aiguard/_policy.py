@@ -7,9 +7,10 @@ reusable :class:`Policy`.
 from __future__ import annotations
 
 import enum
+import inspect
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 from aiguard._breaker import Breaker
@@ -17,12 +18,19 @@ from aiguard._budget import Budget, _check_tag
 from aiguard._capture import parse_mode
 from aiguard._output import OutputSpec
 
+# The longest wait or deadline aiguard takes (about 31 years): beyond it the clocks and socket
+# timeouts underneath overflow, so a larger value would fail every call instead of this one.
+MAX_SECONDS = 1e9
+
 
 def _check_seconds(what: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__}")
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{what} must be a non-negative number of seconds, got {value}")
+    if not math.isfinite(value) or value < 0 or value > MAX_SECONDS:
+        raise ValueError(
+            f"{what} must be a finite number of seconds from 0 to {MAX_SECONDS:g} "
+            f"(about 31 years), got {value}"
+        )
 
 
 class Failure(enum.Enum):
@@ -82,7 +90,10 @@ class Retry:
 
     def backoff(self, retry_number: int, jitter: float) -> float:
         """The wait before retry number ``retry_number`` (1-based), ``jitter`` in [0, 1)."""
-        exp = self.wait_initial * self.wait_exp_base ** (retry_number - 1)
+        try:
+            exp = self.wait_initial * float(self.wait_exp_base) ** (retry_number - 1)
+        except OverflowError:  # many attempts: the exponential passed any float long ago
+            exp = math.inf if self.wait_initial else 0.0
         return min(self.wait_max, exp + jitter * self.wait_jitter)
 
 
@@ -112,97 +123,112 @@ class Target:
             raise TypeError("Target(retry=...) must be an aiguard.Retry or None")
 
 
-@dataclass(frozen=True, slots=True)
+_DEFAULT_RETRY = Retry()
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Policy:
     """A reusable bundle of the policy keywords ``wrap`` and ``guard`` accept.
 
+    It accepts exactly what they accept, in the same forms (``fallback="gpt-4o-mini"``,
+    ``fallback_on="outage"``, ``retry=None``, a single check), and keeps them normalised:
+    ``fallback`` a tuple of :class:`Target`, ``fallback_on`` a frozenset of :class:`Failure`,
+    ``checks`` a tuple. A wrong value raises ``TypeError`` or ``ValueError`` naming the keyword.
+
     Example::
 
-        strict = aiguard.Policy(retry=aiguard.Retry(attempts=4), timeout=30)
+        strict = aiguard.Policy(retry=aiguard.Retry(attempts=4), timeout=30, fallback="gpt-4o-mini")
         client = aiguard.wrap(OpenAI(), policy=strict)
     """
 
-    retry: Retry = field(default_factory=Retry)
-    fallback: tuple[Target, ...] = ()
-    timeout: float | None = None
-    breaker: Breaker | None = None
-    fallback_on: frozenset[Failure] = DEFAULT_FALLBACK_ON
-    budget: Budget | None = None
-    tag: str | None = None
+    retry: Retry
+    fallback: tuple[Target, ...]
+    timeout: float | None
+    breaker: Breaker | None
+    fallback_on: frozenset[Failure]
+    budget: Budget | None
+    tag: str | None
     # Streams: ask for usage (hiding the extra chunk) and raise StreamTruncated on a cut stream.
-    stream_usage: bool = True
-    raise_on_truncation: bool = False
+    stream_usage: bool
+    raise_on_truncation: bool
     # Input checks, run in order before the first attempt (see aiguard.checks).
-    checks: tuple[Callable[..., Any], ...] = ()
+    checks: tuple[Callable[..., Any], ...]
     # Output validation: what the answer must be, and how often to re-ask (None: retry.attempts).
-    output: OutputSpec | None = None
-    reasks: int | None = None
+    output: OutputSpec | None
+    reasks: int | None
     # Keep the SDK's own retries (zero-code instrumentation without a retry policy).
-    sdk_retries: bool = False
+    sdk_retries: bool
     # Content capture for this policy's calls (a mode or True/False); None: the process's.
-    capture: str | bool | None = None
+    capture: str | bool | None
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.retry, Retry):
+    def __init__(
+        self,
+        retry: Retry | None = _DEFAULT_RETRY,
+        fallback: Iterable[str | Target] | str | Target | None = (),
+        timeout: float | None = None,
+        breaker: Breaker | None = None,
+        fallback_on: Iterable[Failure | str] | Failure | str = DEFAULT_FALLBACK_ON,
+        budget: Budget | None = None,
+        tag: str | None = None,
+        stream_usage: bool = True,
+        raise_on_truncation: bool = False,
+        checks: Iterable[Callable[..., Any]] | Callable[..., Any] | None = (),
+        output: Any = None,
+        reasks: int | None = None,
+        sdk_retries: bool = False,
+        capture: str | bool | None = None,
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "retry", _retry(retry))
+        set_(self, "fallback", _targets(fallback))
+        set_(self, "timeout", _timeout(timeout))
+        if breaker is not None and not isinstance(breaker, Breaker):
             raise TypeError(
-                f"retry= must be an aiguard.Retry (or None for no retries), got {self.retry!r}"
+                f"breaker= must be an aiguard.Breaker (e.g. aiguard.Breaker(failures=5)) or "
+                f"None, got {breaker!r}"
             )
-        if self.timeout is not None:
-            _check_seconds("timeout=", self.timeout)
-            if self.timeout <= 0:
-                raise ValueError(f"timeout={self.timeout} must be a positive number of seconds")
-        if self.breaker is not None and not isinstance(self.breaker, Breaker):
-            raise TypeError(f"breaker= must be an aiguard.Breaker, got {self.breaker!r}")
-        if self.budget is not None and not isinstance(self.budget, Budget):
+        set_(self, "breaker", breaker)
+        set_(self, "fallback_on", _failures(fallback_on))
+        if budget is not None and not isinstance(budget, Budget):
             raise TypeError(
-                f"budget= must be an aiguard.Budget (e.g. aiguard.Budget(usd=5)), got "
-                f"{self.budget!r}"
+                f"budget= must be an aiguard.Budget (e.g. aiguard.Budget(usd=5)) or None, got "
+                f"{budget!r}"
             )
-        if self.tag is not None:
-            _check_tag(self.tag)
-        for check in self.checks:
-            if not callable(check):
-                raise TypeError(
-                    f"checks= entries must be callables (messages, **context) -> None, such as "
-                    f"aiguard.checks.NoSecrets(); got {check!r}"
-                )
-        if self.output is not None and not isinstance(self.output, OutputSpec):
-            object.__setattr__(self, "output", OutputSpec(self.output))
-        if self.reasks is not None and (
-            not isinstance(self.reasks, int) or isinstance(self.reasks, bool) or self.reasks < 0
+        set_(self, "budget", budget)
+        set_(self, "tag", None if tag is None else _check_tag(tag))
+        for name, flag in (
+            ("stream_usage", stream_usage),
+            ("raise_on_truncation", raise_on_truncation),
+            ("sdk_retries", sdk_retries),
         ):
-            raise TypeError(f"reasks= must be a whole number >= 0, got {self.reasks!r}")
-        if self.capture is not None:
-            parse_mode(self.capture)  # refuses an unknown mode at wrap time
-        for name in ("stream_usage", "raise_on_truncation", "sdk_retries"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name}= must be True or False, got {getattr(self, name)!r}")
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name}= must be True or False, got {flag!r}")
+            set_(self, name, flag)
+        set_(self, "checks", _checks(checks))
+        set_(
+            self,
+            "output",
+            output if output is None or isinstance(output, OutputSpec) else OutputSpec(output),
+        )
+        if reasks is not None and (
+            not isinstance(reasks, int) or isinstance(reasks, bool) or reasks < 0
+        ):
+            raise TypeError(f"reasks= must be a whole number >= 0 or None, got {reasks!r}")
+        set_(self, "reasks", reasks)
+        if capture is not None:
+            parse_mode(capture)  # refuses an unknown mode at wrap time
+        set_(self, "capture", capture)
 
     def retry_for(self, target: Target | None) -> Retry:
         """The retry policy of a fallback target (its own, else the policy's)."""
         return target.retry if target is not None and target.retry is not None else self.retry
 
     @classmethod
-    def build(
-        cls,
-        policy: Policy | str | None = None,
-        *,
-        retry: Any = ...,
-        fallback: Any = ...,
-        timeout: Any = ...,
-        breaker: Any = ...,
-        fallback_on: Any = ...,
-        budget: Any = ...,
-        tag: Any = ...,
-        stream_usage: Any = ...,
-        raise_on_truncation: Any = ...,
-        checks: Any = ...,
-        output: Any = ...,
-        reasks: Any = ...,
-        capture: Any = ...,
-    ) -> Policy:
+    def build(cls, policy: Policy | str | None = None, **given: Any) -> Policy:
         """Merge explicit keywords over ``policy`` (``...`` means "not given").
 
+        The keywords are those of :class:`Policy`, in any form it accepts; ``wrap``, ``guard``
+        and the policy file all come through here, so they accept and refuse the same values.
         A ``str`` names a policy in the policy file (``aiguard.toml``; see
         :mod:`aiguard._policy_file`), read once and shared by everything that names it.
         """
@@ -216,24 +242,36 @@ class Policy:
                 f"policy= must be an aiguard.Policy or the name of a policy in the policy file "
                 f"(aiguard.toml), got {type(policy).__name__}"
             )
-        base = policy if policy is not None else cls()
-        return cls(
-            retry=base.retry if retry is ... else (NO_RETRY if retry is None else retry),
-            fallback=base.fallback if fallback is ... else _targets(fallback),
-            timeout=base.timeout if timeout is ... else timeout,
-            breaker=base.breaker if breaker is ... else breaker,
-            fallback_on=base.fallback_on if fallback_on is ... else _failures(fallback_on),
-            budget=base.budget if budget is ... else budget,
-            tag=base.tag if tag is ... else tag,
-            stream_usage=base.stream_usage if stream_usage is ... else stream_usage,
-            raise_on_truncation=(
-                base.raise_on_truncation if raise_on_truncation is ... else raise_on_truncation
-            ),
-            checks=base.checks if checks is ... else _checks(checks),
-            output=base.output if output is ... else output,
-            reasks=base.reasks if reasks is ... else reasks,
-            capture=base.capture if capture is ... else capture,
+        given = {key: value for key, value in given.items() if value is not ...}
+        if not given:
+            return policy if policy is not None else cls()
+        if policy is None:
+            return cls(**given)
+        merged = {f.name: getattr(policy, f.name) for f in fields(cls)}
+        return cls(**(merged | given))
+
+
+def _retry(value: Any) -> Retry:
+    if value is None:
+        return NO_RETRY
+    if not isinstance(value, Retry):
+        raise TypeError(
+            f"retry= must be an aiguard.Retry (e.g. aiguard.Retry(attempts=3)), or None for a "
+            f"single attempt; got {value!r}"
         )
+    return value
+
+
+def _timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    _check_seconds("timeout=", value)
+    if value <= 0:
+        raise ValueError(f"timeout={value} must be a positive number of seconds, or None")
+    return float(value)
+
+
+_FALLBACK_FORMS = "a model name, an aiguard.Target, or a list of them"
 
 
 def _targets(fallback: Any) -> tuple[Target, ...]:
@@ -241,10 +279,8 @@ def _targets(fallback: Any) -> tuple[Target, ...]:
         return ()
     if isinstance(fallback, str | Target):
         fallback = [fallback]
-    if not isinstance(fallback, Iterable):
-        raise TypeError(
-            f"fallback= must be a list of model names or aiguard.Target, got {fallback!r}"
-        )
+    if isinstance(fallback, bytes | dict) or not isinstance(fallback, Iterable):
+        raise TypeError(f"fallback= must be {_FALLBACK_FORMS}, got {fallback!r}")
     targets = []
     for item in fallback:
         if isinstance(item, str):
@@ -260,23 +296,82 @@ def _targets(fallback: Any) -> tuple[Target, ...]:
     return tuple(targets)
 
 
-def _checks(value: Any) -> tuple[Callable[..., Any], ...]:
-    if value is None:
-        return ()
-    if callable(value):
-        return (value,)
-    if not isinstance(value, Iterable) or isinstance(value, str):
-        raise TypeError(f"checks= must be a list of checks, got {value!r}")
-    return tuple(value)
+_FAILURE_NAMES = ", ".join(repr(f.value) for f in Failure if f is not Failure.FATAL)
 
 
 def _failures(value: Any) -> frozenset[Failure]:
-    items = [value] if isinstance(value, str | Failure) else list(value)
+    if isinstance(value, str | Failure):
+        value = [value]
+    if isinstance(value, bytes | dict) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"fallback_on= must be a failure class or a list of them ({_FAILURE_NAMES}, or "
+            f"aiguard.Failure members), got {value!r}"
+        )
     out = set()
-    for item in items:
-        try:
-            out.add(item if isinstance(item, Failure) else Failure(item))
-        except ValueError:
-            names = ", ".join(repr(f.value) for f in Failure if f is not Failure.FATAL)
-            raise ValueError(f"fallback_on= entries must be one of {names}, got {item!r}") from None
+    for item in value:
+        if isinstance(item, str):
+            try:
+                item = Failure(item)
+            except ValueError:
+                raise ValueError(
+                    f"fallback_on= entries must be one of {_FAILURE_NAMES}, got {item!r}"
+                ) from None
+        elif not isinstance(item, Failure):
+            raise TypeError(
+                f"fallback_on= entries must be one of {_FAILURE_NAMES} (or aiguard.Failure "
+                f"members), got {item!r}"
+            )
+        if item is Failure.FATAL:
+            # A fatal failure (a bad request, a bad key) fails the same way on any target.
+            raise ValueError(
+                f"fallback_on= cannot include 'fatal': fatal failures (400, 401, 403, 404, ...) "
+                f"are raised at once; use one of {_FAILURE_NAMES}"
+            )
+        out.add(item)
     return frozenset(out)
+
+
+_CHECK_FORM = "check(messages, **context)"
+
+
+def _checks(value: Any) -> tuple[Callable[..., Any], ...]:
+    if value is None:
+        return ()
+    if callable(value):  # one check (a class is refused below, naming the instance to pass)
+        value = [value]
+    if isinstance(value, str | bytes | dict) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"checks= must be a list of checks (such as [aiguard.checks.NoSecrets()] or "
+            f"functions {_CHECK_FORM}), got {value!r}"
+        )
+    checks = tuple(value)
+    for check in checks:
+        _check_check(check)
+    return checks
+
+
+def _check_check(check: Any) -> None:
+    """Refuse at wrap time what would refuse every call: a class, a non-callable, a callable
+    that cannot be called as ``check(messages, model=..., provider=..., operation=...)``."""
+    if isinstance(check, type):
+        raise TypeError(
+            f"checks= entries must be check instances or functions, got the class "
+            f"{check.__qualname__}: write {check.__qualname__}() to make one"
+        )
+    if not callable(check):
+        raise TypeError(
+            f"checks= entries must be callables {_CHECK_FORM}, such as "
+            f"aiguard.checks.NoSecrets(); got {check!r}"
+        )
+    try:
+        signature = inspect.signature(check)
+    except (TypeError, ValueError):
+        return  # a builtin or an extension without a signature: trusted
+    try:
+        signature.bind([], model="m", provider="p", operation="chat")
+    except TypeError:
+        raise TypeError(
+            f"checks= entries are called as {_CHECK_FORM} (context: model, provider, "
+            f"operation); {check!r} takes {signature}: give it a messages parameter and "
+            f"**context"
+        ) from None

@@ -604,6 +604,13 @@ def _replace(text: str, found: Sequence[_Found]) -> str:
 
 
 def _kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    if not isinstance(kinds, str) and (
+        isinstance(kinds, bytes | dict) or not isinstance(kinds, Iterable)
+    ):
+        raise TypeError(
+            f"NoPII(kinds=...) takes a kind or a list of them ({', '.join(PII_KINDS)}), "
+            f"got {kinds!r}"
+        )
     chosen = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     unknown = [kind for kind in chosen if kind not in _PII_NAMES]
     if unknown or not chosen:
@@ -772,6 +779,12 @@ class MaxInputTokens:
             )
         return None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MaxInputTokens, (self.n,), {"count": self.count})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.count = state["count"]
+
     def __repr__(self) -> str:
         return f"MaxInputTokens({self.n!r})"
 
@@ -801,6 +814,11 @@ class NoSecrets:
     def __init__(self, patterns: Iterable[str | re.Pattern[str]] = ()) -> None:
         if isinstance(patterns, str | re.Pattern):
             patterns = (patterns,)
+        if isinstance(patterns, bytes | dict) or not isinstance(patterns, Iterable):
+            raise TypeError(
+                f"NoSecrets(patterns=...) takes a pattern (a string or a compiled str pattern) "
+                f"or a list of them, got {patterns!r}"
+            )
         extra = []
         for pattern in patterns:
             if isinstance(pattern, str):
@@ -825,6 +843,10 @@ class NoSecrets:
         if problems:
             raise CheckFailed(self.name, _where(problems))
         return None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its patterns: the built-in detectors hold functions pickle cannot name.
+        return (NoSecrets, (self.patterns,))
 
     def __repr__(self) -> str:
         # Custom patterns may spell out the very secret they look for: count them, never show.
@@ -929,6 +951,10 @@ class NoPII:
         if isinstance(value, dict):
             return {key: self._redact_value(item) for key, item in value.items()}
         return value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its settings: the detectors hold functions pickle cannot name.
+        return (NoPII, (self.action, self.kinds))
 
     def __repr__(self) -> str:
         return f"NoPII(action={self.action!r}, kinds={list(self.kinds)!r})"

@@ -300,7 +300,7 @@ class MessagesReader(Reader):
         self.complete = False
         # The answer starts with its first delta: an overloaded error sent before then (after
         # message_start, as Anthropic does) is retried, since the user has seen nothing yet
-        # (see aiguard._stream.first_chunk).
+        # (see aiguard._engine.stream.first_chunk).
         self.started = False
         self.id: Any = None
         self.model: Any = None

@@ -6,7 +6,6 @@ Guards ``chat.completions.create`` / ``parse`` and ``embeddings.create`` on ``Op
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -568,40 +567,44 @@ class _Client:
 class _Foreign:
     """A fallback client of another SDK that answers OpenAI chat requests (a local model).
 
-    Its adapter's ``openai_chat`` takes the OpenAI request and answers in OpenAI's format as
-    dicts; here they become the openai SDK's own types, so the user gets what the primary
-    client returns. Only ``chat.completions.create`` falls back to it.
+    Its adapter's ``openai_chat`` (``openai_chat_async`` for async clients) takes the OpenAI
+    request and answers in OpenAI's format as dicts; here they become the openai SDK's own
+    types, so the user gets what the primary client returns. Only ``chat.completions.create``
+    falls back to it. The adapter runs the model (off the event loop, one call at a time).
     """
 
     def __init__(self, client: Any, is_async: bool) -> None:
         adapter = adapters.for_client(client)
-        translate = getattr(adapter, "openai_chat", None)
+        name = "openai_chat_async" if is_async else "openai_chat"
+        translate = getattr(adapter, name, None)
         if translate is None:
             raise TypeError(
                 f"a fallback client of type {type(client).__qualname__} cannot answer OpenAI "
                 "chat requests; use another OpenAI client or a llama_cpp.Llama"
             )
+        self.translate: Callable[..., Any] = translate
         self.client = client
-        self.answer, self.provider = translate(client)
         self.is_async = is_async
 
     def endpoint(self, target: Target, policy: Policy) -> Endpoint:
-        answer = self.answer
+        answer, provider = self.translate(self.client, policy.timeout)
 
         def invoke(request: dict[str, Any]) -> Any:
             result = answer(request)
             if isinstance(result, dict):
                 return ChatCompletion.model_validate(result)
-            return (ChatCompletionChunk.model_validate(chunk) for chunk in result)
+            return _chunks_sync(result)
 
         async def invoke_async(request: dict[str, Any]) -> Any:
-            result = await asyncio.to_thread(invoke, request)  # the model runs off the loop
-            return result if isinstance(result, ChatCompletion) else _in_thread(result)
+            result = await answer(request)
+            if isinstance(result, dict):
+                return ChatCompletion.model_validate(result)
+            return _chunks(result)
 
         return Endpoint(
             invoke=invoke_async if self.is_async else invoke,
             model=target.model,
-            provider=self.provider,
+            provider=provider,
             server={},
             retry=policy.retry_for(target),
             breaker_key=(id(self.client), target.model),
@@ -609,14 +612,26 @@ class _Foreign:
         )
 
 
-async def _in_thread(chunks: Iterator[Any]) -> AsyncIterator[Any]:
-    """Iterate a blocking iterator from async code, one item per worker-thread hop."""
-    done = object()
-    while True:
-        item = await asyncio.to_thread(next, chunks, done)
-        if item is done:
-            return
-        yield item
+def _chunks_sync(dicts: Iterator[dict[str, Any]]) -> Iterator[ChatCompletionChunk]:
+    """OpenAI chunk dicts as the SDK's chunks; closing this closes the source (the model)."""
+    try:
+        for chunk in dicts:
+            yield ChatCompletionChunk.model_validate(chunk)
+    finally:
+        close = getattr(dicts, "close", None)
+        if close is not None:
+            close()
+
+
+async def _chunks(dicts: AsyncIterator[dict[str, Any]]) -> AsyncIterator[ChatCompletionChunk]:
+    """OpenAI chunk dicts as the SDK's chunks; closing this closes the source (the model)."""
+    try:
+        async for chunk in dicts:
+            yield ChatCompletionChunk.model_validate(chunk)
+    finally:
+        aclose = getattr(dicts, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: str | None) -> Any:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiguard._messages import Message, plain
+from aiguard._policy import parse_mode
 from aiguard._telemetry import Attrs, report_fault
 
 ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-MODES = ("NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT")
 EVENT_NAME = "gen_ai.client.inference.operation.details"
 INPUT = "gen_ai.input.messages"
 OUTPUT = "gen_ai.output.messages"
@@ -43,20 +43,6 @@ class _State:
 
 
 _state = _State()
-
-
-def parse_mode(value: object) -> tuple[bool, bool]:
-    """(on spans, as events) for a mode name; raises ValueError naming the valid ones."""
-    if isinstance(value, bool):
-        return value, False
-    text = str(value).strip().upper()
-    if text in ("TRUE", "1"):
-        return True, False
-    if text in ("", "FALSE", "0", "NO_CONTENT"):
-        return False, False
-    if text not in MODES:
-        raise ValueError(f"capture_content must be one of {', '.join(MODES)} (or True/False)")
-    return text in ("SPAN_ONLY", "SPAN_AND_EVENT"), text in ("EVENT_ONLY", "SPAN_AND_EVENT")
 
 
 def set_capture(mode: object, keep_pii: bool, max_chars: int) -> None:

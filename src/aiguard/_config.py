@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from aiguard import _capture
+from aiguard._policy import parse_mode
 from aiguard._telemetry import Telemetry, install, report_fault
 
 log = logging.getLogger("aiguard")
@@ -97,7 +98,7 @@ def configure(
             f"capture_max_chars= must be a whole number of at least 16, got {capture_max_chars!r}"
         )
     if capture_content is not None:
-        _capture.parse_mode(capture_content)  # a ValueError naming the modes
+        parse_mode(capture_content)  # a ValueError naming the modes
     with _lock:
         if tracer_provider is None:
             _check_service_name(service_name)

@@ -15,8 +15,25 @@ from typing import Any
 
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget, _check_tag
-from aiguard._capture import parse_mode
 from aiguard._output import OutputSpec
+
+# Content capture modes (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT); a policy may set one.
+MODES = ("NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT")
+
+
+def parse_mode(value: object) -> tuple[bool, bool]:
+    """(on spans, as events) for a mode name; raises ValueError naming the valid ones."""
+    if isinstance(value, bool):
+        return value, False
+    text = str(value).strip().upper()
+    if text in ("TRUE", "1"):
+        return True, False
+    if text in ("", "FALSE", "0", "NO_CONTENT"):
+        return False, False
+    if text not in MODES:
+        raise ValueError(f"capture_content must be one of {', '.join(MODES)} (or True/False)")
+    return text in ("SPAN_ONLY", "SPAN_AND_EVENT"), text in ("EVENT_ONLY", "SPAN_AND_EVENT")
+
 
 # The longest wait or deadline aiguard takes (about 31 years): beyond it the clocks and socket
 # timeouts underneath overflow, so a larger value would fail every call instead of this one.

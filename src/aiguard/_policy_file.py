@@ -80,9 +80,8 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from aiguard import checks as builtin_checks
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget
-from aiguard._capture import parse_mode
 from aiguard._errors import AIGuardError
-from aiguard._policy import Policy, Retry, Target
+from aiguard._policy import Policy, Retry, Target, parse_mode
 
 ENV_VAR = "AIGUARD_CONFIG"
 FILE_NAME = "aiguard.toml"

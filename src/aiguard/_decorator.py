@@ -39,6 +39,7 @@ from aiguard._engine.state import current_deadline
 from aiguard._errors import CheckFailed, DeadlineExceeded
 from aiguard._messages import Message, Part
 from aiguard._policy import Policy, Retry, Target
+from aiguard._policy_file import resolve
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
 
@@ -223,7 +224,7 @@ def guard(
             return reply.choices[0].message.content
     """
     merged = Policy.build(
-        policy,
+        resolve(policy),
         retry=retry,
         fallback=fallback,
         timeout=timeout,

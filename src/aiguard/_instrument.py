@@ -19,13 +19,14 @@ import importlib
 import threading
 import weakref
 from collections.abc import Callable, Collection
-from typing import Any, cast
+from typing import Any
 
 import wrapt
 
 from aiguard import adapters
 from aiguard._engine import state
 from aiguard._policy import NO_RETRY, Policy
+from aiguard._policy_file import resolve
 from aiguard._telemetry import report_fault
 
 # (SDK module, how to reach the class from the module, method names, attribute path on a
@@ -136,7 +137,7 @@ def _policy(policy: Policy | str | None) -> Policy:
         policy = "default" if _file_has("default") else None
     if policy is None:
         return dataclasses.replace(Policy(retry=NO_RETRY), sdk_retries=True)
-    built = cast(Any, Policy).build(policy) if isinstance(policy, str) else policy
+    built = resolve(policy)
     if not isinstance(built, Policy):
         raise TypeError(f"instrument(policy=...) takes an aiguard.Policy or a name, got {policy!r}")
     return dataclasses.replace(built, sdk_retries=built.retry.attempts <= 1)
@@ -145,7 +146,7 @@ def _policy(policy: Policy | str | None) -> Policy:
 def _file_has(name: str) -> bool:
     """Does a policy file define ``name``? (No file, or no such policy: False.)"""
     try:
-        cast(Any, Policy).build(name)
+        resolve(name)
     except Exception:
         return False
     return True

@@ -246,15 +246,17 @@ class Policy:
 
         The keywords are those of :class:`Policy`, in any form it accepts; ``wrap``, ``guard``
         and the policy file all come through here, so they accept and refuse the same values.
-        A ``str`` names a policy in the policy file (``aiguard.toml``; see
-        :mod:`aiguard._policy_file`), read once and shared by everything that names it.
+        A ``str`` names a policy in the policy file (``aiguard.toml``), read once and shared by
+        everything that names it: ``aiguard.Policy.build("default")``.
         """
         if isinstance(policy, str):
-            # Imported here: the file layer builds policies, so it sits above this module.
+            # The one import of a higher layer, at call time and only for a name: the policy
+            # file builds policies, so it sits above this module (wrap and guard resolve names
+            # themselves, with aiguard._policy_file.resolve).
             from aiguard._policy_file import named_policy
 
             policy = named_policy(policy)
-        elif policy is not None and not isinstance(policy, Policy):
+        if policy is not None and not isinstance(policy, Policy):
             raise TypeError(
                 f"policy= must be an aiguard.Policy or the name of a policy in the policy file "
                 f"(aiguard.toml), got {type(policy).__name__}"

@@ -19,6 +19,7 @@ from aiguard._engine.contract import Endpoint, Route
 from aiguard._engine.driver import begin, run_async, run_sync
 from aiguard._engine.state import sdk_call
 from aiguard._policy import Policy, Retry, Target
+from aiguard._policy_file import resolve
 
 C = TypeVar("C")
 V = TypeVar("V")
@@ -232,7 +233,7 @@ def wrap(
         reply = client.chat.completions.create(model="gpt-4o", messages=[...])
     """
     merged = Policy.build(
-        policy,
+        resolve(policy),
         retry=retry,
         fallback=fallback,
         timeout=timeout,

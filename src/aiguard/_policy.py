@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiguard._breaker import Breaker
@@ -87,6 +87,9 @@ class Retry:
 
 
 NO_RETRY = Retry(attempts=1)
+# The retry of a policy that names none. A wrapped client then follows its own retry setting
+# (``max_retries``: attempts = max_retries + 1) with these waits; told apart by identity.
+DEFAULT_RETRY = Retry()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +125,7 @@ class Policy:
         client = aiguard.wrap(OpenAI(), policy=strict)
     """
 
-    retry: Retry = field(default_factory=Retry)
+    retry: Retry = DEFAULT_RETRY
     fallback: tuple[Target, ...] = ()
     timeout: float | None = None
     breaker: Breaker | None = None

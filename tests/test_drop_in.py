@@ -1,0 +1,334 @@
+"""Drop-in to the letter: a wrapped client behaves as the SDK's own in what programs and tests see.
+
+Real SDKs over real HTTP to the testing kit's server; mocks only where a user's test would use
+them (on the SDK's methods).
+"""
+
+from __future__ import annotations
+
+import inspect
+from unittest import mock
+
+import openai
+import pytest
+from openai.resources.chat.completions import AsyncCompletions, Completions
+from tests.conftest import API_KEY, FAST, MESSAGES
+
+import aiguard
+from aiguard.testing import MockServer
+
+anthropic = pytest.importorskip("anthropic")
+
+ANTHROPIC_KEY = "sk-ant-api03-TESTKEY0123456789abcdefSECRET"
+RATE_LIMITED = {"status": 429, "headers": {"retry-after": "0"}}
+
+
+def ask(client, model="gpt-4o", **kwargs):
+    return client.chat.completions.create(model=model, messages=MESSAGES, **kwargs)
+
+
+def canned(content="from the mock"):
+    return openai.types.chat.ChatCompletion.model_validate(
+        {
+            "id": "c-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "gpt-4o",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content},
+                }
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        }
+    )
+
+
+# -- 1. mocks on a wrapped client are called ---------------------------------------------------
+
+
+@pytest.mark.parametrize("first_call", [False, True], ids=["before", "after-first-call"])
+def test_instance_mock_is_called(make_client, server, first_call):
+    client = make_client()
+    if first_call:
+        ask(client)
+    sent = len(server.requests)
+    with mock.patch.object(client.chat.completions, "create", return_value=canned()) as fake:
+        reply = ask(client)
+    assert fake.call_count == 1
+    assert fake.call_args.kwargs == {"model": "gpt-4o", "messages": MESSAGES}
+    assert reply.choices[0].message.content == "from the mock"
+    assert len(server.requests) == sent  # nothing reached the API
+    ask(client)  # the patch is gone: the real method again
+    assert len(server.requests) == sent + 1
+
+
+@pytest.mark.parametrize("first_call", [False, True], ids=["before", "after-first-call"])
+def test_class_mock_is_called_and_removed(make_client, server, first_call):
+    client = make_client()
+    if first_call:
+        ask(client)
+    with mock.patch.object(Completions, "create", return_value=canned()) as fake:
+        assert ask(client).choices[0].message.content == "from the mock"
+    assert fake.call_count == 1
+    sent = len(server.requests)
+    assert ask(client).choices[0].message.content != "from the mock"  # not kept afterwards
+    assert len(server.requests) == sent + 1
+
+
+def test_assigned_method_is_called_and_still_inspectable(make_client, server):
+    client = make_client()
+    ask(client)
+    client.chat.completions.create = mock.Mock(return_value=canned())
+    assert ask(client).choices[0].message.content == "from the mock"
+    client.chat.completions.create.assert_called_once_with(model="gpt-4o", messages=MESSAGES)
+    del client.chat.completions.create
+    ask(client)
+    assert len(server.requests) == 2
+
+
+def test_mocked_call_is_still_guarded(make_client, telemetry):
+    client = make_client()
+    failure = openai.RateLimitError(
+        "slow down",
+        response=openai._base_client.httpx2.Response(
+            429, request=openai._base_client.httpx2.Request("POST", "http://x")
+        ),
+        body=None,
+    )
+    with mock.patch.object(
+        client.chat.completions, "create", side_effect=[failure, canned()]
+    ) as fake:
+        assert ask(client).choices[0].message.content == "from the mock"
+    assert fake.call_count == 2  # retried by aiguard
+    assert len(telemetry.spans("chat gpt-4o")) == 2
+
+
+async def test_async_instance_and_class_mocks_are_called(make_async_client, server):
+    client = make_async_client()
+    fake = mock.AsyncMock(return_value=canned())
+    with mock.patch.object(client.chat.completions, "create", fake):
+        assert (await ask(client)).choices[0].message.content == "from the mock"
+    on_class = mock.AsyncMock(return_value=canned("class"))
+    with mock.patch.object(AsyncCompletions, "create", on_class):
+        assert (await ask(client)).choices[0].message.content == "class"
+    assert fake.await_count == 1 and on_class.await_count == 1
+    assert server.requests == []
+
+
+def test_with_options_patched_to_return_the_client_does_not_recurse(make_client, server):
+    client = make_client()
+    with mock.patch.object(client, "with_options", return_value=client):
+        same = client.with_options(timeout=5)
+        assert same is client
+        ask(same)
+    assert len(server.requests) == 1
+
+
+def test_anthropic_instance_mock_is_called(server):
+    client = aiguard.wrap(anthropic.Anthropic(base_url=server.anthropic_url, api_key="k"))
+    with mock.patch.object(client.messages, "create", return_value="mocked") as fake:
+        assert client.messages.create(model="m", max_tokens=5, messages=MESSAGES) == "mocked"
+    assert fake.call_count == 1 and server.requests == []
+
+
+# -- 2. changes to the client after wrapping apply ---------------------------------------------
+
+
+def test_rotated_api_key_is_used(make_client, server):
+    client = make_client()
+    ask(client)
+    client.api_key = "sk-rotated"
+    ask(client)
+    keys = [r.headers["authorization"] for r in server.requests]
+    assert keys == [f"Bearer {API_KEY}", "Bearer sk-rotated"]
+
+
+def test_new_base_url_is_used_and_recorded(make_client, server, telemetry):
+    client = make_client()
+    ask(client)
+    with MockServer() as other:
+        client.base_url = other.url
+        ask(client)
+        assert len(other.requests) == 1
+        other_port = other.port
+    assert len(server.requests) == 1
+    ports = [s.attributes["server.port"] for s in telemetry.spans("chat gpt-4o")]
+    assert ports == [server.port, other_port]
+
+
+def test_anthropic_rotated_key_is_used_as_the_sdk_uses_it(server):
+    sent = []
+    for client in (
+        anthropic.Anthropic(base_url=server.anthropic_url, api_key="old"),
+        aiguard.wrap(anthropic.Anthropic(base_url=server.anthropic_url, api_key="old")),
+    ):
+        client.api_key = "new"
+        client.messages.create(model="m", max_tokens=5, messages=MESSAGES)
+        headers = server.requests[-1].headers
+        sent.append({k: v for k, v in headers.items() if k in ("x-api-key", "authorization")})
+    assert sent[0] == sent[1]
+    assert "new" in str(sent[1])
+
+
+# -- 3. the client's own retry setting, applied by aiguard -------------------------------------
+
+
+def test_without_retry_the_sdk_default_of_two_retries_applies(server):
+    client = aiguard.wrap(openai.OpenAI(base_url=server.url, api_key=API_KEY))
+    server.fail("gpt-4o", times=5, **RATE_LIMITED)
+    with pytest.raises(openai.RateLimitError):
+        ask(client)
+    assert len(server.requests) == 3  # 2 retries, made by aiguard: the SDK's are off
+
+
+def test_max_retries_zero_means_one_request(server, telemetry):
+    client = aiguard.wrap(openai.OpenAI(base_url=server.url, api_key=API_KEY, max_retries=0))
+    server.fail("gpt-4o", times=5, **RATE_LIMITED)
+    with pytest.raises(openai.RateLimitError):
+        ask(client)
+    assert len(server.requests) == 1
+    assert telemetry.spans("aiguard chat gpt-4o")[0].attributes["aiguard.attempts"] == 1
+
+
+def test_with_options_max_retries_is_followed(server):
+    client = aiguard.wrap(openai.OpenAI(base_url=server.url, api_key=API_KEY))
+    server.fail("gpt-4o", times=9, **RATE_LIMITED)
+    with pytest.raises(openai.RateLimitError):
+        ask(client.with_options(max_retries=0))
+    assert len(server.requests) == 1
+    with pytest.raises(openai.RateLimitError):
+        ask(client.copy(max_retries=1))
+    assert len(server.requests) == 3
+    client.max_retries = 3  # set on the client itself
+    with pytest.raises(openai.RateLimitError):
+        ask(client)
+    assert len(server.requests) == 7
+
+
+def test_explicit_retry_wins_but_with_options_max_retries_is_more_specific(server):
+    client = aiguard.wrap(
+        openai.OpenAI(base_url=server.url, api_key=API_KEY, max_retries=0), retry=FAST
+    )
+    server.fail("gpt-4o", times=9, status=503)
+    with pytest.raises(openai.InternalServerError):
+        ask(client)
+    assert len(server.requests) == 3
+    with pytest.raises(openai.InternalServerError):
+        ask(client.with_options(max_retries=0))  # the tool runner's "must not repeat"
+    assert len(server.requests) == 4
+
+
+def test_sdk_retries_stay_off_for_explicit_retry(server):
+    raw = openai.OpenAI(base_url=server.url, api_key=API_KEY, max_retries=5)
+    client = aiguard.wrap(raw, retry=aiguard.Retry(attempts=2, wait_initial=0, wait_jitter=0))
+    server.fail("gpt-4o", times=9, **RATE_LIMITED)
+    with pytest.raises(openai.RateLimitError):
+        ask(client)
+    assert len(server.requests) == 2
+    with pytest.raises(openai.RateLimitError):
+        ask(raw)  # the bare client keeps its own retries
+    assert len(server.requests) == 2 + 6
+
+
+async def test_async_max_retries_zero_means_one_request(server):
+    raw = openai.AsyncOpenAI(base_url=server.url, api_key=API_KEY, max_retries=0)
+    server.fail("gpt-4o", times=5, **RATE_LIMITED)
+    with pytest.raises(openai.RateLimitError):
+        await ask(aiguard.wrap(raw))
+    assert len(server.requests) == 1
+    await raw.close()
+
+
+def test_anthropic_max_retries_is_followed(server):
+    raw = anthropic.Anthropic(base_url=server.anthropic_url, api_key="k", max_retries=1)
+    server.fail("m", times=5, **RATE_LIMITED)
+    with pytest.raises(anthropic.RateLimitError):
+        aiguard.wrap(raw).messages.create(model="m", max_tokens=5, messages=MESSAGES)
+    assert len(server.requests) == 2
+    with pytest.raises(anthropic.RateLimitError):
+        aiguard.wrap(raw).with_options(max_retries=0).messages.create(
+            model="m", max_tokens=5, messages=MESSAGES
+        )
+    assert len(server.requests) == 3
+
+
+# -- 10, 11. any client wraps; signatures and docstrings are the SDK's -------------------------
+
+
+def test_a_client_that_cannot_be_copied_is_wrapped(server):
+    class Tenant(openai.OpenAI):  # copy() would call Tenant(api_key=..., ...): a TypeError
+        def __init__(self, tenant: str) -> None:
+            super().__init__(api_key=f"key-{tenant}", base_url=server.url)
+
+    client = aiguard.wrap(Tenant("acme"))
+    ask(client)
+    assert server.requests[0].headers["authorization"] == "Bearer key-acme"
+
+
+GUARDED = [
+    ("chat", "completions", "create"),
+    ("chat", "completions", "parse"),
+    ("chat", "completions", "stream"),
+    ("beta", "chat", "completions", "parse"),
+    ("embeddings", "create"),
+    ("responses", "create"),
+    ("responses", "stream"),
+    ("with_options",),
+    ("copy",),
+]
+
+
+def _get(obj, path):
+    for name in path:
+        obj = getattr(obj, name)
+    return obj
+
+
+@pytest.mark.parametrize("path", GUARDED, ids=".".join)
+@pytest.mark.parametrize("cls", [openai.OpenAI, openai.AsyncOpenAI])
+def test_signatures_and_docstrings_are_the_sdks(cls, path):
+    raw = cls(api_key="k", base_url="http://127.0.0.1:9")
+    bare, guarded = _get(raw, path), _get(aiguard.wrap(raw), path)
+    assert guarded is not bare
+    assert inspect.signature(guarded) == inspect.signature(bare)
+    assert guarded.__doc__ == bare.__doc__
+    assert guarded.__name__ == bare.__name__
+
+
+@pytest.mark.parametrize("path", [("messages", "create"), ("messages", "stream"), ("copy",)])
+def test_anthropic_signatures_are_the_sdks(path):
+    raw = anthropic.Anthropic(api_key="k", base_url="http://127.0.0.1:9")
+    bare, guarded = _get(raw, path), _get(aiguard.wrap(raw), path)
+    assert inspect.signature(guarded) == inspect.signature(bare)
+    assert guarded.__doc__ == bare.__doc__
+
+
+# -- issue 13, point 10: wrapping a wrapped client ---------------------------------------------
+
+
+def test_wrapping_a_wrapped_client_keeps_its_policy_and_overrides_the_keywords(make_client, server):
+    inner = make_client(fallback=["gpt-4o-mini"])
+    outer = aiguard.wrap(inner, timeout=30)
+    assert outer.__wrapped__ is inner.__wrapped__  # one guard, not two stacked
+    server.fail("gpt-4o", status=400, code="context_length_exceeded")
+    assert ask(outer).model == "gpt-4o-mini"  # the inner fallback still applies
+    assert [r.model for r in server.requests] == ["gpt-4o", "gpt-4o-mini"]
+
+
+def test_wrapping_a_wrapped_client_with_a_new_policy_is_refused(make_client):
+    with pytest.raises(TypeError, match="already wrapped"):
+        aiguard.wrap(make_client(), policy=aiguard.Policy())
+
+
+# -- issue 13, point 14: what aiguard does not understand goes through untouched --------------
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "wrapped"])
+def test_stream_options_aiguard_cannot_read_reach_the_server(raw_client, server, wrapped):
+    client = aiguard.wrap(raw_client, retry=FAST) if wrapped else raw_client
+    with pytest.raises(openai.BadRequestError, match="stream_options"):
+        ask(client, stream=True, stream_options=42)
+    assert server.requests[0].body["stream_options"] == 42

@@ -332,3 +332,117 @@ def test_stream_options_aiguard_cannot_read_reach_the_server(raw_client, server,
     with pytest.raises(openai.BadRequestError, match="stream_options"):
         ask(client, stream=True, stream_options=42)
     assert server.requests[0].body["stream_options"] == 42
+
+
+# -- 4. an anthropic token provider refreshes after a 401, as the SDK does ---------------------
+
+
+def _token_client(server, **options):
+    from anthropic.lib.credentials import AccessToken
+
+    tokens = iter(f"token-{n}" for n in range(10))
+    return anthropic.Anthropic(
+        base_url=server.anthropic_url,
+        credentials=lambda *, force_refresh=False: AccessToken(next(tokens)),
+        **options,
+    )
+
+
+def _bearers(server):
+    return [r.headers.get("authorization") for r in server.requests]
+
+
+@pytest.mark.parametrize("max_retries", [2, 0])
+def test_anthropic_401_refreshes_the_token_as_the_sdk_does(server, max_retries):
+    seen = []
+    for wrapped in (False, True):
+        server.reset()
+        server.fail("m", status=401)
+        client = _token_client(server, max_retries=max_retries)
+        if wrapped:
+            client = aiguard.wrap(client)
+        try:
+            client.messages.create(model="m", max_tokens=5, messages=MESSAGES)
+            outcome = "answered"
+        except anthropic.AuthenticationError:
+            outcome = "401"
+        seen.append((outcome, _bearers(server)))
+    assert seen[1] == seen[0]
+    expected = ["Bearer token-0", "Bearer token-1"] if max_retries else ["Bearer token-0"]
+    assert seen[1][1] == expected
+
+
+# -- 7. a wrapped anthropic call makes one inference span --------------------------------------
+
+
+def test_anthropic_sdk_spans_are_off_for_guarded_calls(server, telemetry):
+    raw = anthropic.Anthropic(
+        base_url=server.anthropic_url,
+        api_key="k",
+        open_telemetry={"tracer_provider": telemetry.tracer_provider},
+    )
+
+    def sdk_spans():
+        return [s for s in telemetry.spans() if s.instrumentation_scope.name != "aiguard"]
+
+    server.fail("m", times=2, **RATE_LIMITED)
+    aiguard.wrap(raw).messages.create(model="m", max_tokens=5, messages=MESSAGES)
+    assert len(server.requests) == 3
+    assert sdk_spans() == []  # the SDK made none: the call's telemetry is aiguard's alone
+    raw.messages.create(model="m", max_tokens=5, messages=MESSAGES)
+    assert len(sdk_spans()) == 1  # the bare client keeps its own
+
+
+# -- 8. trio -------------------------------------------------------------------------------------
+
+
+def test_async_client_retries_under_trio(server):
+    trio = pytest.importorskip("trio")
+    server.fail("gpt-4o", status=503)
+
+    async def main():
+        async with openai.AsyncOpenAI(base_url=server.url, api_key=API_KEY) as raw:
+            return await ask(aiguard.wrap(raw, retry=FAST))
+
+    assert trio.run(main).model == "gpt-4o"
+    assert len(server.requests) == 2
+
+
+# -- 6. instrument() and an app's own async wrapper around create ------------------------------
+
+
+async def test_app_async_wrapper_under_instrument_makes_one_guarded_call(server, telemetry):
+    raw = openai.AsyncOpenAI(base_url=server.url, api_key=API_KEY)
+    aiguard.instrument()  # at start-up, before the app wraps create
+    calls = []
+
+    async def logged(*args, **kwargs):
+        calls.append(kwargs["model"])
+        return await original(*args, **kwargs)
+
+    original = raw.chat.completions.create
+    raw.chat.completions.create = logged
+    try:
+        reply = await ask(raw)
+    finally:
+        aiguard.uninstrument()
+        await raw.close()
+    assert reply.model == "gpt-4o"
+    assert calls == ["gpt-4o"]
+    assert len(server.requests) == 1
+    assert len([s for s in telemetry.spans() if s.name.startswith("aiguard chat")]) == 1
+
+
+# -- 12. anthropic messages.stream() checks its arguments up front -----------------------------
+
+
+def test_anthropic_stream_helper_checks_arguments_at_the_call(server):
+    client = aiguard.wrap(anthropic.Anthropic(base_url=server.anthropic_url, api_key="k"))
+    with pytest.raises(TypeError, match="output_format"):
+        client.messages.stream(
+            model="m", max_tokens=5, messages=MESSAGES, output_format={"type": "json"}
+        )
+    assert server.requests == []
+    with client.messages.stream(model="m", max_tokens=5, messages=MESSAGES) as stream:
+        assert stream.get_final_text()
+    assert len(server.requests) == 1

@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import json
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Hashable
@@ -977,8 +978,14 @@ def run_sync(run: Run) -> Any:
             run.finish(error)
 
 
+async def _sleep(seconds: float) -> None:
+    # anyio (imported by the openai and anthropic SDKs) sleeps under asyncio and trio alike.
+    anyio = sys.modules.get("anyio")
+    await (anyio.sleep(seconds) if anyio is not None else asyncio.sleep(seconds))
+
+
 async def run_async(run: Run) -> Any:
-    """Drive a guarded call with ``asyncio.sleep``; the decisions are the same as the sync path."""
+    """Drive a guarded call with async sleeps; the decisions are the same as the sync path."""
     error: BaseException | None = None
     try:
         if run.policy.checks:
@@ -1002,7 +1009,7 @@ async def run_async(run: Run) -> Any:
                     raise
                 wait = run.failed(attempt, exc)
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    await _sleep(wait)
                 continue
             if run.reader is not None:
                 life = run.stream_started(attempt, reader, held)

@@ -377,9 +377,8 @@ class _Client:
         self.is_async = isinstance(client, anthropic.AsyncAnthropic)
         # The SDK's own retries are off for guarded attempts: aiguard retries (unless told to
         # keep them, as zero-code instrumentation without a retry policy does).
-        self.hushed = not policy.sdk_retries
-        if self.hushed:
-            _stainless.hush(client)
+        self.keep_retries = policy.sdk_retries
+        _stainless.hush(client)
         self.call: Callable[..., Any] = _stainless.call_async if self.is_async else _stainless.call
         self.provider = provider or PROVIDER
         self.url: Any = None
@@ -393,22 +392,40 @@ class _Client:
         if url is not self.url:
             self.server = server_attributes(url)
             self.url = url
-        if self.hushed:
-            invoke: Callable[[dict[str, Any]], Any] = functools.partial(self.call, client, method)
-        else:
-            invoke = functools.partial(_keyword_call, method)
+        retry = _stainless.retry(client, policy, target)
+        call = self.call
+        # A client with a token provider: the SDK sends a request rejected with 401 once more,
+        # with a fresh token, while it has retries left; so does aiguard, within the attempt.
+        if (
+            retry.attempts > 1
+            and not self.keep_retries
+            and getattr(client, "_token_cache", None) is not None
+        ):
+            call = _refreshing_async if self.is_async else _refreshing
         return Endpoint(
-            invoke=invoke,
+            invoke=functools.partial(call, client, self.keep_retries, method),
             model=model,
             provider=self.provider,
             server=self.server,
-            retry=_stainless.retry(client, policy, target),
+            retry=retry,
             breaker_key=(id(client), model),
         )
 
 
-def _keyword_call(method: Callable[..., Any], request: dict[str, Any]) -> Any:
-    return method(**request)
+def _refreshing(client: Any, keep: bool, method: Callable[..., Any], request: Any) -> Any:
+    try:
+        return _stainless.call(client, keep, method, request)
+    except anthropic.AuthenticationError:  # the SDK's auth dropped the rejected token
+        return _stainless.call(client, keep, method, request)
+
+
+async def _refreshing_async(
+    client: Any, keep: bool, method: Callable[..., Any], request: Any
+) -> Any:
+    try:
+        return await _stainless.call_async(client, keep, method, request)
+    except anthropic.AuthenticationError:
+        return await _stainless.call_async(client, keep, method, request)
 
 
 def _opening(stream: Callable[..., Any], is_async: bool) -> Callable[..., Any]:

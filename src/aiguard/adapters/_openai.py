@@ -498,9 +498,8 @@ class _Client:
         self.given_provider = provider
         # The SDK's own retries are off for guarded attempts: aiguard retries (unless told to
         # keep them, as zero-code instrumentation without a retry policy does).
-        self.hushed = not policy.sdk_retries
-        if self.hushed:
-            _stainless.hush(client)
+        self.keep_retries = policy.sdk_retries
+        _stainless.hush(client)
         self.call: Callable[..., Any] = (
             _stainless.call_async if isinstance(client, openai.AsyncOpenAI) else _stainless.call
         )
@@ -522,10 +521,7 @@ class _Client:
         if self.client.base_url is not self.url:
             self._where()
         client = self.client
-        if self.hushed:
-            invoke: Callable[[dict[str, Any]], Any] = functools.partial(self.call, client, method)
-        else:
-            invoke = functools.partial(_keyword_call, method)
+        invoke = functools.partial(self.call, client, self.keep_retries, method)
         return Endpoint(
             invoke=invoke,
             model=model,
@@ -534,10 +530,6 @@ class _Client:
             retry=_stainless.retry(client, policy, target),
             breaker_key=(id(client), model),
         )
-
-
-def _keyword_call(method: Callable[..., Any], request: dict[str, Any]) -> Any:
-    return method(**request)
 
 
 class _Foreign:

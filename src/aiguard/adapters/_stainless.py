@@ -2,10 +2,12 @@
 
 Their clients send every request through ``client.request(cast_to, options, ...)``, which retries
 by itself ``options.max_retries`` times (the client's ``max_retries`` unless the request says
-otherwise). aiguard does the retrying for a guarded call, so each of its attempts must be one
-request: :func:`hush` gives the client a ``request`` of its own that sets ``max_retries=0`` on
-the requests of guarded attempts (:func:`call` / :func:`call_async`) and leaves every other
-request alone. The client is not copied, so it stays the one object the user configures.
+otherwise), and (anthropic) records its own OpenTelemetry span for the request when it has a
+``span_name``. aiguard does the retrying for a guarded call, so each of its attempts must be one
+request, and records the call's one inference span: :func:`hush` gives the client a ``request``
+of its own that, for the requests of guarded attempts (:func:`call` / :func:`call_async`), sets
+``max_retries=0`` and clears ``span_name``, and leaves every other request alone. The client is
+not copied, so it stays the one object the user configures.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from typing import Any
 from aiguard._core import _in_sdk
 from aiguard._policy import DEFAULT_RETRY, Policy, Retry, Target
 
-# id() of the client whose guarded attempt is in progress in this context.
-_attempt: ContextVar[int] = ContextVar("aiguard_attempt_client", default=0)
+# The guarded attempt in progress in this context: id() of its client, and whether the SDK keeps
+# its own retries (zero-code instrumentation without a retry policy).
+_attempt: ContextVar[tuple[int, bool] | None] = ContextVar("aiguard_attempt", default=None)
 _HOOK = "_aiguard_hushed"
 
 
@@ -34,8 +37,12 @@ def hush(client: Any) -> None:
 
     def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
         owner: Any = ref()
-        if _attempt.get() == key:
-            options.max_retries = 0
+        attempt = _attempt.get()
+        if attempt is not None and attempt[0] == key:
+            if not attempt[1]:
+                options.max_retries = 0
+            if getattr(options, "span_name", None) is not None:
+                options.span_name = None  # the call's inference span is aiguard's
         # The class's method as it is now: a patch on the class still applies.
         return type(owner).request(owner, cast_to, options, *args, **kwargs)
 
@@ -48,19 +55,21 @@ def hush(client: Any) -> None:
     client.request = request
 
 
-def call(client: Any, method: Callable[..., Any], request: dict[str, Any]) -> Any:
-    """One guarded attempt: ``method(**request)``, as one request without the SDK's retries."""
-    token = _attempt.set(id(client))
+def call(client: Any, keep: bool, method: Callable[..., Any], request: dict[str, Any]) -> Any:
+    """One guarded attempt: ``method(**request)``, one request unless ``keep`` (SDK retries)."""
+    token = _attempt.set((id(client), keep))
     try:
         return method(**request)
     finally:
         _attempt.reset(token)
 
 
-async def call_async(client: Any, method: Callable[..., Any], request: dict[str, Any]) -> Any:
+async def call_async(
+    client: Any, keep: bool, method: Callable[..., Any], request: dict[str, Any]
+) -> Any:
     # Set while the request is awaited, not only while the coroutine is made: that is when the
     # SDK sends it (and when an instrumented method checks it is inside a guarded call).
-    token = _attempt.set(id(client))
+    token = _attempt.set((id(client), keep))
     inside = _in_sdk.set(True)
     try:
         return await method(**request)

@@ -446,3 +446,132 @@ def test_anthropic_stream_helper_checks_arguments_at_the_call(server):
     with client.messages.stream(model="m", max_tokens=5, messages=MESSAGES) as stream:
         assert stream.get_final_text()
     assert len(server.requests) == 1
+
+
+# -- bypasses: the raw and streaming-response variants, the helpers ----------------------------
+
+TINY = dict(usd=0.000001)
+
+
+def _cost(telemetry, model="gpt-4o"):
+    return telemetry.spans(f"aiguard chat {model}")[-1].attributes.get("aiguard.cost.total_usd")
+
+
+def test_with_raw_response_is_guarded_priced_and_budgeted(make_client, server, telemetry):
+    client = make_client()
+    server.fail("gpt-4o", status=503)
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+    assert raw.http_response.status_code == 200
+    assert raw.parse().choices[0].message.content == "Hello from gpt-4o."
+    assert len(server.requests) == 2  # retried
+    assert _cost(telemetry) > 0
+    with pytest.raises(aiguard.BudgetExceeded):
+        make_client(budget=aiguard.Budget(**TINY)).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=MESSAGES
+        )
+    assert len(server.requests) == 2
+
+
+def test_with_raw_response_stream_is_guarded(make_client, server, telemetry):
+    raw = make_client().chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    assert text == "Hello from gpt-4o."
+    assert _cost(telemetry) > 0
+
+
+def test_with_streaming_response_is_guarded_and_budgeted(make_client, server, telemetry):
+    client = make_client()
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    ) as response:
+        chunks = list(response.parse())
+    assert chunks and _cost(telemetry) > 0
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MESSAGES
+    ) as response:
+        assert response.parse().choices[0].message.content == "Hello from gpt-4o."
+    with pytest.raises(aiguard.BudgetExceeded):  # noqa: SIM117
+        with make_client(
+            budget=aiguard.Budget(**TINY)
+        ).chat.completions.with_streaming_response.create(model="gpt-4o", messages=MESSAGES):
+            pass
+    assert len(server.requests) == 2
+
+
+async def test_async_raw_variants_are_guarded(make_async_client, server, telemetry):
+    client = make_async_client()
+    raw = await client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    )
+    assert [c async for c in raw.parse()]
+    async with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MESSAGES
+    ) as response:
+        assert (await response.parse()).model == "gpt-4o"
+    assert len(telemetry.spans("aiguard chat gpt-4o")) == 2
+
+
+def test_raw_variants_under_instrument_are_guarded(raw_client, server, telemetry):
+    aiguard.instrument()
+    try:
+        raw = raw_client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=MESSAGES, stream=True
+        )
+        assert list(raw.parse())
+        with raw_client.chat.completions.with_streaming_response.create(
+            model="gpt-4o", messages=MESSAGES, stream=True
+        ) as response:
+            assert list(response.parse())
+    finally:
+        aiguard.uninstrument()
+    assert len(telemetry.spans("aiguard chat gpt-4o")) == 2
+
+
+def test_chat_stream_helper_and_beta_parse_are_guarded(make_client, server, telemetry):
+    client = make_client(budget=aiguard.Budget(usd=1))
+    server.fail("gpt-4o", status=503)
+    with client.chat.completions.stream(model="gpt-4o", messages=MESSAGES) as stream:
+        assert stream.get_final_completion().choices[0].message.content == "Hello from gpt-4o."
+    server.reply("gpt-4o", content="{}")
+    client.beta.chat.completions.parse(model="gpt-4o", messages=MESSAGES)
+    assert len(server.requests) == 3
+    assert len(telemetry.spans("aiguard chat gpt-4o")) == 2
+    with pytest.raises(aiguard.BudgetExceeded):
+        make_client(budget=aiguard.Budget(**TINY)).beta.chat.completions.parse(
+            model="gpt-4o", messages=MESSAGES
+        )
+
+
+def test_anthropic_raw_variants_are_guarded_and_budgeted(server, telemetry):
+    model = "claude-3-5-haiku-latest"
+    client = aiguard.wrap(anthropic.Anthropic(base_url=server.anthropic_url, api_key="k"))
+    raw = client.messages.with_raw_response.create(model=model, max_tokens=5, messages=MESSAGES)
+    assert raw.parse().content[0].text
+    with client.messages.with_streaming_response.create(
+        model=model, max_tokens=5, messages=MESSAGES, stream=True
+    ) as response:
+        assert list(response.parse())
+    assert len(telemetry.spans(f"aiguard chat {model}")) == 2
+    tight = aiguard.wrap(client, budget=aiguard.Budget(**TINY))
+    with pytest.raises(aiguard.BudgetExceeded):
+        tight.messages.with_raw_response.create(model=model, max_tokens=5, messages=MESSAGES)
+    assert len(server.requests) == 2
+
+
+def test_responses_without_model_are_guarded_or_refused_under_a_budget(
+    make_client, server, telemetry
+):
+    client = make_client()
+    server.fail(status=503)
+    reply = client.responses.create(input="Hi", prompt={"id": "pmpt_1"})
+    assert reply.output_text
+    assert len(server.requests) == 2  # retried: guarded
+    assert "model" not in server.requests[-1].body  # nothing added
+    assert len(telemetry.spans("aiguard chat")) == 1
+    with pytest.raises(aiguard.AIGuardError, match="model="):
+        make_client(budget=aiguard.Budget(usd=5)).responses.create(
+            input="Hi", prompt={"id": "pmpt_1"}
+        )
+    assert len(server.requests) == 2

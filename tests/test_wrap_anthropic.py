@@ -91,11 +91,12 @@ def test_create_returns_exactly_what_the_sdk_returns(make, raw, server):
 def test_unguarded_methods_pass_through(make, server, telemetry):
     client = make()
     assert client.messages.count_tokens(model=MODEL, messages=MESSAGES).input_tokens > 0
-    raw_reply = client.messages.with_raw_response.create(
+    assert telemetry.spans() == []
+    raw_reply = client.messages.with_raw_response.create(  # guarded too (test_drop_in.py)
         model=MODEL, max_tokens=8, messages=MESSAGES
     )
     assert raw_reply.http_response.status_code == 200
-    assert telemetry.spans() == []
+    assert len(telemetry.spans(f"aiguard chat {MODEL}")) == 1
 
 
 def test_calls_the_core_cannot_guard_are_the_sdks_business(make, telemetry):

@@ -157,7 +157,7 @@ def guarded_method(
         if name is None:
             if len(names) > 256:  # bounded: model names come from callers
                 names.clear()
-            name = names[model] = f"aiguard {operation} {model}"
+            name = names[model] = f"aiguard {operation} {model}".rstrip()
         reader = None
         plan = route.stream(kwargs, policy.stream_usage)
         if plan is not None:

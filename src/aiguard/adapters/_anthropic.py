@@ -30,6 +30,7 @@ from aiguard._policy import DEFAULT_RETRY, Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
 from aiguard._wrap import (
+    SDK_VIEW,
     Guard,
     GuardedProxy,
     guarded_method,
@@ -501,7 +502,13 @@ def wrap(
     create = guarded_method(_CREATE, policy, endpoints("create"), is_async)
     helper = guarded_method(_HELPER, policy, endpoints("stream"), is_async)
     tree: dict[str, Any] = {
-        "messages": {"create": create, "stream": _stream_helper(helper, is_async)},
+        "messages": {
+            "create": _stainless.raw_responses(create, is_async),
+            "stream": _stream_helper(helper, is_async),
+            # The SDK's raw and streaming-response views, around the guarded resource.
+            "with_raw_response": SDK_VIEW,
+            "with_streaming_response": SDK_VIEW,
+        },
     }
 
     def with_options(

@@ -16,9 +16,10 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from opentelemetry.trace import SpanKind
 
+from aiguard import _budget, adapters
 from aiguard import _semconv as sc
-from aiguard import adapters
 from aiguard._core import Endpoint
+from aiguard._errors import AIGuardError
 from aiguard._http import failure_for_status, retry_after, server_attributes
 from aiguard._messages import (
     Message,
@@ -32,7 +33,7 @@ from aiguard._policy import DEFAULT_RETRY, Failure, Policy, Target
 from aiguard._stream import Reader
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard._wrap import GuardedProxy, guarded_method, is_wrapped, rebound, unwrap
+from aiguard._wrap import SDK_VIEW, Guard, GuardedProxy, guarded_method, is_wrapped, rebound, unwrap
 from aiguard.adapters import _stainless
 
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
@@ -618,7 +619,14 @@ def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: s
 
     for path, route in _METHODS:
         endpoints = _endpoints(path, primary, others, policy)
-        place(path, guarded_method(route, policy, endpoints, is_async))
+        if route is _RESPONSES:  # a stored prompt may name the model: the answer tells it
+            guard = _budgeted(guarded_method(route, policy, endpoints, is_async, default_model=""))
+        else:
+            guard = guarded_method(route, policy, endpoints, is_async)
+        place(path, _stainless.raw_responses(guard, is_async))
+        # The SDK's raw and streaming-response views, around the guarded resource.
+        place((*path[:-1], "with_raw_response"), SDK_VIEW)
+        place((*path[:-1], "with_streaming_response"), SDK_VIEW)
     for path in _HELPERS:
         place(path, rebound)
 
@@ -629,6 +637,25 @@ def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: s
 
     tree["with_options"] = tree["copy"] = with_options
     return GuardedProxy(client, tree, policy, provider)
+
+
+def _budgeted(guard: Guard) -> Guard:
+    """Refuse a call without ``model=`` while a budget is in force: its cost cannot be held.
+
+    Without a budget it is guarded as any call, priced by the model its answer names.
+    """
+
+    def guarded(proxy: Any, method: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if not args and "model" not in kwargs:
+            policy: Policy = proxy._self_policy
+            if policy.budget is not None or _budget.active.get():
+                raise AIGuardError(
+                    "a budget is in force and this call names no model, so its worst-case "
+                    "cost cannot be reserved: pass model= (the one the stored prompt uses)"
+                )
+        return guard(proxy, method, instance, args, kwargs)
+
+    return guarded
 
 
 def _endpoints(

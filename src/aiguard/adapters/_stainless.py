@@ -15,12 +15,13 @@ from __future__ import annotations
 import functools
 import inspect
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
 from aiguard._core import _in_sdk
 from aiguard._policy import DEFAULT_RETRY, Policy, Retry, Target
+from aiguard._wrap import Guard
 
 # The guarded attempt in progress in this context: id() of its client, and whether the SDK keeps
 # its own retries (zero-code instrumentation without a retry policy).
@@ -92,3 +93,70 @@ def retry(client: Any, policy: Policy, target: Target | None = None) -> Retry:
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
         return chosen
     return _following(max_retries)
+
+
+# ``with_raw_response`` and ``with_streaming_response`` call the resource's method with this
+# header; the SDK then returns its raw response object instead of the parsed one.
+_RAW_HEADER = "X-Stainless-Raw-Response"
+
+
+def _raw(kwargs: dict[str, Any]) -> bool:
+    headers = kwargs.get("extra_headers")
+    return isinstance(headers, Mapping) and headers.get(_RAW_HEADER) in ("true", "raw", "stream")
+
+
+def _packed(raws: list[Any], result: Any) -> Any:
+    """The raw response to return; a guarded stream replaces the SDK's in its ``parse()``."""
+    if not raws:
+        return result
+    raw = raws[-1]
+    inner = getattr(result, "__wrapped__", None)
+    cache = getattr(raw, "_parsed_by_type", None)
+    if inner is not None and isinstance(cache, dict):
+        for key, value in list(cache.items()):
+            if value is inner:
+                cache[key] = result
+    return raw
+
+
+def raw_responses(guard: Guard, is_async: bool) -> Guard:
+    """Guard the raw variants of a method as the method itself, priced and budgeted.
+
+    The guarded call sees the parsed answer (``parse()`` of the SDK's raw response, which the
+    SDK caches: the user's own ``parse()`` returns the same object, or the guarded stream); the
+    caller gets the raw response, as from the SDK.
+    """
+    if is_async:
+
+        async def guarded_async(
+            proxy: Any, method: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+        ) -> Any:
+            if not _raw(kwargs):
+                return await guard(proxy, method, instance, args, kwargs)
+            raws: list[Any] = []
+
+            async def parsed(*args: Any, **request: Any) -> Any:
+                raw = await method(*args, **request)
+                raws.append(raw)
+                value = raw.parse()
+                return await value if inspect.isawaitable(value) else value
+
+            return _packed(raws, await guard(proxy, parsed, instance, args, kwargs))
+
+        return guarded_async
+
+    def guarded(
+        proxy: Any, method: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        if not _raw(kwargs):
+            return guard(proxy, method, instance, args, kwargs)
+        raws: list[Any] = []
+
+        def parsed(*args: Any, **request: Any) -> Any:
+            raw = method(*args, **request)
+            raws.append(raw)
+            return raw.parse()
+
+        return _packed(raws, guard(proxy, parsed, instance, args, kwargs))
+
+    return guarded

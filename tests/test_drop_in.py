@@ -575,3 +575,32 @@ def test_responses_without_model_are_guarded_or_refused_under_a_budget(
             input="Hi", prompt={"id": "pmpt_1"}
         )
     assert len(server.requests) == 2
+
+
+# -- 9. a stream's raw bytes, after the guard read its first event ------------------------------
+
+
+def _sse_lines(lines):
+    return [line for line in lines if line.startswith("data:")]
+
+
+def test_stream_raw_bytes_are_whole_after_the_guard_read_ahead(raw_client, server):
+    options = {"stream": True, "stream_options": {"include_usage": True}}
+    bare = ask(raw_client, **options)
+    expected = _sse_lines(bare.response.iter_lines())
+    stream = ask(aiguard.wrap(raw_client, retry=FAST), **options)
+    got = _sse_lines(stream.response.iter_lines())
+    assert len(got) == len(expected) > 3
+    assert got[-1] == "data: [DONE]"
+    assert '"role":"assistant"' in got[0].replace(" ", "")  # the event the guard read
+
+
+def test_stream_chunks_still_read_normally(make_client, server):
+    stream = ask(make_client(), stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream) == "Hello from gpt-4o."
+
+
+async def test_async_stream_raw_bytes_are_whole(raw_async_client, server):
+    stream = await ask(aiguard.wrap(raw_async_client, retry=FAST), stream=True)
+    lines = _sse_lines([line async for line in stream.response.aiter_lines()])
+    assert lines[-1] == "data: [DONE]" and '"role":"assistant"' in lines[0].replace(" ", "")

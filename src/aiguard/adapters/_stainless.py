@@ -13,6 +13,7 @@ not copied, so it stays the one object the user configures.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import weakref
 from collections.abc import Callable, Mapping
@@ -60,9 +61,12 @@ def call(client: Any, keep: bool, method: Callable[..., Any], request: dict[str,
     """One guarded attempt: ``method(**request)``, one request unless ``keep`` (SDK retries)."""
     token = _attempt.set((id(client), keep))
     try:
-        return method(**request)
+        result = method(**request)
     finally:
         _attempt.reset(token)
+    if request.get("stream") is True:
+        _replayable(result, _Replay)
+    return result
 
 
 async def call_async(
@@ -73,10 +77,125 @@ async def call_async(
     token = _attempt.set((id(client), keep))
     inside = _in_sdk.set(True)
     try:
-        return await method(**request)
+        result = await method(**request)
     finally:
         _in_sdk.reset(inside)
         _attempt.reset(token)
+    if request.get("stream") is True:
+        _replayable(result, _AsyncReplay)
+    return result
+
+
+# -- a stream's raw bytes ------------------------------------------------------------------------
+#
+# The guard reads a stream's first event before handing the stream over (so a stream that fails
+# before it is retried). The bytes it read are kept, so ``stream.response.iter_bytes()`` /
+# ``iter_lines()`` (a pass-through proxy) still get the whole body from its start.
+
+
+def _replayable(stream: Any, kind: type[_Replay] | type[_AsyncReplay]) -> None:
+    response: Any = getattr(stream, "response", None)
+    body = getattr(response, "stream", None)
+    if body is None or getattr(response, "is_stream_consumed", True):
+        return
+    try:
+        replay = kind(body, response)
+    except TypeError:  # not the HTTP library's byte stream: left alone
+        return
+    response.stream = replay
+
+
+def handed_over(stream: Any) -> None:
+    """The guard is done reading ahead: the raw bytes may be read from the start."""
+    body = getattr(getattr(stream, "response", None), "stream", None)
+    if isinstance(body, _Replay | _AsyncReplay):
+        body.handed_over()
+
+
+class _Recorder:
+    def __init__(self, body: Any, response: Any) -> None:
+        self.body = body
+        self.response = response
+        self.seen: list[bytes] = []
+        self.recording = True
+        self.iterator: Any = None
+
+    def handed_over(self) -> None:
+        self.recording = False
+        if self.iterator is not None:
+            self.response.is_stream_consumed = False  # readable again, from the start
+
+    def replayed(self) -> list[bytes]:
+        seen, self.seen = self.seen, []
+        return seen
+
+
+def _byte_streams() -> tuple[type, type]:
+    # The SDKs' HTTP library: httpx2 for current ones, httpx for older ones.
+    for name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        return module.SyncByteStream, module.AsyncByteStream
+    return type("_NoSync", (), {}), type("_NoAsync", (), {})
+
+
+_SyncByteStream, _AsyncByteStream = _byte_streams()
+
+
+class _Replay(_Recorder, _SyncByteStream):  # type: ignore[misc,valid-type]
+    def __init__(self, body: Any, response: Any) -> None:
+        if not isinstance(body, _SyncByteStream):
+            raise TypeError("not a sync byte stream")
+        super().__init__(body, response)
+
+    def __iter__(self) -> Any:
+        if self.iterator is None:  # the SDK reading: record what the guard reads ahead
+            self.iterator = iter(self.body)
+            return self._recording()
+        return self._replaying()
+
+    def _recording(self) -> Any:
+        for chunk in self.iterator:
+            if self.recording:
+                self.seen.append(chunk)
+            yield chunk
+
+    def _replaying(self) -> Any:
+        yield from self.replayed()
+        yield from self.iterator
+
+    def close(self) -> None:
+        self.body.close()
+
+
+class _AsyncReplay(_Recorder, _AsyncByteStream):  # type: ignore[misc,valid-type]
+    def __init__(self, body: Any, response: Any) -> None:
+        if not isinstance(body, _AsyncByteStream):
+            raise TypeError("not an async byte stream")
+        super().__init__(body, response)
+
+    def __aiter__(self) -> Any:
+        if self.iterator is None:
+            self.iterator = self.body.__aiter__()
+            return self._recording()
+        return self._replaying()
+
+    async def _recording(self) -> Any:
+        async for chunk in self.iterator:
+            if self.recording:
+                self.seen.append(chunk)
+            yield chunk
+
+    async def _replaying(self) -> Any:
+        for chunk in self.replayed():
+            yield chunk
+        async for chunk in self.iterator:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.body.aclose()
 
 
 @functools.lru_cache(maxsize=64)
@@ -107,6 +226,7 @@ def _raw(kwargs: dict[str, Any]) -> bool:
 
 def _packed(raws: list[Any], result: Any) -> Any:
     """The raw response to return; a guarded stream replaces the SDK's in its ``parse()``."""
+    handed_over(result)
     if not raws:
         return result
     raw = raws[-1]
@@ -132,7 +252,10 @@ def raw_responses(guard: Guard, is_async: bool) -> Guard:
             proxy: Any, method: Callable[..., Any], instance: Any, args: Any, kwargs: Any
         ) -> Any:
             if not _raw(kwargs):
-                return await guard(proxy, method, instance, args, kwargs)
+                result = await guard(proxy, method, instance, args, kwargs)
+                if kwargs.get("stream") is True:
+                    handed_over(result)
+                return result
             raws: list[Any] = []
 
             async def parsed(*args: Any, **request: Any) -> Any:
@@ -149,7 +272,10 @@ def raw_responses(guard: Guard, is_async: bool) -> Guard:
         proxy: Any, method: Callable[..., Any], instance: Any, args: Any, kwargs: Any
     ) -> Any:
         if not _raw(kwargs):
-            return guard(proxy, method, instance, args, kwargs)
+            result = guard(proxy, method, instance, args, kwargs)
+            if kwargs.get("stream") is True:
+                handed_over(result)
+            return result
         raws: list[Any] = []
 
         def parsed(*args: Any, **request: Any) -> Any:

@@ -43,7 +43,7 @@ def hush(client: Any) -> None:
         if attempt is not None and attempt[0] == key:
             if not attempt[1]:
                 options.max_retries = 0
-            if getattr(options, "span_name", None) is not None:
+            if _has_span_name(options) and options.span_name is not None:
                 options.span_name = None  # the call's inference span is aiguard's
         # The class's method as it is now: a patch on the class still applies.
         return type(owner).request(owner, cast_to, options, *args, **kwargs)
@@ -55,6 +55,20 @@ def hush(client: Any) -> None:
     setattr(request, "__signature__", inspect.signature(bound))  # noqa: B010
     setattr(request, _HOOK, True)
     client.request = request
+
+
+_SPAN_NAMES: dict[type, bool] = {}
+
+
+def _has_span_name(options: object) -> bool:
+    """Do these request options name a span? Only the SDKs that trace their own requests
+    (anthropic) have the field: looked up once per class."""
+    kind = type(options)
+    found = _SPAN_NAMES.get(kind)
+    if found is None:
+        fields = getattr(kind, "model_fields", None) or getattr(kind, "__fields__", {})
+        found = _SPAN_NAMES[kind] = "span_name" in fields
+    return found
 
 
 def call(client: Any, keep: bool, method: Callable[..., Any], request: dict[str, Any]) -> Any:

@@ -604,3 +604,10 @@ async def test_async_stream_raw_bytes_are_whole(raw_async_client, server):
     stream = await ask(aiguard.wrap(raw_async_client, retry=FAST), stream=True)
     lines = _sse_lines([line async for line in stream.response.aiter_lines()])
     assert lines[-1] == "data: [DONE]" and '"role":"assistant"' in lines[0].replace(" ", "")
+
+
+def test_retries_are_reported_as_the_sdk_reports_its_own(make_client, server):
+    server.fail("gpt-4o", times=2, status=503)
+    raw = make_client().chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+    assert raw.retries_taken == 2
+    assert [r.headers["x-stainless-retry-count"] for r in server.requests] == ["0", "1", "2"]

@@ -404,7 +404,7 @@ class _Client:
         ):
             call = _refreshing_async if self.is_async else _refreshing
         return Endpoint(
-            invoke=functools.partial(call, client, self.keep_retries, method),
+            invoke=functools.partial(call, client, self.keep_retries, [0], method),
             model=model,
             provider=self.provider,
             server=self.server,
@@ -413,20 +413,22 @@ class _Client:
         )
 
 
-def _refreshing(client: Any, keep: bool, method: Callable[..., Any], request: Any) -> Any:
+def _refreshing(
+    client: Any, keep: bool, tries: list[int], method: Callable[..., Any], request: Any
+) -> Any:
     try:
-        return _stainless.call(client, keep, method, request)
+        return _stainless.call(client, keep, tries, method, request)
     except anthropic.AuthenticationError:  # the SDK's auth dropped the rejected token
-        return _stainless.call(client, keep, method, request)
+        return _stainless.call(client, keep, tries, method, request)
 
 
 async def _refreshing_async(
-    client: Any, keep: bool, method: Callable[..., Any], request: Any
+    client: Any, keep: bool, tries: list[int], method: Callable[..., Any], request: Any
 ) -> Any:
     try:
-        return await _stainless.call_async(client, keep, method, request)
+        return await _stainless.call_async(client, keep, tries, method, request)
     except anthropic.AuthenticationError:
-        return await _stainless.call_async(client, keep, method, request)
+        return await _stainless.call_async(client, keep, tries, method, request)
 
 
 def _opening(stream: Callable[..., Any], is_async: bool) -> Callable[..., Any]:

@@ -522,7 +522,7 @@ class _Client:
         if self.client.base_url is not self.url:
             self._where()
         client = self.client
-        invoke = functools.partial(self.call, client, self.keep_retries, method)
+        invoke = functools.partial(self.call, client, self.keep_retries, [0], method)
         return Endpoint(
             invoke=invoke,
             model=model,

@@ -24,9 +24,11 @@ from aiguard._core import _in_sdk
 from aiguard._policy import DEFAULT_RETRY, Policy, Retry, Target
 from aiguard._wrap import Guard
 
-# The guarded attempt in progress in this context: id() of its client, and whether the SDK keeps
-# its own retries (zero-code instrumentation without a retry policy).
-_attempt: ContextVar[tuple[int, bool] | None] = ContextVar("aiguard_attempt", default=None)
+# The guarded attempt in progress in this context: id() of its client, whether the SDK keeps its
+# own retries (zero-code instrumentation without a retry policy), and the retries aiguard made
+# before it on that target (what the SDK would call ``retries_taken``).
+_attempt: ContextVar[tuple[int, bool, int] | None] = ContextVar("aiguard_attempt", default=None)
+_RETRY_COUNT = "x-stainless-retry-count"
 _HOOK = "_aiguard_hushed"
 
 
@@ -43,6 +45,10 @@ def hush(client: Any) -> None:
         if attempt is not None and attempt[0] == key:
             if not attempt[1]:
                 options.max_retries = 0
+            if attempt[2]:  # the header the SDK sends on its own retries, unless one is given
+                given = options.headers if isinstance(options.headers, Mapping) else {}
+                if not any(name.lower() == _RETRY_COUNT for name in given):
+                    options.headers = {**given, _RETRY_COUNT: str(attempt[2])}
             if _has_span_name(options) and options.span_name is not None:
                 options.span_name = None  # the call's inference span is aiguard's
         # The class's method as it is now: a patch on the class still applies.
@@ -71,9 +77,15 @@ def _has_span_name(options: object) -> bool:
     return found
 
 
-def call(client: Any, keep: bool, method: Callable[..., Any], request: dict[str, Any]) -> Any:
-    """One guarded attempt: ``method(**request)``, one request unless ``keep`` (SDK retries)."""
-    token = _attempt.set((id(client), keep))
+def call(
+    client: Any, keep: bool, tries: list[int], method: Callable[..., Any], request: dict[str, Any]
+) -> Any:
+    """One guarded attempt: ``method(**request)``, one request unless ``keep`` (SDK retries).
+
+    ``tries`` counts the attempts of this call on this target.
+    """
+    token = _attempt.set((id(client), keep, tries[0]))
+    tries[0] += 1
     try:
         result = method(**request)
     finally:
@@ -84,11 +96,12 @@ def call(client: Any, keep: bool, method: Callable[..., Any], request: dict[str,
 
 
 async def call_async(
-    client: Any, keep: bool, method: Callable[..., Any], request: dict[str, Any]
+    client: Any, keep: bool, tries: list[int], method: Callable[..., Any], request: dict[str, Any]
 ) -> Any:
     # Set while the request is awaited, not only while the coroutine is made: that is when the
     # SDK sends it (and when an instrumented method checks it is inside a guarded call).
-    token = _attempt.set((id(client), keep))
+    token = _attempt.set((id(client), keep, tries[0]))
+    tries[0] += 1
     inside = _in_sdk.set(True)
     try:
         result = await method(**request)
@@ -98,6 +111,13 @@ async def call_async(
     if request.get("stream") is True:
         _replayable(result, _AsyncReplay)
     return result
+
+
+def _taken(raw: Any) -> None:
+    """A raw response says how many retries it took, as the SDK's own retries would."""
+    attempt = _attempt.get()
+    if attempt is not None and attempt[2] and "retries_taken" in getattr(raw, "__dict__", ()):
+        raw.retries_taken = attempt[2]
 
 
 # -- a stream's raw bytes ------------------------------------------------------------------------
@@ -275,6 +295,7 @@ def raw_responses(guard: Guard, is_async: bool) -> Guard:
             async def parsed(*args: Any, **request: Any) -> Any:
                 raw = await method(*args, **request)
                 raws.append(raw)
+                _taken(raw)
                 value = raw.parse()
                 return await value if inspect.isawaitable(value) else value
 
@@ -295,6 +316,7 @@ def raw_responses(guard: Guard, is_async: bool) -> Guard:
         def parsed(*args: Any, **request: Any) -> Any:
             raw = method(*args, **request)
             raws.append(raw)
+            _taken(raw)
             return raw.parse()
 
         return _packed(raws, guard(proxy, parsed, instance, args, kwargs))

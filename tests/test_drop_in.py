@@ -611,3 +611,8 @@ def test_retries_are_reported_as_the_sdk_reports_its_own(make_client, server):
     raw = make_client().chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
     assert raw.retries_taken == 2
     assert [r.headers["x-stainless-retry-count"] for r in server.requests] == ["0", "1", "2"]
+
+
+def test_init_signature_is_the_clients(raw_client):
+    client = aiguard.wrap(raw_client)
+    assert inspect.signature(client.__init__) == inspect.signature(raw_client.__init__)

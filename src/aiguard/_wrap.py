@@ -45,6 +45,17 @@ class View:
     make: Callable[[Any, Any], Any]
 
 
+class _ClientInit:
+    def __get__(self, proxy: Any, owner: Any) -> Any:
+        if proxy is None:
+            return owner._init
+        try:
+            wrapped = proxy.__wrapped__
+        except (ValueError, AttributeError):  # being constructed
+            return owner._init.__get__(proxy, owner)
+        return wrapped.__init__
+
+
 class GuardedProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """Looks and behaves like the wrapped object; the methods named in ``tree`` are guarded.
 
@@ -54,7 +65,7 @@ class GuardedProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     deleting attributes go to the wrapped object (``wrapt.ObjectProxy`` forwards them).
     """
 
-    def __init__(self, wrapped: Any, tree: Tree, policy: Policy, provider: str | None) -> None:
+    def _init(self, wrapped: Any, tree: Tree, policy: Policy, provider: str | None) -> None:
         super().__init__(wrapped)
         self._self_tree = tree
         self._self_policy = policy
@@ -63,7 +74,13 @@ class GuardedProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         # attribute changes.
         self._self_views: dict[str, tuple[Any, Any, Any]] = {}
 
+    # ``client.__init__`` is the client's (editors and signature checks read it); constructing
+    # the proxy runs ``_init``, found while the proxy wraps nothing yet.
+    __init__ = _ClientInit()
+
     def __getattr__(self, name: str) -> Any:
+        if name == "__wrapped__":  # asked before it is set (see _ClientInit)
+            raise AttributeError(name)
         live = getattr(self.__wrapped__, name)
         node = self._self_tree.get(name)
         if node is None:

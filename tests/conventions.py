@@ -119,7 +119,7 @@ ENUMS: dict[str, set[str]] = {
     "aiguard.cost.basis": {"tokens", "compute_time"},
 }
 # Required at the start of an inference span (samplers see them), for a model call.
-START_ATTRIBUTES = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")
+START_ATTRIBUTES = ("gen_ai.operation.name", "gen_ai.provider.name")
 INFERENCE_OPERATIONS = {"chat", "text_completion", "embeddings", "generate_content"}
 
 DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]
@@ -205,7 +205,8 @@ def _span_problems(span: ReadableSpan, by_id: Mapping[int, ReadableSpan]) -> lis
         for key in START_ATTRIBUTES:
             if key not in attrs:
                 out.append(f"required {key} is missing")
-        expected = f"{operation} {attrs.get('gen_ai.request.model')}"
+        model = attrs.get("gen_ai.request.model")
+        expected = f"{operation} {model}" if model else operation
         if span.name != expected:
             out.append(f"the name must be {expected!r}")
         if span.kind not in (SpanKind.CLIENT, SpanKind.INTERNAL):

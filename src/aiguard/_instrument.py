@@ -160,10 +160,15 @@ def _caller(path: tuple[str, ...], client_attr: str) -> Callable[..., Any]:
         guarded = _guarded(client)
         if guarded is None:
             return wrapped(*args, **kwargs)
-        method = guarded
-        for name in path:
-            method = getattr(method, name)
-        return method(*args, **kwargs)
+        # The guard of this method on the client's guarded view, given the method called (the
+        # SDK's own): an app's function set over it on the instance is not called twice.
+        owner = guarded
+        for name in path[:-1]:
+            owner = getattr(owner, name)
+        guard = owner._self_tree.get(path[-1])
+        if not callable(guard):
+            return wrapped(*args, **kwargs)
+        return guard(owner, wrapped, instance, args, kwargs)
 
     return call
 

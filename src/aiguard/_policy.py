@@ -115,6 +115,9 @@ class Retry:
 
 
 NO_RETRY = Retry(attempts=1)
+# The retry of a policy that names none. A wrapped client then follows its own retry setting
+# (``max_retries``: attempts = max_retries + 1) with these waits; told apart by identity.
+DEFAULT_RETRY = Retry()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +141,6 @@ class Target:
             raise TypeError(f"Target(model=...) must be a non-empty string, got {self.model!r}")
         if self.retry is not None and not isinstance(self.retry, Retry):
             raise TypeError("Target(retry=...) must be an aiguard.Retry or None")
-
-
-_DEFAULT_RETRY = Retry()
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -180,7 +180,7 @@ class Policy:
 
     def __init__(
         self,
-        retry: Retry | None = _DEFAULT_RETRY,
+        retry: Retry | None = DEFAULT_RETRY,
         fallback: Iterable[str | Target] | str | Target | None = (),
         timeout: float | None = None,
         breaker: Breaker | None = None,

@@ -6,8 +6,11 @@ callables); everything else on the client passes through to the original object 
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
+from types import MethodType
 from typing import Any, TypeVar
 
 import wrapt
@@ -24,29 +27,83 @@ from aiguard._policy_file import resolve
 C = TypeVar("C")
 V = TypeVar("V")
 
-# A tree of attribute names: a nested dict is a resource, a callable is a guarded method.
-Tree = dict[str, Any]
 # Turns a call's positional and keyword arguments into one dict of keywords.
 Binder = Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]
 
 
-class GuardedProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
-    """Looks and behaves like the wrapped object; the attributes in ``tree`` are replaced."""
+# A guarded method: ``guard(proxy, wrapped, instance, args, kwargs)``, called with the SDK's method
+# as found on the client at the time of the call (``wrapped``), so a mock or a patch set on the
+# client or its class is what the guard calls.
+Guard = Callable[[Any, Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+# A tree of attribute names: a nested dict is a resource, a callable is a guard, a View is an
+# SDK object re-made around the guarded resource.
+Tree = dict[str, Any]
 
-    def __init__(self, wrapped: Any, tree: Tree) -> None:
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """An attribute served as ``make(proxy, value)`` instead of its value."""
+
+    make: Callable[[Any, Any], Any]
+
+
+class _ClientInit:
+    def __get__(self, proxy: Any, owner: Any) -> Any:
+        if proxy is None:
+            return owner._init
+        try:
+            wrapped = proxy.__wrapped__
+        except (ValueError, AttributeError):  # being constructed
+            return owner._init.__get__(proxy, owner)
+        return wrapped.__init__
+
+
+class GuardedProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """Looks and behaves like the wrapped object; the methods named in ``tree`` are guarded.
+
+    Nothing is copied or cached from the wrapped object: every attribute is looked up on it when
+    it is read, so assigning or patching attributes (on the proxy, the client or its class),
+    rotating ``api_key`` or changing ``base_url`` work as they do on the bare client. Setting and
+    deleting attributes go to the wrapped object (``wrapt.ObjectProxy`` forwards them).
+    """
+
+    def _init(self, wrapped: Any, tree: Tree, policy: Policy, provider: str | None) -> None:
         super().__init__(wrapped)
         self._self_tree = tree
-        self._self_cache: dict[str, Any] = {}
+        self._self_policy = policy
+        self._self_provider = provider
+        # name -> (what it was made from, its instance, the guarded view): remade when the
+        # attribute changes.
+        self._self_views: dict[str, tuple[Any, Any, Any]] = {}
+
+    # ``client.__init__`` is the client's (editors and signature checks read it); constructing
+    # the proxy runs ``_init``, found while the proxy wraps nothing yet.
+    __init__ = _ClientInit()
 
     def __getattr__(self, name: str) -> Any:
+        if name == "__wrapped__":  # asked before it is set (see _ClientInit)
+            raise AttributeError(name)
+        live = getattr(self.__wrapped__, name)
         node = self._self_tree.get(name)
         if node is None:
-            return getattr(self.__wrapped__, name)
-        found = self._self_cache.get(name)
-        if found is None:
-            found = node if callable(node) else GuardedProxy(getattr(self.__wrapped__, name), node)
-            self._self_cache[name] = found
-        return found
+            return live
+        # A bound method is a new object on every read: its function and instance identify it.
+        bound = type(live) is MethodType
+        key = live.__func__ if bound else live
+        owner = live.__self__ if bound else None
+        view = self._self_views.get(name)
+        if view is not None and view[0] is key and view[1] is owner:
+            return view[2]
+        if isinstance(node, dict):
+            made: Any = GuardedProxy(live, node, self._self_policy, self._self_provider)
+        elif isinstance(node, View):
+            made = node.make(self, live)
+        elif callable(live):
+            made = wrapt.FunctionWrapper(live, functools.partial(node, self))
+        else:
+            return live  # not a method any more: nothing to guard
+        self._self_views[name] = (key, owner, made)
+        return made
 
     def __repr__(self) -> str:
         return f"<aiguard.wrap of {self.__wrapped__!r}>"
@@ -76,28 +133,30 @@ def unwrap(obj: Any) -> Any:
     return obj
 
 
+# The endpoints of one call: given the SDK method to call and the requested model.
+Endpoints = Callable[[Callable[..., Any], str], list[Endpoint]]
+
+
 def guarded_method(
     route: Route,
     policy: Policy,
-    primary: Callable[[str], Endpoint],
-    fallbacks: list[Endpoint],
-    passthrough: Callable[..., Any],
+    endpoints: Endpoints,
     is_async: bool,
     guard_when: Callable[[dict[str, Any]], bool] | None = None,
     default_model: str | None = None,
     bind: Binder | None = None,
-) -> Callable[..., Any]:
-    """Build the replacement for one provider method.
+) -> Guard:
+    """Build the guard of one provider method.
 
-    ``primary(model)`` gives the endpoint of the wrapped client for the requested model;
-    ``fallbacks`` were resolved at wrap time. ``bind`` turns positional arguments into keywords
-    (for SDKs whose methods are called positionally); ``default_model`` names the model when the
-    call does not (an in-process model). Calls the core cannot guard (positional arguments
-    without ``bind``, no model, or ``guard_when`` false) go to ``passthrough`` unchanged, so the
-    SDK answers them as it would.
+    ``endpoints(method, model)`` gives the targets of one call: the primary (which calls
+    ``method``, the SDK's method as found at call time) and its fallbacks. ``bind`` turns
+    positional arguments into keywords (for SDKs whose methods are called positionally);
+    ``default_model`` names the model when the call does not (an in-process model). Calls the
+    core cannot guard (positional arguments without ``bind``, no model, or ``guard_when``
+    false) go to the SDK's method unchanged, so the SDK answers them as it would.
     """
 
-    def prepare(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def prepare(method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if args and bind is not None:
             try:
                 kwargs = bind(args, kwargs)
@@ -115,25 +174,64 @@ def guarded_method(
         plan = route.stream(kwargs, policy.stream_usage)
         if plan is not None:
             kwargs, reader = plan
-        return begin(route, policy, [primary(model), *fallbacks], kwargs, reader)
+        return begin(route, policy, endpoints(method, model), kwargs, reader)
 
     if is_async:
 
-        async def guarded_async(*args: Any, **kwargs: Any) -> Any:
-            run = prepare(args, kwargs)
+        async def guarded_async(
+            proxy: Any,
+            method: Callable[..., Any],
+            instance: Any,
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            run = prepare(method, args, kwargs)
             if run is None:
-                return await sdk_call(passthrough, *args, **kwargs)
+                return await sdk_call(method, *args, **kwargs)
             return await run_async(run)
 
         return guarded_async
 
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        run = prepare(args, kwargs)
+    def guarded(
+        proxy: Any,
+        method: Callable[..., Any],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        run = prepare(method, args, kwargs)
         if run is None:
-            return sdk_call(passthrough, *args, **kwargs)
+            return sdk_call(method, *args, **kwargs)
         return run_sync(run)
 
     return guarded
+
+
+def rebound(
+    proxy: Any, method: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
+) -> Any:
+    """A guard for an SDK helper built on its resource's guarded methods (``stream()``).
+
+    The SDK's own helper runs with the guarded resource as ``self``, so the requests it makes
+    through ``self.create(...)`` are guarded and the helper returns what it always does. A
+    helper replaced by a mock is called as it is.
+    """
+    function = getattr(method, "__func__", None)
+    if function is None or getattr(method, "__self__", None) is not proxy.__wrapped__:
+        return method(*args, **kwargs)
+    return function(proxy, *args, **kwargs)
+
+
+def _remade(proxy: Any, value: Any) -> Any:
+    try:
+        return type(value)(proxy)
+    except Exception:  # an SDK that builds its views differently: unguarded, as it was
+        return value
+
+
+# ``with_raw_response`` and ``with_streaming_response``: the SDK's own view of the resource,
+# built around the guarded resource, so the methods it wraps are the guarded ones.
+SDK_VIEW = View(_remade)
 
 
 def binder(method: Callable[..., Any]) -> Binder:
@@ -175,21 +273,6 @@ def same_kind_clients(
     return found
 
 
-def endpoint_cache(make: Callable[[str], Endpoint]) -> Callable[[str], Endpoint]:
-    """Endpoints of the wrapped client, built once per model name."""
-    cache: dict[str, Endpoint] = {}
-
-    def get(model: str) -> Endpoint:
-        endpoint = cache.get(model)
-        if endpoint is None:
-            if len(cache) > 256:  # bounded: model names come from callers
-                cache.clear()
-            endpoint = cache[model] = make(model)
-        return endpoint
-
-    return get
-
-
 def wrap(
     client: C,
     *,
@@ -211,8 +294,12 @@ def wrap(
 ) -> C:
     """Return ``client`` guarded: same type, same API, same results, with policies and telemetry.
 
-    ``retry`` defaults to ``Retry()``; pass ``retry=None`` for a single attempt. The client's own
-    retries are switched off for guarded calls (on a copy: the original client is not changed).
+    Without ``retry`` the client's own setting applies (``max_retries``: the SDKs' default of 2
+    retries is 3 attempts, ``max_retries=0`` one), with aiguard's backoff; ``retry=None`` is a
+    single attempt. Either way aiguard does the retrying: the SDK's own retries are off for
+    guarded calls. The client is not copied: changing it later (``api_key``, ``base_url``, a
+    mock on one of its methods) applies to the wrapped client too. Wrapping a wrapped client
+    changes its policy: the new keywords override the ones it had (see docs/drop-in.md).
     ``provider`` overrides the ``gen_ai.provider.name`` aiguard detects from the base URL.
     ``budget`` refuses calls whose worst-case cost does not fit in it; ``tag`` attributes the
     spend (a feature or tenant name). Streams get usage even when the request did not ask for
@@ -232,6 +319,17 @@ def wrap(
         client = aiguard.wrap(OpenAI(), retry=aiguard.Retry(attempts=4), fallback=["gpt-4o-mini"])
         reply = client.chat.completions.create(model="gpt-4o", messages=[...])
     """
+    if isinstance(client, GuardedProxy):
+        # Wrapping a wrapped client adjusts its policy: one guard, never two stacked.
+        if policy is not None:
+            raise TypeError(
+                "aiguard.wrap(): this client is already wrapped; pass keywords to change its "
+                "policy (they override the ones it has), or wrap the original client "
+                "(client.__wrapped__) to start from a new policy="
+            )
+        policy = client._self_policy
+        if provider is None:
+            provider = client._self_provider
     merged = Policy.build(
         resolve(policy),
         retry=retry,

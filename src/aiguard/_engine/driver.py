@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -71,16 +72,14 @@ def begin(
         kind = SpanKind.INTERNAL
     else:
         primary = endpoints[0]
-        name = f"{route.operation} {primary.model}"
+        # No model in the request (a stored prompt names it): the operation alone.
+        name = f"{route.operation} {primary.model}" if primary.model else route.operation
         kind = route.span_kind
         attrs = {}
         if tracing or measuring:
-            attrs = {
-                sc.OPERATION: route.operation,
-                sc.PROVIDER: primary.provider,
-                sc.REQUEST_MODEL: primary.model,
-                **primary.server,
-            }
+            attrs = {sc.OPERATION: route.operation, sc.PROVIDER: primary.provider, **primary.server}
+            if primary.model:
+                attrs[sc.REQUEST_MODEL] = primary.model
             if tracing:
                 try:
                     attrs.update(route.request_attributes(request))
@@ -268,11 +267,17 @@ async def drive_async(steps: Generator[Any, Any, Any]) -> Any:
             elif isinstance(step, FirstItem):
                 value = await anext(step.generator, EMPTY)
             elif isinstance(step, Sleep):
-                await asyncio.sleep(step.seconds)
+                await _sleep(step.seconds)
             else:  # an async check's awaitable
                 value = await step
         except BaseException as exc:
             error = exc
+
+
+async def _sleep(seconds: float) -> None:
+    # anyio (imported by the openai and anthropic SDKs) sleeps under asyncio and trio alike.
+    anyio = sys.modules.get("anyio")
+    await (anyio.sleep(seconds) if anyio is not None else asyncio.sleep(seconds))
 
 
 def run_sync(run: GuardedCall) -> Any:
@@ -293,7 +298,7 @@ def run_sync(run: GuardedCall) -> Any:
 
 
 async def run_async(run: GuardedCall) -> Any:
-    """Drive a guarded call with ``asyncio.sleep``; the decisions are the same as the sync path."""
+    """Drive a guarded call with async sleeps; the decisions are the same as the sync path."""
     error: BaseException | None = None
     try:
         result = await drive_async(attempts(run))

@@ -28,8 +28,9 @@ class Frame(Protocol):
 
 frame: ContextVar[Frame | None] = ContextVar("aiguard_frame", default=None)
 
-# Set while a client adapter calls its SDK.
-_in_sdk: ContextVar[bool] = ContextVar("aiguard_in_sdk", default=False)
+# Set while a client adapter calls its SDK (an adapter that awaits its SDK sets it itself, for
+# the whole await).
+in_sdk: ContextVar[bool] = ContextVar("aiguardin_sdk", default=False)
 
 # Set on an exception a guard gave up on after retrying, so an outer guard does not retry it again.
 RETRIED = "_aiguard_retried"
@@ -37,16 +38,16 @@ RETRIED = "_aiguard_retried"
 
 def inside_client_call() -> bool:
     """Is this code running inside a guarded client's call to its SDK?"""
-    return _in_sdk.get()
+    return in_sdk.get()
 
 
 def sdk_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` as a guarded client's own call to its SDK."""
-    token = _in_sdk.set(True)
+    token = in_sdk.set(True)
     try:
         return fn(*args, **kwargs)
     finally:
-        _in_sdk.reset(token)
+        in_sdk.reset(token)
 
 
 def current_deadline() -> float | None:

@@ -11,9 +11,11 @@ stream (retried and falling back like any call until its first event), and the S
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from collections.abc import Callable
+from types import MethodType
 from typing import Any
 
 import anthropic
@@ -24,10 +26,19 @@ from aiguard import _semconv as sc
 from aiguard._engine.contract import Endpoint, Reader, Route
 from aiguard._http import failure_for_status, retry_after, server_attributes, timeout_seconds
 from aiguard._messages import Message, Part, estimate_input_tokens, to_json
-from aiguard._policy import Failure, Policy, Target
+from aiguard._policy import DEFAULT_RETRY, Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard._wrap import GuardedProxy, endpoint_cache, guarded_method, same_kind_clients, unwrap
+from aiguard._wrap import (
+    SDK_VIEW,
+    Guard,
+    GuardedProxy,
+    guarded_method,
+    is_wrapped,
+    same_kind_clients,
+    unwrap,
+)
+from aiguard.adapters import _stainless
 
 PROVIDER = "anthropic"
 
@@ -355,7 +366,7 @@ def _opener(is_async: bool) -> Callable[[Any], Any]:
 
 
 class _Client:
-    """One client's view for the core: its retry-free copy, provider and server attributes."""
+    """One client's view for the core: read from the client at each call, never copied."""
 
     def __init__(
         self,
@@ -363,33 +374,68 @@ class _Client:
         provider: str | None,
         policy: Policy,
     ) -> None:
-        self.original = client
+        self.client = client
         self.is_async = isinstance(client, anthropic.AsyncAnthropic)
-        # The SDK's own retries are off: aiguard retries (unless told to keep them).
-        self.quiet = client if policy.sdk_retries else client.with_options(max_retries=0)
+        # The SDK's own retries are off for guarded attempts: aiguard retries (unless told to
+        # keep them, as zero-code instrumentation without a retry policy does).
+        self.keep_retries = policy.sdk_retries
+        _stainless.hush(client)
+        self.call: Callable[..., Any] = _stainless.call_async if self.is_async else _stainless.call
         self.provider = provider or PROVIDER
-        self.server = server_attributes(client.base_url)
-
-    def invoke(self, name: str) -> Callable[[dict[str, Any]], Any]:
-        """Send one request through the retry-free copy: ``create``, or the raw helper stream."""
-        method = getattr(self.quiet.messages, name)
-        if name == "create":
-            return lambda request: method(**request)
-        opener = _opener(self.is_async)
-        return lambda request: opener(method(**request))
+        self.url: Any = None
+        self.server: Attrs = {}
 
     def endpoint(
-        self, name: str, model: str, policy: Policy, target: Target | None = None
+        self, method: Callable[..., Any], model: str, policy: Policy, target: Target | None = None
     ) -> Endpoint:
+        client = self.client
+        url = client.base_url  # may be changed on the client at any time
+        if url is not self.url:
+            self.server = server_attributes(url)
+            self.url = url
+        retry = _stainless.retry(client, policy, target)
+        call = self.call
+        # A client with a token provider: the SDK sends a request rejected with 401 once more,
+        # with a fresh token, while it has retries left; so does aiguard, within the attempt.
+        if (
+            retry.attempts > 1
+            and not self.keep_retries
+            and getattr(client, "_token_cache", None) is not None
+        ):
+            call = _refreshing_async if self.is_async else _refreshing
         return Endpoint(
-            invoke=self.invoke(name),
+            invoke=functools.partial(call, client, self.keep_retries, [0], method),
             model=model,
             provider=self.provider,
             server=self.server,
-            retry=policy.retry_for(target),
-            breaker_key=(id(self.original), model),
-            client_timeout=lambda: timeout_seconds(self.original.timeout),
+            retry=retry,
+            breaker_key=(id(client), model),
+            client_timeout=lambda: timeout_seconds(client.timeout),
         )
+
+
+def _refreshing(
+    client: Any, keep: bool, tries: list[int], method: Callable[..., Any], request: Any
+) -> Any:
+    try:
+        return _stainless.call(client, keep, tries, method, request)
+    except anthropic.AuthenticationError:  # the SDK's auth dropped the rejected token
+        return _stainless.call(client, keep, tries, method, request)
+
+
+async def _refreshing_async(
+    client: Any, keep: bool, tries: list[int], method: Callable[..., Any], request: Any
+) -> Any:
+    try:
+        return await _stainless.call_async(client, keep, tries, method, request)
+    except anthropic.AuthenticationError:
+        return await _stainless.call_async(client, keep, tries, method, request)
+
+
+def _opening(stream: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+    """``stream(**request)`` builds the SDK's manager; this sends it and gives the raw stream."""
+    opener = _opener(is_async)
+    return lambda **request: opener(stream(**request))
 
 
 def _guardable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -397,29 +443,33 @@ def _guardable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return not args and isinstance(kwargs.get("model"), str)
 
 
-def _stream_helper(
-    open_stream: Callable[..., Any], passthrough: Callable[..., Any], is_async: bool
-) -> Callable[..., Any]:
+def _stream_helper(guard: Guard, is_async: bool) -> Guard:
     """``messages.stream(...)``: the SDK's own manager, around a guarded raw stream.
 
-    The request is sent when the manager is entered, as the SDK does, so the guarded call (and
-    its span) starts there.
+    The SDK's ``stream()`` runs first, as unguarded, so its checks of the arguments raise at the
+    call; the request is sent when the manager is entered, as the SDK does, so the guarded call
+    (and its span) starts there. A mocked ``stream`` is called as it is.
     """
-    if is_async:
+    manager_type = AsyncMessageStreamManager if is_async else MessageStreamManager
 
-        def stream_async(*args: Any, **kwargs: Any) -> Any:
-            if not _guardable(args, kwargs):
-                return passthrough(*args, **kwargs)
-            fmt = kwargs.get("output_format", anthropic.NOT_GIVEN)
-            return AsyncMessageStreamManager(open_stream(**kwargs), output_format=fmt)
-
-        return stream_async
-
-    def stream(*args: Any, **kwargs: Any) -> Any:
-        if not _guardable(args, kwargs):
-            return passthrough(*args, **kwargs)
+    def stream(
+        proxy: Any, method: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        own = type(method) is MethodType and method.__self__ is proxy.__wrapped__
+        if not own or not _guardable(args, kwargs):
+            return method(*args, **kwargs)
+        unsent = method(**kwargs)  # the SDK's checks; nothing is sent until a manager is entered
+        if is_async:  # its request, made in advance as a coroutine, is never awaited
+            pending = getattr(unsent, "_AsyncMessageStreamManager__api_request", None)
+            close = getattr(pending, "close", None)
+            if close is not None:
+                close()
+        opened = _opening(method, is_async)
         fmt = kwargs.get("output_format", anthropic.NOT_GIVEN)
-        return MessageStreamManager(functools.partial(open_stream, **kwargs), output_format=fmt)
+        if is_async:  # its manager takes the awaitable, the sync one a callable
+            return manager_type(guard(proxy, opened, None, (), kwargs), output_format=fmt)
+        send: Any = functools.partial(guard, proxy, opened, None, (), kwargs)
+        return manager_type(send, output_format=fmt)
 
     return stream
 
@@ -437,32 +487,47 @@ def wrap(
         kind,
     )
 
-    def guard(name: str, route: MessagesRoute, passthrough: Callable[..., Any]) -> Any:
-        fallbacks = [
-            (others[id(unwrap(t.client))] if t.client is not None else primary).endpoint(
-                name, t.model, policy, t
-            )
-            for t in policy.fallback
-        ]
-        primaries = endpoint_cache(functools.partial(primary.endpoint, name, policy=policy))
-        return guarded_method(route, policy, primaries, fallbacks, passthrough, is_async)
+    def endpoints(name: str) -> Callable[[Callable[..., Any], str], list[Endpoint]]:
+        def found(method: Callable[..., Any], model: str) -> list[Endpoint]:
+            out = [primary.endpoint(method, model, policy)]
+            for t in policy.fallback:
+                owner = others[id(unwrap(t.client))] if t.client is not None else primary
+                send = method
+                if owner is not primary:
+                    send = getattr(owner.client.messages, name)
+                    if name == "stream":
+                        send = _opening(send, is_async)
+                out.append(owner.endpoint(send, t.model, policy, t))
+            return out
 
-    messages = client.messages
-    opener = _opener(is_async)
+        return found
 
-    def open_unguarded(**request: Any) -> Any:  # the user's own client, as the SDK would
-        return opener(messages.stream(**request))
-
-    open_stream = guard("stream", _HELPER, open_unguarded)
+    create = guarded_method(_CREATE, policy, endpoints("create"), is_async)
+    helper = guarded_method(_HELPER, policy, endpoints("stream"), is_async)
     tree: dict[str, Any] = {
         "messages": {
-            "create": guard("create", _CREATE, messages.create),
-            "stream": _stream_helper(open_stream, messages.stream, is_async),
-        }
+            "create": _stainless.raw_responses(create, is_async),
+            "stream": _stream_helper(helper, is_async),
+            # The SDK's raw and streaming-response views, around the guarded resource.
+            "with_raw_response": SDK_VIEW,
+            "with_streaming_response": SDK_VIEW,
+        },
     }
 
-    def with_options(**options: Any) -> Any:
-        return wrap(client.with_options(**options), policy, provider)
+    def with_options(
+        proxy: Any, method: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        result = method(*args, **kwargs)
+        if is_wrapped(result):
+            return result
+        if result is proxy.__wrapped__:
+            return proxy
+        if not supports(result):
+            return result
+        rewrapped = policy
+        if "max_retries" in kwargs and policy.retry is not DEFAULT_RETRY:
+            rewrapped = dataclasses.replace(policy, retry=DEFAULT_RETRY)
+        return wrap(result, rewrapped, provider)
 
     tree["with_options"] = tree["copy"] = with_options
-    return GuardedProxy(client, tree)
+    return GuardedProxy(client, tree, policy, provider)

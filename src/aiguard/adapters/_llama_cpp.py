@@ -40,7 +40,6 @@ from aiguard._types import Usage
 from aiguard._wrap import (
     GuardedProxy,
     binder,
-    endpoint_cache,
     guarded_method,
     same_kind_clients,
     unwrap,
@@ -226,12 +225,19 @@ _METHODS: list[tuple[str, ChatRoute | CompletionRoute | EmbeddingRoute]] = [
 
 
 def _endpoint(
-    llm: llama_cpp.Llama, name: str, model: str, policy: Policy, target: Target | None = None
+    llm: llama_cpp.Llama,
+    name: str,
+    model: str,
+    policy: Policy,
+    target: Target | None = None,
+    method: Callable[..., Any] | None = None,
 ) -> Endpoint:
-    method = getattr(llm, name)
+    """``method`` is the one the call was made with; by default the model's ``name``. One call
+    at a time per model (see :func:`call_locked`)."""
+    call = getattr(llm, name) if method is None else method
     timeout = policy.timeout
     return Endpoint(
-        invoke=lambda request: call_locked(llm, lambda: method(**request), timeout),
+        invoke=lambda request: call_locked(llm, lambda: call(**request), timeout),
         model=model,
         provider=PROVIDER,
         server={},
@@ -246,10 +252,6 @@ def wrap(client: llama_cpp.Llama, policy: Policy, provider: str | None) -> Any:
     default = model_name(client)
     tree: dict[str, Any] = {}
     for name, route in _METHODS:
-
-        def make(model: str, name: str = name) -> Endpoint:
-            return _endpoint(client, name, model, policy)
-
         fallbacks = [
             _endpoint(
                 others[id(unwrap(t.client))] if t.client is not None else client,
@@ -260,18 +262,24 @@ def wrap(client: llama_cpp.Llama, policy: Policy, provider: str | None) -> Any:
             )
             for t in policy.fallback
         ]
-        method = getattr(client, name)
+
+        def endpoints(
+            method: Callable[..., Any],
+            model: str,
+            name: str = name,
+            fallbacks: list[Endpoint] = fallbacks,
+        ) -> list[Endpoint]:
+            return [_endpoint(client, name, model, policy, method=method), *fallbacks]
+
         tree[name] = guarded_method(
             route,
             policy,
-            endpoint_cache(make),
-            fallbacks,
-            method,
+            endpoints,
             is_async=False,
             default_model=default,
             bind=binder(_bindable(client, name)),
         )
-    return _LlamaProxy(client, tree)
+    return _LlamaProxy(client, tree, policy, provider)
 
 
 class _LlamaProxy(GuardedProxy):

@@ -7,7 +7,6 @@ wrapped client itself is called (no retry-free copy is needed).
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,7 +25,6 @@ from aiguard._types import Usage
 from aiguard._wrap import (
     GuardedProxy,
     binder,
-    endpoint_cache,
     guarded_method,
     same_kind_clients,
     unwrap,
@@ -324,11 +322,17 @@ class _Client:
         self.server = server_attributes(base_url)
 
     def endpoint(
-        self, name: str, model: str, policy: Policy, target: Target | None = None
+        self,
+        name: str,
+        model: str,
+        policy: Policy,
+        target: Target | None = None,
+        method: Callable[..., Any] | None = None,
     ) -> Endpoint:
-        method = getattr(self.client, name)
+        """``method`` is the one the call was made with; by default the client's ``name``."""
+        call = getattr(self.client, name) if method is None else method
         return Endpoint(
-            invoke=lambda request: method(**request),
+            invoke=lambda request: call(**request),
             model=model,
             provider=self.provider,
             server=self.server,
@@ -357,14 +361,20 @@ def wrap(client: ollama.Client | ollama.AsyncClient, policy: Policy, provider: s
             )
             for t in policy.fallback
         ]
-        method = getattr(client, name)
+
+        def endpoints(
+            method: Callable[..., Any],
+            model: str,
+            name: str = name,
+            fallbacks: list[Endpoint] = fallbacks,
+        ) -> list[Endpoint]:
+            return [primary.endpoint(name, model, policy, method=method), *fallbacks]
+
         tree[name] = guarded_method(
             route,
             policy,
-            endpoint_cache(functools.partial(primary.endpoint, name, policy=policy)),
-            fallbacks,
-            method,
+            endpoints,
             is_async,
-            bind=binder(method),  # client.chat("llama3", messages) is common
+            bind=binder(getattr(client, name)),  # client.chat("llama3", messages) is common
         )
-    return GuardedProxy(client, tree)
+    return GuardedProxy(client, tree, policy, provider)

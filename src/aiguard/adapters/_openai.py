@@ -6,6 +6,7 @@ Guards ``chat.completions.create`` / ``parse`` and ``embeddings.create`` on ``Op
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -14,9 +15,10 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from opentelemetry.trace import SpanKind
 
+from aiguard import _budget, adapters
 from aiguard import _semconv as sc
-from aiguard import adapters
 from aiguard._engine.contract import Endpoint, Reader, Route
+from aiguard._errors import AIGuardError
 from aiguard._http import failure_for_status, retry_after, server_attributes, timeout_seconds
 from aiguard._messages import (
     Message,
@@ -26,10 +28,11 @@ from aiguard._messages import (
     plain,
     to_json,
 )
-from aiguard._policy import Failure, Policy, Target
+from aiguard._policy import DEFAULT_RETRY, Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard._wrap import GuardedProxy, endpoint_cache, guarded_method, unwrap
+from aiguard._wrap import SDK_VIEW, Guard, GuardedProxy, guarded_method, is_wrapped, rebound, unwrap
+from aiguard.adapters import _stainless
 
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
 _POLICY_CODES = frozenset({"content_policy_violation", "content_filter"})
@@ -224,8 +227,11 @@ class ChatRoute(_Route):
         if request.get("stream") is not True:
             return None
         options = request.get("stream_options")
+        if isinstance(options, openai.Omit | openai.NotGiven):
+            options = None
         asked = isinstance(options, dict) and options.get("include_usage") is True
-        if not include_usage or asked:
+        # Options aiguard cannot read (not a dict) go to the server as given: it answers them.
+        if not include_usage or asked or not isinstance(options, dict | None):
             return request, ChatReader
         # Ask for usage, and hide the extra chunk it brings from a user who did not ask.
         request = {**request, "stream_options": {**(options or {}), "include_usage": True}}
@@ -509,21 +515,23 @@ def chat_usage(usage: Any) -> Usage | None:
 
 _CHAT = ChatRoute()
 _RESPONSES = ResponsesRoute()
-_CREATE = ("chat", "completions", "create")
 _EMBEDDINGS = EmbeddingsRoute()
+_CREATE = ("chat", "completions", "create")
 
-# (path to the method, route, may the core guard this request?)
-_METHODS: list[
-    tuple[
-        tuple[str, ...],
-        ChatRoute | ResponsesRoute | EmbeddingsRoute,
-        Callable[[dict[str, Any]], bool] | None,
-    ]
-] = [
-    (_CREATE, _CHAT, None),
-    (("chat", "completions", "parse"), _CHAT, None),
-    (("embeddings", "create"), _EMBEDDINGS, None),
-    (("responses", "create"), _RESPONSES, None),
+# Guarded methods by path, with their route. ``beta.chat`` is the same resource as ``chat``.
+_METHODS: list[tuple[tuple[str, ...], ChatRoute | ResponsesRoute | EmbeddingsRoute]] = [
+    (_CREATE, _CHAT),
+    (("chat", "completions", "parse"), _CHAT),
+    (("beta", "chat", "completions", "create"), _CHAT),
+    (("beta", "chat", "completions", "parse"), _CHAT),
+    (("embeddings", "create"), _EMBEDDINGS),
+    (("responses", "create"), _RESPONSES),
+]
+# SDK helpers that send their requests through the guarded ``self.create``.
+_HELPERS = [
+    ("chat", "completions", "stream"),
+    ("beta", "chat", "completions", "stream"),
+    ("responses", "stream"),
 ]
 
 
@@ -535,31 +543,50 @@ def _method(client: Any, path: tuple[str, ...]) -> Any:
 
 
 class _Client:
-    """One client's view for the core: its retry-free copy, provider and server attributes."""
+    """One client's view for the core: read from the client at each call, never copied."""
 
     def __init__(
         self, client: openai.OpenAI | openai.AsyncOpenAI, provider: str | None, policy: Policy
     ) -> None:
-        self.original = client
-        # The SDK's own retries are off: aiguard retries (unless told to keep them).
-        self.quiet = client if policy.sdk_retries else client.with_options(max_retries=0)
-        # An explicit provider= names both; else telemetry says openai, prices follow the host.
-        self.provider = provider or telemetry_provider(client)
-        self.pricing = provider or detect_provider(client)
-        self.server = server_attributes(client.base_url)
+        self.client = client
+        self.given_provider = provider
+        # The SDK's own retries are off for guarded attempts: aiguard retries (unless told to
+        # keep them, as zero-code instrumentation without a retry policy does).
+        self.keep_retries = policy.sdk_retries
+        _stainless.hush(client)
+        self.call: Callable[..., Any] = (
+            _stainless.call_async if isinstance(client, openai.AsyncOpenAI) else _stainless.call
+        )
+        self.url: Any = None
+        self.provider = self.pricing = ""
+        self.server: Attrs = {}
+
+    def _where(self) -> None:
+        # base_url may be changed on the client at any time.
+        url = self.client.base_url
+        if url is not self.url:
+            # An explicit provider= names both; else telemetry says openai, prices follow the
+            # host.
+            self.provider = self.given_provider or telemetry_provider(self.client)
+            self.pricing = self.given_provider or detect_provider(self.client)
+            self.server = server_attributes(url)
+            self.url = url
 
     def endpoint(
-        self, path: tuple[str, ...], model: str, policy: Policy, target: Target | None = None
+        self, method: Callable[..., Any], model: str, policy: Policy, target: Target | None = None
     ) -> Endpoint:
-        method = _method(self.quiet, path)
+        if self.client.base_url is not self.url:
+            self._where()
+        client = self.client
+        invoke = functools.partial(self.call, client, self.keep_retries, [0], method)
         return Endpoint(
-            invoke=lambda request: method(**request),
+            invoke=invoke,
             model=model,
             provider=self.provider,
             server=self.server,
-            retry=policy.retry_for(target),
-            breaker_key=(id(self.original), model),
-            client_timeout=lambda: timeout_seconds(self.original.timeout),
+            retry=_stainless.retry(client, policy, target),
+            breaker_key=(id(client), model),
+            client_timeout=lambda: timeout_seconds(client.timeout),
             pricing=self.pricing,
         )
 
@@ -657,39 +684,96 @@ def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: s
             others[id(other)] = _Foreign(other, is_async)
 
     tree: dict[str, Any] = {}
-    for path, route, guard_when in _METHODS:
-        fallbacks = []
-        for t in policy.fallback:
-            owner = others[id(unwrap(t.client))] if t.client is not None else primary
-            if isinstance(owner, _Foreign):
-                if path == _CREATE:
-                    fallbacks.append(owner.endpoint(t, policy))
-            else:
-                fallbacks.append(owner.endpoint(path, t.model, policy, t))
-        node = tree
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = guarded_method(
-            route,
-            policy,
-            endpoint_cache(functools.partial(primary.endpoint, path, policy=policy)),
-            fallbacks,
-            _method(client, path),
-            is_async,
-            guard_when,
-        )
 
-    def with_options(**options: Any) -> Any:
-        return wrap(client.with_options(**options), policy, provider)
+    def place(path: tuple[str, ...], node: Any) -> None:
+        branch = tree
+        for name in path[:-1]:
+            branch = branch.setdefault(name, {})
+        branch[path[-1]] = node
+
+    for path, route in _METHODS:
+        endpoints = _endpoints(path, primary, others, policy)
+        if route is _RESPONSES:  # a stored prompt may name the model: the answer tells it
+            guard = _budgeted(guarded_method(route, policy, endpoints, is_async, default_model=""))
+        else:
+            guard = guarded_method(route, policy, endpoints, is_async)
+        place(path, _stainless.raw_responses(guard, is_async))
+        # The SDK's raw and streaming-response views, around the guarded resource.
+        place((*path[:-1], "with_raw_response"), SDK_VIEW)
+        place((*path[:-1], "with_streaming_response"), SDK_VIEW)
+    for path in _HELPERS:
+        place(path, rebound)
+
+    def with_options(
+        proxy: Any, method: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        return _rewrap(proxy, method(*args, **kwargs), kwargs, policy, provider)
 
     tree["with_options"] = tree["copy"] = with_options
-    proxy = GuardedProxy(client, tree)
+    return GuardedProxy(client, tree, policy, provider)
 
-    def responses_stream(*args: Any, **kwargs: Any) -> Any:
-        # The SDK's helper calls ``self.create(stream=True, ...)``: given the guarded resource
-        # as ``self``, its request goes through the guard and the helper works as usual.
-        resource = proxy.responses
-        return type(resource.__wrapped__).stream(resource, *args, **kwargs)
 
-    tree["responses"]["stream"] = responses_stream
-    return proxy
+def _budgeted(guard: Guard) -> Guard:
+    """Refuse a call without ``model=`` while a budget is in force: its cost cannot be held.
+
+    Without a budget it is guarded as any call, priced by the model its answer names.
+    """
+
+    def guarded(proxy: Any, method: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if not args and "model" not in kwargs:
+            policy: Policy = proxy._self_policy
+            if policy.budget is not None or _budget.active.get():
+                raise AIGuardError(
+                    "a budget is in force and this call names no model, so its worst-case "
+                    "cost cannot be reserved: pass model= (the one the stored prompt uses)"
+                )
+        return guard(proxy, method, instance, args, kwargs)
+
+    return guarded
+
+
+def _endpoints(
+    path: tuple[str, ...], primary: _Client, others: dict[int, _Client | _Foreign], policy: Policy
+) -> Callable[[Callable[..., Any], str], list[Endpoint]]:
+    """The targets of one call of the method at ``path``: the method called, then fallbacks."""
+    fallbacks: list[tuple[Target, _Client | _Foreign]] = []
+    for t in policy.fallback:
+        owner = others[id(unwrap(t.client))] if t.client is not None else primary
+        if not isinstance(owner, _Foreign) or path == _CREATE:
+            fallbacks.append((t, owner))
+
+    if not fallbacks:
+        return lambda method, model: [primary.endpoint(method, model, policy)]
+
+    def endpoints(method: Callable[..., Any], model: str) -> list[Endpoint]:
+        found = [primary.endpoint(method, model, policy)]
+        for target, owner in fallbacks:
+            if isinstance(owner, _Foreign):
+                found.append(owner.endpoint(target, policy))
+            elif owner is primary:  # another model through the same method
+                found.append(primary.endpoint(method, target.model, policy, target))
+            else:
+                other = _method(owner.client, path)
+                found.append(owner.endpoint(other, target.model, policy, target))
+        return found
+
+    return endpoints
+
+
+def _rewrap(
+    proxy: Any, result: Any, options: dict[str, Any], policy: Policy, provider: str | None
+) -> Any:
+    """What ``with_options``/``copy`` return on a wrapped client: the copy, wrapped alike.
+
+    ``max_retries=`` given there is the more specific choice: the copy follows it (the openai
+    tool runner sends calls that must not repeat with ``max_retries=0``).
+    """
+    if is_wrapped(result):
+        return result
+    if result is proxy.__wrapped__:
+        return proxy
+    if not supports(result):
+        return result
+    if "max_retries" in options and policy.retry is not DEFAULT_RETRY:
+        policy = dataclasses.replace(policy, retry=DEFAULT_RETRY)
+    return wrap(result, policy, provider)

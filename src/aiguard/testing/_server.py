@@ -451,6 +451,10 @@ class _Handler(BaseHTTPRequestHandler):
     # -- OpenAI --------------------------------------------------------------------------------
 
     def _openai_chat(self, body: dict[str, Any], reply: Reply, fault: Fault | None) -> None:
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            self._error("openai", 400, "Invalid type for 'stream_options': expected an object")
+            return
         if body.get("stream"):
             self._openai_stream(body, reply, fault)
         else:

@@ -6,6 +6,7 @@ import openai
 import pytest
 from tests.conftest import MESSAGES
 
+import aiguard
 from aiguard.testing import Fault, MockServer
 
 
@@ -66,3 +67,16 @@ def test_the_readme_testing_snippet_works(aiguard_server, aiguard_telemetry):
     client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert len(aiguard_server.requests) == 2
     assert aiguard_telemetry.span("chat gpt-4o").attributes["aiguard.retries"] == 1
+
+
+def test_set_testing_as_a_with_block_restores_the_mode_before(make_client, server):
+    from aiguard._engine.state import testing
+
+    assert testing.active is False
+    with aiguard.testing.set_testing(True):
+        assert testing.active is True
+        server.fail("gpt-4o", status=429, headers={"retry-after": "5"})
+        make_client(retry=aiguard.Retry(attempts=2)).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )  # retried at once, not after 5 s
+    assert testing.active is False

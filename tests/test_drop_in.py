@@ -616,3 +616,13 @@ def test_retries_are_reported_as_the_sdk_reports_its_own(make_client, server):
 def test_init_signature_is_the_clients(raw_client):
     client = aiguard.wrap(raw_client)
     assert inspect.signature(client.__init__) == inspect.signature(raw_client.__init__)
+
+
+def test_a_raw_response_that_does_not_parse_is_returned_as_the_sdk_returns_it():
+    with MockServer() as other:
+        client = aiguard.wrap(anthropic.Anthropic(base_url=other.anthropic_url, api_key="k"))
+        other.fail("m", malformed=True)
+        raw = client.messages.with_raw_response.create(model="m", max_tokens=5, messages=MESSAGES)
+        assert raw.http_response.status_code == 200
+        with pytest.raises(ValueError):  # the SDK's own error, when the caller parses
+            raw.parse()

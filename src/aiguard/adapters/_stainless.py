@@ -296,8 +296,11 @@ def raw_responses(guard: Guard, is_async: bool) -> Guard:
                 raw = await method(*args, **request)
                 raws.append(raw)
                 _taken(raw)
-                value = raw.parse()
-                return await value if inspect.isawaitable(value) else value
+                try:
+                    value = raw.parse()
+                    return await value if inspect.isawaitable(value) else value
+                except Exception:  # the SDK's business when the caller parses: unpriced here
+                    return raw
 
             return _packed(raws, await guard(proxy, parsed, instance, args, kwargs))
 
@@ -317,7 +320,10 @@ def raw_responses(guard: Guard, is_async: bool) -> Guard:
             raw = method(*args, **request)
             raws.append(raw)
             _taken(raw)
-            return raw.parse()
+            try:
+                return raw.parse()
+            except Exception:  # the SDK's business when the caller parses: unpriced here
+                return raw
 
         return _packed(raws, guard(proxy, parsed, instance, args, kwargs))
 

@@ -626,3 +626,13 @@ def test_a_raw_response_that_does_not_parse_is_returned_as_the_sdk_returns_it():
         assert raw.http_response.status_code == 200
         with pytest.raises(ValueError):  # the SDK's own error, when the caller parses
             raw.parse()
+
+
+def test_a_copy_keeps_the_same_attributes_as_its_original(raw_client):
+    client = aiguard.wrap(raw_client)
+    copied = client.copy()
+    assert vars(copied.__wrapped__).keys() == vars(raw_client).keys()
+    assert copied.request == raw_client.request  # aiguard's per-attempt hook, alike on both
+    assert inspect.signature(raw_client.request) == inspect.signature(
+        type(raw_client).request.__get__(raw_client)
+    )

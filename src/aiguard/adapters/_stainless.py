@@ -29,20 +29,42 @@ from aiguard._wrap import Guard
 # before it on that target (what the SDK would call ``retries_taken``).
 _attempt: ContextVar[tuple[int, bool, int] | None] = ContextVar("aiguard_attempt", default=None)
 _RETRY_COUNT = "x-stainless-retry-count"
-_HOOK = "_aiguard_hushed"
 
 
 def hush(client: Any) -> None:
     """Let guarded attempts on ``client`` switch its own retries off, request by request."""
-    if getattr(vars(client).get("request"), _HOOK, False):
+    if isinstance(vars(client).get("request"), _Request):
         return
-    ref = weakref.ref(client)  # the client owns the hook: no reference cycle
-    key = id(client)
+    client.request = _Request(client)
 
-    def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-        owner: Any = ref()
+
+class _Request:
+    """The client's ``request``, as an attribute of the client: see the module's docstring.
+
+    Equal to any other (it holds no state of the client's own), so comparing two clients'
+    attributes, as a test of ``copy()`` does, still finds them alike.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = weakref.ref(client)  # the client owns it: no reference cycle
+        self.key = id(client)
+        bound = client.request
+        self.__doc__ = bound.__doc__
+        self.__signature__ = inspect.signature(bound)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Request)
+
+    def __hash__(self) -> int:
+        return hash(_Request)
+
+    def __repr__(self) -> str:
+        return "<request of the client, with aiguard's per-attempt options>"
+
+    def __call__(self, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
+        owner: Any = self.client()
         attempt = _attempt.get()
-        if attempt is not None and attempt[0] == key:
+        if attempt is not None and attempt[0] == self.key:
             if not attempt[1]:
                 options.max_retries = 0
             if attempt[2]:  # the header the SDK sends on its own retries, unless one is given
@@ -53,14 +75,6 @@ def hush(client: Any) -> None:
                 options.span_name = None  # the call's inference span is aiguard's
         # The class's method as it is now: a patch on the class still applies.
         return type(owner).request(owner, cast_to, options, *args, **kwargs)
-
-    bound = client.request
-    functools.update_wrapper(request, bound)
-    # Not to be unwrapped to the class's function: its signature is the bound method's.
-    vars(request).pop("__wrapped__", None)
-    setattr(request, "__signature__", inspect.signature(bound))  # noqa: B010
-    setattr(request, _HOOK, True)
-    client.request = request
 
 
 _SPAN_NAMES: dict[type, bool] = {}

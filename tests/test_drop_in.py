@@ -636,3 +636,16 @@ def test_a_copy_keeps_the_same_attributes_as_its_original(raw_client):
     assert inspect.signature(raw_client.request) == inspect.signature(
         type(raw_client).request.__get__(raw_client)
     )
+
+
+def test_anthropic_sdk_spans_stay_when_aiguard_records_none(server, telemetry, monkeypatch):
+    raw = anthropic.Anthropic(
+        base_url=server.anthropic_url,
+        api_key="k",
+        open_telemetry={"tracer_provider": telemetry.tracer_provider},
+    )
+    silent = mock.Mock(tracing=mock.Mock(return_value=False))
+    monkeypatch.setattr("aiguard.adapters._stainless.current", lambda: silent)
+    aiguard.wrap(raw).messages.create(model="m", max_tokens=5, messages=MESSAGES)
+    sdk = [s for s in telemetry.spans() if s.instrumentation_scope.name != "aiguard"]
+    assert len(sdk) == 1  # the only record of the call: kept

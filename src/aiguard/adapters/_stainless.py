@@ -6,7 +6,8 @@ otherwise), and (anthropic) records its own OpenTelemetry span for the request w
 ``span_name``. aiguard does the retrying for a guarded call, so each of its attempts must be one
 request, and records the call's one inference span: :func:`hush` gives the client a ``request``
 of its own that, for the requests of guarded attempts (:func:`call` / :func:`call_async`), sets
-``max_retries=0`` and clears ``span_name``, and leaves every other request alone. The client is
+``max_retries=0`` and, when aiguard records spans, clears ``span_name`` (when it records none, the
+SDK's own spans stay the call's telemetry), and leaves every other request alone. The client is
 not copied, so it stays the one object the user configures.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from aiguard._core import _in_sdk
 from aiguard._policy import DEFAULT_RETRY, Policy, Retry, Target
+from aiguard._telemetry import current
 from aiguard._wrap import Guard
 
 # The guarded attempt in progress in this context: id() of its client, whether the SDK keeps its
@@ -71,7 +73,7 @@ class _Request:
                 given = options.headers if isinstance(options.headers, Mapping) else {}
                 if not any(name.lower() == _RETRY_COUNT for name in given):
                     options.headers = {**given, _RETRY_COUNT: str(attempt[2])}
-            if _has_span_name(options) and options.span_name is not None:
+            if _has_span_name(options) and options.span_name is not None and current().tracing():
                 options.span_name = None  # the call's inference span is aiguard's
         # The class's method as it is now: a patch on the class still applies.
         return type(owner).request(owner, cast_to, options, *args, **kwargs)

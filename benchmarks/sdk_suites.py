@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import argparse
 import contextvars
+import functools
 import importlib.metadata
-import inspect
 import json
 import os
 import subprocess
@@ -66,6 +66,7 @@ def _patch_client(cls: type) -> None:
 
     original_copy = cls.copy  # type: ignore[attr-defined]
 
+    @functools.wraps(original_copy)  # the suites read its signature and type hints
     def copy(self: Any, *args: Any, **kwargs: Any) -> Any:
         token = _copying.set(True)
         try:
@@ -73,8 +74,6 @@ def _patch_client(cls: type) -> None:
         finally:
             _copying.reset(token)
 
-    copy.__signature__ = inspect.signature(original_copy)  # type: ignore[attr-defined]
-    copy.__doc__ = original_copy.__doc__
     cls.__new__ = new  # type: ignore[assignment]
     cls.copy = copy  # type: ignore[attr-defined]
     cls.with_options = copy  # type: ignore[attr-defined]

@@ -616,3 +616,36 @@ def test_retries_are_reported_as_the_sdk_reports_its_own(make_client, server):
 def test_init_signature_is_the_clients(raw_client):
     client = aiguard.wrap(raw_client)
     assert inspect.signature(client.__init__) == inspect.signature(raw_client.__init__)
+
+
+def test_a_raw_response_that_does_not_parse_is_returned_as_the_sdk_returns_it():
+    with MockServer() as other:
+        client = aiguard.wrap(anthropic.Anthropic(base_url=other.anthropic_url, api_key="k"))
+        other.fail("m", malformed=True)
+        raw = client.messages.with_raw_response.create(model="m", max_tokens=5, messages=MESSAGES)
+        assert raw.http_response.status_code == 200
+        with pytest.raises(ValueError):  # the SDK's own error, when the caller parses
+            raw.parse()
+
+
+def test_a_copy_keeps_the_same_attributes_as_its_original(raw_client):
+    client = aiguard.wrap(raw_client)
+    copied = client.copy()
+    assert vars(copied.__wrapped__).keys() == vars(raw_client).keys()
+    assert copied.request == raw_client.request  # aiguard's per-attempt hook, alike on both
+    assert inspect.signature(raw_client.request) == inspect.signature(
+        type(raw_client).request.__get__(raw_client)
+    )
+
+
+def test_anthropic_sdk_spans_stay_when_aiguard_records_none(server, telemetry, monkeypatch):
+    raw = anthropic.Anthropic(
+        base_url=server.anthropic_url,
+        api_key="k",
+        open_telemetry={"tracer_provider": telemetry.tracer_provider},
+    )
+    silent = mock.Mock(tracing=mock.Mock(return_value=False))
+    monkeypatch.setattr("aiguard.adapters._stainless.current", lambda: silent)
+    aiguard.wrap(raw).messages.create(model="m", max_tokens=5, messages=MESSAGES)
+    sdk = [s for s in telemetry.spans() if s.instrumentation_scope.name != "aiguard"]
+    assert len(sdk) == 1  # the only record of the call: kept

@@ -6,7 +6,8 @@ otherwise), and (anthropic) records its own OpenTelemetry span for the request w
 ``span_name``. aiguard does the retrying for a guarded call, so each of its attempts must be one
 request, and records the call's one inference span: :func:`hush` gives the client a ``request``
 of its own that, for the requests of guarded attempts (:func:`call` / :func:`call_async`), sets
-``max_retries=0`` and clears ``span_name``, and leaves every other request alone. The client is
+``max_retries=0`` and, when aiguard records spans, clears ``span_name`` (when it records none, the
+SDK's own spans stay the call's telemetry), and leaves every other request alone. The client is
 not copied, so it stays the one object the user configures.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from aiguard._engine.state import in_sdk
 from aiguard._policy import DEFAULT_RETRY, Policy, Retry, Target
+from aiguard._telemetry import current
 from aiguard._wrap import Guard
 
 # The guarded attempt in progress in this context: id() of its client, whether the SDK keeps its
@@ -29,38 +31,52 @@ from aiguard._wrap import Guard
 # before it on that target (what the SDK would call ``retries_taken``).
 _attempt: ContextVar[tuple[int, bool, int] | None] = ContextVar("aiguard_attempt", default=None)
 _RETRY_COUNT = "x-stainless-retry-count"
-_HOOK = "_aiguard_hushed"
 
 
 def hush(client: Any) -> None:
     """Let guarded attempts on ``client`` switch its own retries off, request by request."""
-    if getattr(vars(client).get("request"), _HOOK, False):
+    if isinstance(vars(client).get("request"), _Request):
         return
-    ref = weakref.ref(client)  # the client owns the hook: no reference cycle
-    key = id(client)
+    client.request = _Request(client)
 
-    def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-        owner: Any = ref()
+
+class _Request:
+    """The client's ``request``, as an attribute of the client: see the module's docstring.
+
+    Equal to any other (it holds no state of the client's own), so comparing two clients'
+    attributes, as a test of ``copy()`` does, still finds them alike.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = weakref.ref(client)  # the client owns it: no reference cycle
+        self.key = id(client)
+        bound = client.request
+        self.__doc__ = bound.__doc__
+        self.__signature__ = inspect.signature(bound)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Request)
+
+    def __hash__(self) -> int:
+        return hash(_Request)
+
+    def __repr__(self) -> str:
+        return "<request of the client, with aiguard's per-attempt options>"
+
+    def __call__(self, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
+        owner: Any = self.client()
         attempt = _attempt.get()
-        if attempt is not None and attempt[0] == key:
+        if attempt is not None and attempt[0] == self.key:
             if not attempt[1]:
                 options.max_retries = 0
             if attempt[2]:  # the header the SDK sends on its own retries, unless one is given
                 given = options.headers if isinstance(options.headers, Mapping) else {}
                 if not any(name.lower() == _RETRY_COUNT for name in given):
                     options.headers = {**given, _RETRY_COUNT: str(attempt[2])}
-            if _has_span_name(options) and options.span_name is not None:
+            if _has_span_name(options) and options.span_name is not None and current().tracing():
                 options.span_name = None  # the call's inference span is aiguard's
         # The class's method as it is now: a patch on the class still applies.
         return type(owner).request(owner, cast_to, options, *args, **kwargs)
-
-    bound = client.request
-    functools.update_wrapper(request, bound)
-    # Not to be unwrapped to the class's function: its signature is the bound method's.
-    vars(request).pop("__wrapped__", None)
-    setattr(request, "__signature__", inspect.signature(bound))  # noqa: B010
-    setattr(request, _HOOK, True)
-    client.request = request
 
 
 _SPAN_NAMES: dict[type, bool] = {}
@@ -296,8 +312,11 @@ def raw_responses(guard: Guard, is_async: bool) -> Guard:
                 raw = await method(*args, **request)
                 raws.append(raw)
                 _taken(raw)
-                value = raw.parse()
-                return await value if inspect.isawaitable(value) else value
+                try:
+                    value = raw.parse()
+                    return await value if inspect.isawaitable(value) else value
+                except Exception:  # the SDK's business when the caller parses: unpriced here
+                    return raw
 
             return _packed(raws, await guard(proxy, parsed, instance, args, kwargs))
 
@@ -317,7 +336,10 @@ def raw_responses(guard: Guard, is_async: bool) -> Guard:
             raw = method(*args, **request)
             raws.append(raw)
             _taken(raw)
-            return raw.parse()
+            try:
+                return raw.parse()
+            except Exception:  # the SDK's business when the caller parses: unpriced here
+                return raw
 
         return _packed(raws, guard(proxy, parsed, instance, args, kwargs))
 

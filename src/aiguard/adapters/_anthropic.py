@@ -29,7 +29,8 @@ from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import DEFAULT_RETRY, Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard._wrap import (
+from aiguard.adapters import _stainless
+from aiguard.adapters._proxy import (
     SDK_VIEW,
     Guard,
     GuardedProxy,
@@ -38,7 +39,6 @@ from aiguard._wrap import (
     same_kind_clients,
     unwrap,
 )
-from aiguard.adapters import _stainless
 
 PROVIDER = "anthropic"
 

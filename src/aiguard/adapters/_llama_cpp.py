@@ -37,7 +37,7 @@ from aiguard._messages import Message, Part, estimate_input_tokens, openai_messa
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard._wrap import (
+from aiguard.adapters._proxy import (
     GuardedProxy,
     binder,
     guarded_method,

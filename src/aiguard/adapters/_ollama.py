@@ -22,7 +22,7 @@ from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard._wrap import (
+from aiguard.adapters._proxy import (
     GuardedProxy,
     binder,
     guarded_method,

@@ -31,8 +31,16 @@ from aiguard._messages import (
 from aiguard._policy import DEFAULT_RETRY, Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard._wrap import SDK_VIEW, Guard, GuardedProxy, guarded_method, is_wrapped, rebound, unwrap
 from aiguard.adapters import _stainless
+from aiguard.adapters._proxy import (
+    SDK_VIEW,
+    Guard,
+    GuardedProxy,
+    guarded_method,
+    is_wrapped,
+    rebound,
+    unwrap,
+)
 
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
 _POLICY_CODES = frozenset({"content_policy_violation", "content_filter"})

@@ -24,7 +24,7 @@ from typing import Any
 from aiguard._engine.state import in_sdk
 from aiguard._policy import DEFAULT_RETRY, Policy, Retry, Target
 from aiguard._telemetry import current
-from aiguard._wrap import Guard
+from aiguard.adapters._proxy import Guard
 
 # The guarded attempt in progress in this context: id() of its client, whether the SDK keeps its
 # own retries (zero-code instrumentation without a retry policy), and the retries aiguard made

@@ -390,3 +390,21 @@ def test_a_stream_empty_on_every_attempt_raises_a_clear_error(make_client, serve
     with pytest.raises(aiguard.StreamTruncated, match="before its first chunk") as caught:
         make_client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
     assert caught.value.empty and len(server.requests) == 3
+
+
+def test_a_stream_that_fails_before_its_first_chunk_is_closed_before_the_retry(
+    make_client, server, monkeypatch
+):
+    closed = []
+    real_close = openai.Stream.close
+
+    def spy(self):
+        closed.append(self)
+        return real_close(self)
+
+    monkeypatch.setattr(openai.Stream, "close", spy)
+    server.fail("gpt-4o", cut_after=0)  # a reset before the first chunk
+    stream = make_client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    assert len(server.requests) == 2
+    assert len(closed) == 1 and closed[0].response.is_closed  # its connection is freed
+    assert list(stream)

@@ -9,6 +9,7 @@ the outcome back, or throws the error in, the way httpx's ``auth_flow`` is drive
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import sys
 import time
@@ -147,6 +148,13 @@ class FirstItem:
 
 
 @dataclass(slots=True)
+class Close:
+    """Close a stream that failed before its first chunk, so its connection is freed."""
+
+    stream: Any
+
+
+@dataclass(slots=True)
 class Sleep:
     """Wait before the next attempt."""
 
@@ -180,16 +188,20 @@ def attempts(run: GuardedCall, items: bool = False) -> Generator[Any, Any, Any]:
         endpoint, remaining = run.next_endpoint()
         attempt, request = run.start_attempt(endpoint, remaining)
         first: Any = None
+        opened: Any = None  # a stream being read up to its first chunk
         try:
             result = yield Invoke(endpoint.invoke, request, run.inference)
             if run.reader is not None:  # a stream counts as started at its first chunk
                 reader = run.reader()
+                opened = result
                 iterator, held = yield FirstChunk(result, reader)
                 if not held:
                     raise StreamTruncated(endpoint.model, empty=True)
             elif items:
                 first = yield FirstItem(result)
         except Exception as exc:
+            if opened is not None:
+                yield Close(opened)
             wait = run.failed(attempt, exc)
             if wait > 0:
                 yield Sleep(wait)
@@ -228,13 +240,18 @@ def drive_sync(steps: Generator[Any, Any, Any]) -> Any:
                 value = first_chunk(step.stream, step.reader)
             elif isinstance(step, FirstItem):
                 value = next(step.generator, EMPTY)
+            elif isinstance(step, Close):
+                close = getattr(step.stream, "close", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):  # the attempt failed already
+                        close()
             else:
                 time.sleep(step.seconds)
         except BaseException as exc:
             error = exc
 
 
-_STEPS = (Invoke, FirstChunk, FirstItem, Sleep)
+_STEPS = (Invoke, FirstChunk, FirstItem, Close, Sleep)
 
 
 def _refuse_async_check(pending: Any, steps: Generator[Any, Any, Any]) -> None:
@@ -266,12 +283,24 @@ async def drive_async(steps: Generator[Any, Any, Any]) -> Any:
                 value = await first_chunk_async(step.stream, step.reader)
             elif isinstance(step, FirstItem):
                 value = await anext(step.generator, EMPTY)
+            elif isinstance(step, Close):
+                await _close(step.stream)
             elif isinstance(step, Sleep):
                 await _sleep(step.seconds)
             else:  # an async check's awaitable
                 value = await step
         except BaseException as exc:
             error = exc
+
+
+async def _close(stream: Any) -> None:
+    # SDK streams have an async close(); an async generator (Ollama's) has aclose().
+    close = getattr(stream, "aclose", None) or getattr(stream, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):  # the attempt failed already
+            closing = close()
+            if inspect.isawaitable(closing):
+                await closing
 
 
 async def _sleep(seconds: float) -> None:

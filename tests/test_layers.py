@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "aiguard"
 
 # Lower layers first; a module may import its own layer and those before it.
 LAYERS: list[set[str]] = [
-    {"_errors", "_types", "_messages", "_semconv"},
+    {"_errors", "_types", "_messages", "_semconv", "_version"},
     {"_policy", "_budget", "_breaker", "_output"},
     {"prices", "checks", "_telemetry", "_capture", "_http", "_jsonl", "_pretty"},
     {"_engine"},

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import importlib
 
+from aiguard._version import __version__
+
 TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing ``typing`` costs a few ms
 if TYPE_CHECKING:
     from typing import Any
@@ -48,7 +50,6 @@ if TYPE_CHECKING:
     from aiguard._types import Usage
     from aiguard._wrap import wrap
 
-__version__ = "0.1.0"
 
 # public name -> (module, attribute in it; None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {

@@ -19,10 +19,10 @@ from opentelemetry.util.types import AttributeValue
 
 from aiguard import _semconv as sc
 from aiguard._types import Usage
+from aiguard._version import __version__
 
 log = logging.getLogger("aiguard")
 
-_VERSION = "0.1.0"
 _NOOP_TRACER_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 # The API's default until an SDK is set is a private proxy class; if it moves, aiguard only
 # loses the shortcut (it records into the no-op), never correctness.
@@ -61,8 +61,8 @@ class Telemetry:
     ) -> None:
         self._explicit_traces = tracer_provider is not None
         self._explicit_metrics = meter_provider is not None
-        self.tracer = trace.get_tracer("aiguard", _VERSION, tracer_provider=tracer_provider)
-        meter = metrics.get_meter("aiguard", _VERSION, meter_provider=meter_provider)
+        self.tracer = trace.get_tracer("aiguard", __version__, tracer_provider=tracer_provider)
+        meter = metrics.get_meter("aiguard", __version__, meter_provider=meter_provider)
         # The switch OpenTelemetry instrumentations use to move to the newest GenAI names.
         opt_in = os.environ.get(sc.OPT_IN_ENV, "")
         self.latest = sc.OPT_IN_LATEST in {part.strip() for part in opt_in.split(",")}

@@ -37,7 +37,7 @@ from aiguard._engine.stream import (
 )
 from aiguard._errors import StreamTruncated
 from aiguard._policy import Policy
-from aiguard._telemetry import Attrs, current, report_fault
+from aiguard._telemetry import Attrs, Telemetry, current, report_fault
 
 
 def begin(
@@ -54,8 +54,7 @@ def begin(
     the attributes samplers see; ``function`` names a decorated function's span and attributes.
     """
     telemetry = current()
-    now = time.monotonic()
-    deadline = now + policy.timeout if policy.timeout is not None else None
+    deadline = time.monotonic() + policy.timeout if policy.timeout is not None else None
     parent = frame.get()
     if parent is not None:
         outer = parent.deadline
@@ -64,45 +63,51 @@ def begin(
     budgets = _budget.active.get()
     if policy.budget is not None and policy.budget not in budgets:
         budgets = (*budgets, policy.budget)
-    tracing = telemetry.tracing()
-    inference = function is None
-    measuring = inference and telemetry.measuring()
-    capture = input_attrs = None
-    if function is not None:
-        name, attrs = function
-        kind = SpanKind.INTERNAL
+    if function is None:
+        record = _inference_record(telemetry, route, policy, endpoints[0], request)
     else:
-        primary = endpoints[0]
-        # No model in the request (a stored prompt names it): the operation alone.
-        name = f"{route.operation} {primary.model}" if primary.model else route.operation
-        kind = route.span_kind
-        attrs = {}
-        if tracing or measuring:
-            attrs = {sc.OPERATION: route.operation, sc.PROVIDER: primary.provider, **primary.server}
-            if primary.model:
-                attrs[sc.REQUEST_MODEL] = primary.model
-            if tracing:
-                try:
-                    attrs.update(route.request_attributes(request))
-                    for key in sc.DOUBLE_ATTRIBUTES:
-                        value = attrs.get(key)
-                        if isinstance(value, int):
-                            attrs[key] = float(value)
-                except Exception as exc:
-                    report_fault("reading request attributes", exc)
-        # Embeddings carry no messages: nothing of them is captured.
-        if route.operation != "embeddings":
-            capture = _capture.current(policy.capture)
-        if capture is not None:
-            input_attrs = _captured_input(route, request, capture)
-    record = CallRecord(
-        telemetry, tracing, measuring, name, kind, attrs, inference, capture, input_attrs
-    )
+        name, attrs = function
+        record = CallRecord(
+            telemetry, telemetry.tracing(), False, name, SpanKind.INTERNAL, attrs, False
+        )
     ledger = Ledger(budgets, parent.ledger if parent is not None else None)
     tag = policy.tag if policy.tag is not None else _budget.current_tag.get()
     routing = Routing(endpoints, policy, deadline, telemetry, record)
     return GuardedCall(
-        route, policy, request, telemetry, record, ledger, routing, inference, tag, reader
+        route, policy, request, telemetry, record, ledger, routing, function is None, tag, reader
+    )
+
+
+def _inference_record(
+    telemetry: Telemetry, route: Route, policy: Policy, primary: Endpoint, request: dict[str, Any]
+) -> CallRecord:
+    """The record of a model call: its inference span, started with what samplers see."""
+    tracing = telemetry.tracing()
+    measuring = telemetry.measuring()
+    # No model in the request (a stored prompt names it): the operation alone.
+    name = f"{route.operation} {primary.model}" if primary.model else route.operation
+    attrs: Attrs = {}
+    if tracing or measuring:
+        attrs = {sc.OPERATION: route.operation, sc.PROVIDER: primary.provider, **primary.server}
+        if primary.model:
+            attrs[sc.REQUEST_MODEL] = primary.model
+        if tracing:
+            try:
+                attrs.update(route.request_attributes(request))
+                for key in sc.DOUBLE_ATTRIBUTES:
+                    value = attrs.get(key)
+                    if isinstance(value, int):
+                        attrs[key] = float(value)
+            except Exception as exc:
+                report_fault("reading request attributes", exc)
+    capture = input_attrs = None
+    # Embeddings carry no messages: nothing of them is captured.
+    if route.operation != "embeddings":
+        capture = _capture.current(policy.capture)
+    if capture is not None:
+        input_attrs = _captured_input(route, request, capture)
+    return CallRecord(
+        telemetry, tracing, measuring, name, route.span_kind, attrs, True, capture, input_attrs
     )
 
 

@@ -51,4 +51,5 @@ def test_the_readmes_install_and_two_commands_work_in_a_fresh_venv(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
     assert "Cost by model" in done.stdout  # the demo ran
-    assert re.search(r"\d+ passed", done.stdout) and " failed" not in done.stdout
+    # pytest's closing line (the demo's own text may say "failed" of an attempt).
+    assert re.search(r"\d+ passed", done.stdout) and not re.search(r"\d+ failed", done.stdout)

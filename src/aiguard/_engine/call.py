@@ -222,7 +222,7 @@ class GuardedCall:
         output = None
         if record.capture is not None and answer is not None:
             output = self._captured_output(answer, attrs)
-        record.answered(endpoint.metric_attrs or self._metric_base(endpoint), attrs, usage, output)
+        record.answered(endpoint.target_attrs(), attrs, usage, output)
 
     def _price(
         self, attempt: _Attempt, attrs: Attrs, usage: Usage | None, seconds: float, stream: bool
@@ -250,14 +250,6 @@ class GuardedCall:
             if self.tag is not None:
                 metric_attrs[sc.TAG] = self.tag
             self.telemetry.count(self.telemetry.cost, metric_attrs, float(charged))
-
-    def _metric_base(self, endpoint: Endpoint) -> Attrs:
-        base = endpoint.metric_attrs = {
-            sc.OPERATION: self.route.operation,
-            sc.PROVIDER: endpoint.provider,
-            **endpoint.server,
-        }
-        return base
 
     def _captured_output(self, answer: Any, attrs: Attrs) -> Attrs | None:
         """The answer's ``gen_ai.output.messages``; ``answer`` is a response, or a stream's

@@ -22,6 +22,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from aiguard import _semconv as sc
 from aiguard._messages import Message, request_messages
 from aiguard._policy import Failure, Retry
 from aiguard._telemetry import Attrs
@@ -113,9 +114,16 @@ class Endpoint:
     # The provider whose prices apply, when not ``provider`` (an OpenAI client talking to Groq
     # reports ``openai`` in telemetry and is priced as Groq).
     pricing: str | None = None
-    # The operation, provider and server attributes, made on first use.
-    metric_attrs: Attrs | None = None
+    # The provider and server attributes, made on first use.
+    _target: Attrs | None = None
 
     @property
     def price_provider(self) -> str:
         return self.pricing or self.provider
+
+    def target_attrs(self) -> Attrs:
+        """``gen_ai.provider.name`` and ``server.*`` of this target, for an answer it gave."""
+        attrs = self._target
+        if attrs is None:
+            attrs = self._target = {sc.PROVIDER: self.provider, **self.server}
+        return attrs

@@ -28,49 +28,7 @@ from aiguard._engine import state
 from aiguard._policy import NO_RETRY, Policy
 from aiguard._policy_file import resolve
 from aiguard._telemetry import report_fault
-
-# (SDK module, how to reach the class from the module, method names, attribute path on a
-# guarded client, the attribute of the method's instance that holds the client: "" for itself)
-_Patch = tuple[str, Callable[[Any], type], tuple[str, ...], tuple[str, ...], str]
-_OPENAI = (
-    (("chat", "completions"), ("create", "parse")),
-    (("embeddings",), ("create",)),
-    (("responses",), ("create",)),
-)
-_LLAMA = ("create_chat_completion", "create_completion", "create_embedding")
-
-
-def _resource(client_cls: str, path: tuple[str, ...]) -> Callable[[Any], type]:
-    """The class of a client's resource (``client.chat.completions``), found on a throwaway."""
-
-    def find(module: Any) -> type:
-        client = getattr(module, client_cls)(api_key="aiguard-instrument", base_url="http://x")
-        obj: Any = client
-        for name in path:
-            obj = getattr(obj, name)
-        return type(obj)
-
-    return find
-
-
-def _attr(name: str) -> Callable[[Any], type]:
-    return lambda module: getattr(module, name)
-
-
-def _patches() -> list[_Patch]:
-    found: list[_Patch] = []
-    for client_cls in ("OpenAI", "AsyncOpenAI"):
-        for path, methods in _OPENAI:
-            found.append(("openai", _resource(client_cls, path), methods, path, "_client"))
-    for client_cls in ("Anthropic", "AsyncAnthropic"):
-        messages = ("messages",)
-        found.append(
-            ("anthropic", _resource(client_cls, messages), ("create",), messages, "_client")
-        )
-    for client_cls in ("Client", "AsyncClient"):
-        found.append(("ollama", _attr(client_cls), ("chat", "generate", "embed"), (), ""))
-    found.append(("llama_cpp", _attr("Llama"), _LLAMA, (), ""))
-    return found
+from aiguard.adapters._proxy import Patch
 
 
 class _State:
@@ -102,23 +60,29 @@ def instrument(policy: Policy | str | None = None) -> None:
         _state.guarded = weakref.WeakKeyDictionary()
         if _state.patched:
             return
-        for sdk, find, methods, path, client_attr in _patches():
+        for sdk in adapters.ADAPTERS:
             try:
-                module = importlib.import_module(sdk)
+                importlib.import_module(sdk)
             except ImportError:
                 continue
-            try:
-                cls = find(module)
-            except Exception as exc:  # the SDK changed shape: that SDK is left alone
-                report_fault(f"instrumenting {sdk}", exc)
-                continue
-            for method in methods:
-                original = cls.__dict__.get(method)
-                if original is None:
-                    continue
-                wrapper = wrapt.FunctionWrapper(original, _caller((*path, method), client_attr))
-                setattr(cls, method, wrapper)
-                _state.patched.append((cls, method, original))
+            adapter = adapters.loaded(sdk)
+            for patch in adapter.PATCHES if adapter is not None else ():
+                _patch(sdk, patch)
+
+
+def _patch(sdk: str, patch: Patch) -> None:
+    try:
+        cls = patch.find()
+    except Exception as exc:  # the SDK changed shape: that SDK is left alone
+        report_fault(f"instrumenting {sdk}", exc)
+        return
+    for method in patch.methods:
+        original = cls.__dict__.get(method)
+        if original is None:
+            continue
+        caller = _caller((*patch.path, method), patch.client_attr)
+        setattr(cls, method, wrapt.FunctionWrapper(original, caller))
+        _state.patched.append((cls, method, original))
 
 
 def uninstrument() -> None:

@@ -34,8 +34,10 @@ from aiguard.adapters._proxy import (
     SDK_VIEW,
     Guard,
     GuardedProxy,
+    Patch,
     guarded_method,
     is_wrapped,
+    resource_class,
     same_kind_clients,
     unwrap,
 )
@@ -531,3 +533,10 @@ def wrap(
 
     tree["with_options"] = tree["copy"] = with_options
     return GuardedProxy(client, tree, policy, provider)
+
+
+# Zero-code instrumentation (``aiguard.instrument()``): the SDK methods it patches.
+PATCHES = tuple(
+    Patch(resource_class(client_cls, ("messages",)), ("create",), ("messages",), "_client")
+    for client_cls in (anthropic.Anthropic, anthropic.AsyncAnthropic)
+)

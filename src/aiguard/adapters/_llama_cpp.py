@@ -39,9 +39,11 @@ from aiguard._telemetry import Attrs
 from aiguard._types import Usage
 from aiguard.adapters._proxy import (
     GuardedProxy,
+    Patch,
     binder,
     guarded_method,
     same_kind_clients,
+    the_class,
     unwrap,
 )
 
@@ -588,3 +590,12 @@ async def _held_async(chunks: Iterator[Any], turn: _Turn) -> AsyncIterator[Any]:
                 await turn.run(close)  # cleans up while the lock is still held
         finally:
             turn.end()
+
+
+# Zero-code instrumentation (``aiguard.instrument()``): the SDK methods it patches.
+PATCHES = (
+    Patch(
+        the_class(llama_cpp.Llama),
+        ("create_chat_completion", "create_completion", "create_embedding"),
+    ),
+)

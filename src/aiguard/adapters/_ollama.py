@@ -24,9 +24,11 @@ from aiguard._telemetry import Attrs
 from aiguard._types import Usage
 from aiguard.adapters._proxy import (
     GuardedProxy,
+    Patch,
     binder,
     guarded_method,
     same_kind_clients,
+    the_class,
     unwrap,
 )
 
@@ -378,3 +380,10 @@ def wrap(client: ollama.Client | ollama.AsyncClient, policy: Policy, provider: s
             bind=binder(getattr(client, name)),  # client.chat("llama3", messages) is common
         )
     return GuardedProxy(client, tree, policy, provider)
+
+
+# Zero-code instrumentation (``aiguard.instrument()``): the SDK methods it patches.
+PATCHES = tuple(
+    Patch(the_class(client_cls), ("chat", "generate", "embed"))
+    for client_cls in (ollama.Client, ollama.AsyncClient)
+)

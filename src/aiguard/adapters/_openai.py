@@ -36,9 +36,11 @@ from aiguard.adapters._proxy import (
     SDK_VIEW,
     Guard,
     GuardedProxy,
+    Patch,
     guarded_method,
     is_wrapped,
     rebound,
+    resource_class,
     unwrap,
 )
 
@@ -785,3 +787,15 @@ def _rewrap(
     if "max_retries" in options and policy.retry is not DEFAULT_RETRY:
         policy = dataclasses.replace(policy, retry=DEFAULT_RETRY)
     return wrap(result, policy, provider)
+
+
+# Zero-code instrumentation (``aiguard.instrument()``): the SDK methods it patches.
+PATCHES = tuple(
+    Patch(resource_class(client_cls, path), methods, path, "_client")
+    for client_cls in (openai.OpenAI, openai.AsyncOpenAI)
+    for path, methods in (
+        (("chat", "completions"), ("create", "parse")),
+        (("embeddings",), ("create",)),
+        (("responses",), ("create",)),
+    )
+)

@@ -269,3 +269,37 @@ def same_kind_clients(
         if id(other) not in found:
             found[id(other)] = view(other)
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """One row of an adapter's ``PATCHES``: SDK methods zero-code instrumentation guards.
+
+    ``find`` returns the class whose ``methods`` are patched (called by ``aiguard.instrument()``,
+    never at import); ``path`` is where those methods sit on a guarded client
+    (``("chat", "completions")``); ``client_attr`` is the attribute of the method's instance
+    that holds the client ("" when the instance is the client).
+    """
+
+    find: Callable[[], type]
+    methods: tuple[str, ...]
+    path: tuple[str, ...] = ()
+    client_attr: str = ""
+
+
+def resource_class(client_cls: type, path: tuple[str, ...]) -> Callable[[], type]:
+    """The class of a client's resource (``client.chat.completions``), found on a throwaway
+    client when first asked for."""
+
+    def find() -> type:
+        obj: Any = client_cls(api_key="aiguard-instrument", base_url="http://x")
+        for name in path:
+            obj = getattr(obj, name)
+        return type(obj)
+
+    return find
+
+
+def the_class(cls: type) -> Callable[[], type]:
+    """A ``Patch.find`` for methods defined on the client class itself."""
+    return lambda: cls

@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "aiguard"
 LAYERS: list[set[str]] = [
     {"_errors", "_types", "_messages", "_semconv", "_version"},
     {"_policy", "_budget", "_breaker", "_output"},
-    {"prices", "checks", "_telemetry", "_capture", "_http", "_jsonl", "_pretty"},
+    {"prices", "_patterns", "_detect", "checks", "_telemetry", "_capture", "_http", "_jsonl", "_pretty"},
     {"_engine"},
     {"adapters"},
     {"_wrap", "_decorator", "_instrument", "_config", "_policy_file", "_classify"},

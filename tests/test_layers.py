@@ -14,7 +14,7 @@ LAYERS: list[set[str]] = [
     {"prices", "_patterns", "_detect", "checks", "_telemetry", "_capture", "_http", "_jsonl", "_pretty"},
     {"_engine"},
     {"adapters"},
-    {"_wrap", "_decorator", "_instrument", "_config", "_policy_file", "_classify"},
+    {"_wrap", "_decorator", "_instrument", "_config", "_policy_file", "_policy_schema", "_toml_lines", "_classify"},
     {"_cli", "_report", "testing", "__init__", "__main__"},
 ]
 

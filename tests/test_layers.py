@@ -11,11 +11,30 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "aiguard"
 LAYERS: list[set[str]] = [
     {"_errors", "_types", "_messages", "_semconv", "_version"},
     {"_policy", "_budget", "_breaker", "_output"},
-    {"prices", "_patterns", "_detect", "checks", "_telemetry", "_capture", "_http", "_jsonl", "_pretty"},
+    {
+        "prices",
+        "_patterns",
+        "_detect",
+        "checks",
+        "_telemetry",
+        "_capture",
+        "_http",
+        "_jsonl",
+        "_pretty",
+    },
     {"_engine"},
     {"adapters"},
-    {"_wrap", "_decorator", "_instrument", "_config", "_policy_file", "_policy_schema", "_toml_lines", "_classify"},
-    {"_cli", "_report", "testing", "__init__", "__main__"},
+    {
+        "_wrap",
+        "_decorator",
+        "_instrument",
+        "_config",
+        "_policy_file",
+        "_policy_schema",
+        "_toml_lines",
+        "_classify",
+    },
+    {"_cli", "_report_read", "_report", "testing", "__init__", "__main__"},
 ]
 
 

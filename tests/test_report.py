@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 import aiguard
-from aiguard import _config, _report, checks
+from aiguard import _config, _report, _report_read, checks
 from aiguard._jsonl import JsonlSpanExporter
 from aiguard.testing import MockServer
 
@@ -343,7 +343,7 @@ def test_permission_denied_exits_2_even_as_root(tmp_path, monkeypatch):
     def denied(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(_report, "open", denied, raising=False)
+    monkeypatch.setattr(_report_read, "open", denied, raising=False)
     code, out, err = _run(tmp_path / "spans.jsonl")
     assert (code, out) == (2, "")
     assert err == f"aiguard report: cannot read {tmp_path / 'spans.jsonl'}: permission denied\n"

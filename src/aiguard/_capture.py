@@ -30,19 +30,24 @@ TRUNCATED = "…[truncated by aiguard]"
 
 
 @dataclass(frozen=True, slots=True)
-class Capture:
+class CaptureSettings:
+    """What content capture records for a call: on the span, in a log event, with personal
+    data kept or scrubbed, each value cut at ``max_chars``."""
+
     span: bool
     event: bool
     keep_pii: bool = False
     max_chars: int = 8192
 
 
-class _State:
-    explicit: Capture | None = None
-    from_env: Capture | bool | None = False  # False: not read yet
+class _Configured:
+    """The settings ``configure()`` gave, and those read once from the environment."""
+
+    explicit: CaptureSettings | None = None
+    from_env: CaptureSettings | bool | None = False  # False: not read yet
 
 
-_state = _State()
+_state = _Configured()
 
 
 def set_capture(mode: object, keep_pii: bool, max_chars: int) -> None:
@@ -55,7 +60,7 @@ def set_capture(mode: object, keep_pii: bool, max_chars: int) -> None:
         _state.explicit = None
         return
     span, event = parse_mode(mode)
-    _state.explicit = Capture(span, event, keep_pii, max_chars)
+    _state.explicit = CaptureSettings(span, event, keep_pii, max_chars)
 
 
 def reset() -> None:
@@ -63,35 +68,35 @@ def reset() -> None:
     _state.from_env = False
 
 
-def current(override: str | bool | None = None) -> Capture | None:
+def current(override: str | bool | None = None) -> CaptureSettings | None:
     """The capture in force (a policy's ``override`` first), or None when nothing is captured."""
     if override is not None:
         span, event = parse_mode(override)
         process = _state.explicit
         keep_pii = process.keep_pii if process is not None else False
         max_chars = process.max_chars if process is not None else 8192
-        return Capture(span, event, keep_pii, max_chars) if span or event else None
+        return CaptureSettings(span, event, keep_pii, max_chars) if span or event else None
     chosen = _state.explicit
     if chosen is None:
         found = _state.from_env
         if found is False:
             found = _state.from_env = _from_env()
-        chosen = found if isinstance(found, Capture) else None
+        chosen = found if isinstance(found, CaptureSettings) else None
     if chosen is None or not (chosen.span or chosen.event):
         return None
     return chosen
 
 
-def _from_env() -> Capture | None:
+def _from_env() -> CaptureSettings | None:
     try:
         span, event = parse_mode(os.environ.get(ENV, ""))
     except ValueError:
         report_fault(f"reading {ENV}", ValueError(os.environ.get(ENV)))
         return None
-    return Capture(span, event)
+    return CaptureSettings(span, event)
 
 
-def _clean(text: str, capture: Capture) -> str:
+def _clean(text: str, capture: CaptureSettings) -> str:
     from aiguard.checks import scrub
 
     cleaned = scrub(text, pii=not capture.keep_pii)
@@ -100,7 +105,7 @@ def _clean(text: str, capture: Capture) -> str:
     return cleaned
 
 
-def _parts(message: Message, capture: Capture) -> list[dict[str, Any]]:
+def _parts(message: Message, capture: CaptureSettings) -> list[dict[str, Any]]:
     """A message's parts in the conventions' schema (text, tool_call, tool_call_response,
     blob, or a generic part), its text scrubbed."""
     parts: list[dict[str, Any]] = []
@@ -125,7 +130,7 @@ def _parts(message: Message, capture: Capture) -> list[dict[str, Any]]:
     return parts
 
 
-def _tool_call(content: str, capture: Capture) -> dict[str, Any]:
+def _tool_call(content: str, capture: CaptureSettings) -> dict[str, Any]:
     """A provider's tool call (OpenAI, Responses, Anthropic, Ollama JSON) as a schema part."""
     call = _parsed(content)
     if not isinstance(call, dict):
@@ -152,7 +157,7 @@ def _parsed(value: Any) -> Any:
     return value
 
 
-def _scrubbed(value: Any, capture: Capture) -> Any:
+def _scrubbed(value: Any, capture: CaptureSettings) -> Any:
     if isinstance(value, str):
         return _clean(value, capture)
     if isinstance(value, dict):
@@ -162,7 +167,7 @@ def _scrubbed(value: Any, capture: Capture) -> Any:
     return value
 
 
-def input_attributes(messages: list[Message], capture: Capture) -> Attrs:
+def input_attributes(messages: list[Message], capture: CaptureSettings) -> Attrs:
     """``gen_ai.input.messages`` (the chat history in the order sent, system messages included)
     and ``gen_ai.system_instructions`` (instructions given apart from it), as JSON strings."""
     system = [p for m in messages if m.instructions for p in _parts(m, capture)]
@@ -203,7 +208,7 @@ def tool_definitions(tools: Any) -> Attrs:
     return {TOOL_DEFINITIONS: json.dumps(out, ensure_ascii=False, default=repr)} if out else {}
 
 
-def output_attributes(answers: list[tuple[Message, str]], capture: Capture) -> Attrs:
+def output_attributes(answers: list[tuple[Message, str]], capture: CaptureSettings) -> Attrs:
     """``gen_ai.output.messages``: one message per choice, with its finish reason."""
     if not answers:
         return {}

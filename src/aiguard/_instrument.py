@@ -31,7 +31,9 @@ from aiguard._telemetry import report_fault
 from aiguard.adapters._proxy import Patch
 
 
-class _State:
+class _Instrumentation:
+    """What instrument() did: its policy, the methods it patched, the clients it guarded."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.policy: Policy | None = None
@@ -39,7 +41,7 @@ class _State:
         self.guarded: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
-_state = _State()
+_state = _Instrumentation()
 
 
 def instrument(policy: Policy | str | None = None) -> None:

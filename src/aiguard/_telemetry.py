@@ -278,11 +278,13 @@ def usage_attributes(usage: Usage | None, latest: bool = False) -> Attrs:
     return attrs
 
 
-class _State:
+class _Installed:
+    """The telemetry in force (providers, instruments), made on first use."""
+
     telemetry: Telemetry | None = None
 
 
-_state = _State()
+_state = _Installed()
 
 
 def current() -> Telemetry:

@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 
 from aiguard import _budget, _capture
 from aiguard import _semconv as sc
-from aiguard._capture import Capture
+from aiguard._capture import CaptureSettings
 from aiguard._engine.call import REASK, GuardedCall
 from aiguard._engine.contract import Endpoint, Reader, Route
 from aiguard._engine.decisions import Routing
@@ -111,7 +111,7 @@ def _inference_record(
     )
 
 
-def _captured_input(route: Route, request: dict[str, Any], capture: Capture) -> Attrs:
+def _captured_input(route: Route, request: dict[str, Any], capture: CaptureSettings) -> Attrs:
     try:
         attrs = _capture.input_attributes(route.messages(request), capture)
         attrs.update(_capture.tool_definitions(request.get("tools")))

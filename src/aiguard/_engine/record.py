@@ -26,7 +26,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from aiguard import _capture
 from aiguard import _semconv as sc
-from aiguard._capture import Capture
+from aiguard._capture import CaptureSettings
 from aiguard._telemetry import (
     Attrs,
     Telemetry,
@@ -72,7 +72,7 @@ class CallRecord:
         kind: SpanKind,
         attributes: Attrs,
         inference: bool,
-        capture: Capture | None = None,
+        capture: CaptureSettings | None = None,
         input_attrs: Attrs | None = None,
     ) -> None:
         self.telemetry = telemetry

@@ -101,6 +101,9 @@ def answer_text(result: Any) -> Any:
             if isinstance(message, dict):
                 return message.get("content")
             return choices[0].get("text")
+        bedrock = _bedrock_message(result)
+        if bedrock is not None:  # Bedrock converse
+            return "".join(b["text"] for b in bedrock if isinstance(b.get("text"), str))
         return result
     choices = getattr(result, "choices", None)
     if isinstance(choices, list) and choices:  # OpenAI chat completion
@@ -143,6 +146,11 @@ def answer_messages(result: Any) -> list[tuple[Message, str]]:
                 parts += [Part("tool_call", to_json(plain(c))) for c in m("tool_calls") or ()]
             out.append((Message("assistant", parts), _reason(at("finish_reason"))))
         return out
+    bedrock = _bedrock_message(result)
+    if bedrock is not None:  # Bedrock converse
+        parts = _text_parts("".join(b["text"] for b in bedrock if isinstance(b.get("text"), str)))
+        parts += [Part("tool_call", to_json(b["toolUse"])) for b in bedrock if "toolUse" in b]
+        return [(Message("assistant", parts), _reason(get("stopReason")))]
     output = get("output")
     if isinstance(output, list):  # OpenAI Responses
         parts = []
@@ -178,6 +186,14 @@ def answer_messages(result: Any) -> list[tuple[Message, str]]:
     return []
 
 
+def _bedrock_message(result: Any) -> list[dict[str, Any]] | None:
+    """The content blocks of a Bedrock converse answer (a dict), or None for another shape."""
+    output = result.get("output") if isinstance(result, dict) else None
+    message = output.get("message") if isinstance(output, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else None
+
+
 def _get_of(value: Any) -> Callable[[str], Any]:
     if isinstance(value, dict):
         return value.get
@@ -195,6 +211,8 @@ def _reason(value: Any) -> str:
 def chunk_text(chunk: Any) -> str:
     """The answer text one stream chunk carries, for any provider's chunk shape ("" if none)."""
     try:
+        if isinstance(chunk, dict) and "contentBlockDelta" in chunk:  # Bedrock converse_stream
+            return str(chunk["contentBlockDelta"]["delta"].get("text") or "")
         if isinstance(chunk, dict):  # llama.cpp
             choice = (chunk.get("choices") or [{}])[0]
             return str((choice.get("delta") or {}).get("content") or choice.get("text") or "")

@@ -16,6 +16,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "llama_cpp": ("aiguard.adapters._llama_cpp", "llama_cpp.Llama"),
     "anthropic": ("aiguard.adapters._anthropic", "anthropic.Anthropic, anthropic.AsyncAnthropic"),
     "ollama": ("aiguard.adapters._ollama", "ollama.Client, ollama.AsyncClient"),
+    "botocore": ("aiguard.adapters._bedrock", "boto3.client('bedrock-runtime') (sync)"),
 }
 
 

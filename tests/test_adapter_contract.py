@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+import boto3
 import ollama
 import openai
 import pytest
@@ -33,6 +34,7 @@ class Provider:
     other: str  # the fallback model
     client: Callable[[MockServer, bool], Any]  # (server, is_async) -> the SDK's client
     call: Callable[[Any, str, bool], Any]  # (client, model, stream) -> the answer or a stream
+    has_async: bool = True  # False: the SDK has no async client (boto3)
 
 
 def _openai(server: MockServer, is_async: bool) -> Any:
@@ -48,6 +50,25 @@ def _anthropic(server: MockServer, is_async: bool) -> Any:
 def _ollama(server: MockServer, is_async: bool) -> Any:
     cls = ollama.AsyncClient if is_async else ollama.Client
     return cls(host=server.ollama_url)
+
+
+def _bedrock(server: MockServer, is_async: bool) -> Any:
+    return boto3.client(
+        "bedrock-runtime",
+        endpoint_url=server.anthropic_url,  # the server's root: boto3 adds /model/...
+        region_name="us-east-1",
+        aws_access_key_id="AKIDAIGUARDTEST",
+        aws_secret_access_key="aiguard-test-secret",
+    )
+
+
+def _bedrock_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"role": m["role"], "content": [{"text": m["content"]}]} for m in messages]
+
+
+def _converse(client: Any, model: str, stream: bool, messages: Any = MESSAGES) -> Any:
+    request = {"modelId": model, "messages": _bedrock_messages(messages)}
+    return client.converse_stream(**request)["stream"] if stream else client.converse(**request)
 
 
 PROVIDERS = [
@@ -72,6 +93,14 @@ PROVIDERS = [
         _ollama,
         lambda c, m, s: c.chat(model=m, messages=MESSAGES, stream=s),
     ),
+    Provider(
+        "bedrock",
+        "anthropic.claude-3-5-haiku-20241022-v1:0",
+        "us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+        _bedrock,
+        _converse,
+        has_async=False,
+    ),
 ]
 
 
@@ -83,6 +112,12 @@ def provider(request: pytest.FixtureRequest) -> Provider:
 @pytest.fixture(params=[False, True], ids=["sync", "async"])
 def is_async(request: pytest.FixtureRequest) -> bool:
     return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture(autouse=True)
+def _applicable(provider: Provider, is_async: bool) -> None:
+    if is_async and not provider.has_async:
+        pytest.skip(f"{provider.name}: the SDK has no async client")
 
 
 def _ask(provider: Provider, client: Any, is_async: bool, stream: bool = False) -> list[Any]:
@@ -161,6 +196,8 @@ def _leak(provider: Provider, client: Any, messages: list[Any]) -> Any:
         return client.chat.completions.create(model=provider.model, messages=messages)
     if provider.name == "anthropic":
         return client.messages.create(model=provider.model, max_tokens=5, messages=messages)
+    if provider.name == "bedrock":
+        return _converse(client, provider.model, False, messages)
     return client.chat(model=provider.model, messages=messages)
 
 

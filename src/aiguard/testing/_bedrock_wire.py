@@ -19,6 +19,8 @@ import zlib
 from typing import Any
 from urllib.parse import unquote
 
+from aiguard.testing._wire import Fault, Reply, Wire, _pieces, _token_counts
+
 CONTENT_TYPE = "application/vnd.amazon.eventstream"
 _PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>converse|converse-stream)$")
 # Bedrock's exception by status, as a fault's ``status`` picks it (``code`` names another).
@@ -88,24 +90,9 @@ def error(status: int, message: str, code: str | None) -> tuple[bytes, dict[str,
     return json.dumps({"message": message}).encode(), headers
 
 
-def _tokens(text: str) -> int:
-    return max(1, len(text) // 4)
-
-
-def _prompt(body: dict[str, Any]) -> str:
-    texts = [b.get("text", "") for b in body.get("system") or [] if isinstance(b, dict)]
-    for message in body.get("messages") or []:
-        if isinstance(message, dict):
-            blocks = message.get("content") or []
-            texts += [b.get("text", "") for b in blocks if isinstance(b, dict)]
-    return " ".join(t for t in texts if isinstance(t, str))
-
-
-def usage(body: dict[str, Any], reply: Any, content: str) -> dict[str, int]:
+def usage(body: dict[str, Any], reply: Reply, content: str) -> dict[str, int]:
     """Bedrock's usage: ``inputTokens`` leaves out what was read from or written to the cache."""
-    prompt = reply.prompt_tokens if reply.prompt_tokens is not None else _tokens(_prompt(body))
-    output = reply.completion_tokens
-    output = output if output is not None else _tokens(content)
+    prompt, output = _token_counts(body, reply, content)
     read, written = reply.cached_tokens or 0, reply.cache_write_tokens or 0
     counts = {"inputTokens": max(prompt - read - written, 0), "outputTokens": output}
     counts["totalTokens"] = prompt + output
@@ -116,7 +103,7 @@ def usage(body: dict[str, Any], reply: Any, content: str) -> dict[str, int]:
     return counts
 
 
-def _blocks(content: str, reply: Any) -> list[dict[str, Any]]:
+def _blocks(content: str, reply: Reply) -> list[dict[str, Any]]:
     if not reply.tool_calls:
         return [{"text": content}]
     return [
@@ -125,12 +112,12 @@ def _blocks(content: str, reply: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _stop(reply: Any) -> str:
+def _stop(reply: Reply) -> str:
     reason = "tool_calls" if reply.tool_calls else reply.finish_reason
     return _STOP.get(reason, reason)
 
 
-def answer(body: dict[str, Any], reply: Any, content: str) -> dict[str, Any]:
+def answer(body: dict[str, Any], reply: Reply, content: str) -> dict[str, Any]:
     """A ``converse`` answer."""
     message = {"role": "assistant", "content": _blocks(content, reply)}
     answered: dict[str, Any] = {"output": {"message": message}, "stopReason": _stop(reply)}
@@ -141,7 +128,7 @@ def answer(body: dict[str, Any], reply: Any, content: str) -> dict[str, Any]:
 
 
 def stream_frames(
-    body: dict[str, Any], reply: Any, content: str, pieces: list[str], truncate: bool
+    body: dict[str, Any], reply: Reply, content: str, pieces: list[str], truncate: bool
 ) -> list[tuple[bytes, bool]]:
     """A ``converse-stream`` answer's frames, each saying whether it counts as a chunk (the
     message's start does not: a fault cuts after it)."""
@@ -169,20 +156,38 @@ def stream_frames(
     return frames
 
 
-def serve(
-    handler: Any, model: str, streams: bool, body: dict[str, Any], reply: Any, fault: Any
-) -> None:
-    """Answer one Bedrock request on the kit's request ``handler`` (its ``_json`` and
-    ``_stream`` senders), playing ``fault`` (a ``Fault`` or None) as the other wires do."""
-    content = reply.content if reply.content is not None else f"Hello from {model}."
-    headers = {"x-amzn-requestid": str(uuid.uuid4()), **(fault.headers if fault else {})}
-    if not streams:
-        handler._json(200, answer(body, reply, content), headers)
-        return
-    words = content.split(" ")
-    pieces = [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
-    frames = stream_frames(body, reply, content, pieces, bool(fault and fault.truncate))
-    failure = None
-    if fault is not None and fault.stream_error:
-        failure = exception(fault.stream_error, "mock stream error")
-    handler._stream(CONTENT_TYPE, frames, fault, failure, headers)
+def error_body(status: int, message: str, fault: Fault | None) -> dict[str, Any]:
+    return {"message": message}
+
+
+class BedrockWire(Wire):
+    def _bedrock(
+        self, model: str, streams: bool, body: dict[str, Any], reply: Reply, fault: Fault | None
+    ) -> None:
+        """Answer a ``converse`` or ``converse-stream`` request for ``model`` (from the path)."""
+        content = reply.content if reply.content is not None else f"Hello from {model}."
+        headers = {"x-amzn-requestid": str(uuid.uuid4()), **(fault.headers if fault else {})}
+        if not streams:
+            self._json(200, answer(body, reply, content), headers)
+            return
+        truncate = bool(fault and fault.truncate)
+        frames = stream_frames(body, reply, content, _pieces(content), truncate)
+        # As AWS sends it: chunked, one event a chunk, so the SDK reads each as it comes.
+        sent = [(_chunk(data), counts) for data, counts in frames] + [(_chunk(b""), False)]
+        failure = None
+        if fault is not None and fault.stream_error:
+            failure = _chunk(exception(fault.stream_error, "mock stream error")) + _chunk(b"")
+        headers["transfer-encoding"] = "chunked"
+        self._stream(CONTENT_TYPE, sent, fault, failure, headers)
+
+    def _error(self, dialect: str, status: int, message: str, fault: Fault | None = None) -> None:
+        """Bedrock's errors name their exception in ``x-amzn-errortype``; others as they are."""
+        if dialect != "bedrock":
+            super()._error(dialect, status, message, fault)
+            return
+        data, headers = error(status, message, fault.code if fault else None)
+        self._raw(status, data, {**headers, **(fault.headers if fault else {})})
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)

@@ -13,6 +13,10 @@ and cached tokens, as JSON or as a stream:
 - Ollama: ``POST /api/chat`` and ``/api/generate`` (NDJSON streams, streaming unless the body
   says ``"stream": false``), ``/api/embed`` and ``/api/embeddings``. Point
   ``ollama.Client(host=server.ollama_url)`` at it.
+- AWS Bedrock: ``POST /model/{modelId}/converse`` (JSON) and ``/converse-stream`` (AWS
+  event-stream binary frames). Point ``boto3.client("bedrock-runtime",
+  endpoint_url=server.anthropic_url, region_name=..., aws_access_key_id=...,
+  aws_secret_access_key=...)`` at it (any credentials).
 
 A :class:`Fault` applies to whichever protocol the request speaks; errors come in that
 protocol's body shape.
@@ -32,6 +36,10 @@ from urllib.parse import urlsplit
 
 from aiguard.testing._anthropic_wire import AnthropicWire
 from aiguard.testing._anthropic_wire import error_body as anthropic_error
+from aiguard.testing._bedrock_wire import MALFORMED as BEDROCK_MALFORMED
+from aiguard.testing._bedrock_wire import BedrockWire
+from aiguard.testing._bedrock_wire import error_body as bedrock_error
+from aiguard.testing._bedrock_wire import route as bedrock_route
 from aiguard.testing._ollama_wire import OllamaWire
 from aiguard.testing._ollama_wire import error_body as ollama_error
 from aiguard.testing._openai_wire import OpenAIWire
@@ -192,10 +200,11 @@ _MALFORMED: dict[_Dialect, bytes] = {
     "openai": b'{"id": "chatcmpl-broken", "choices": [',
     "anthropic": b'{"id": "msg_broken", "type": "message", "content": [',
     "ollama": b'{"model": "broken", "message": {',
+    "bedrock": BEDROCK_MALFORMED,
 }
 
 
-class _Handler(OpenAIWire, AnthropicWire, OllamaWire):
+class _Handler(OpenAIWire, AnthropicWire, OllamaWire, BedrockWire):
     """The request handler: one class combining every wire (a provider's protocol, each in its
     own module on :class:`aiguard.testing._wire.Wire`). A new wire adds its mixin here, its
     paths in :meth:`_route`, its error body and its malformed answer."""
@@ -204,6 +213,7 @@ class _Handler(OpenAIWire, AnthropicWire, OllamaWire):
         "openai": openai_error,
         "anthropic": anthropic_error,
         "ollama": ollama_error,
+        "bedrock": bedrock_error,
     }
     server_state: MockServer
     protocol_version = "HTTP/1.1"
@@ -239,6 +249,9 @@ class _Handler(OpenAIWire, AnthropicWire, OllamaWire):
         except ValueError:
             body = None
         model = body.get("model") if isinstance(body, dict) else None
+        aws = bedrock_route(urlsplit(self.path).path)
+        if aws is not None:  # Bedrock names the model in the path
+            model = aws[0]
         recorded = Recorded(
             "POST",
             self.path,
@@ -271,6 +284,10 @@ class _Handler(OpenAIWire, AnthropicWire, OllamaWire):
 
     def _route(self, path: str) -> tuple[_Dialect, _Route | None]:
         """Which protocol a path speaks, and the method answering it (None: no such route)."""
+        aws = bedrock_route(path)
+        if aws is not None:
+            model, streams = aws
+            return "bedrock", lambda b, r, f: self._bedrock(model, streams, b, r, f)
         if path.startswith("/api/"):
             ollama: dict[str, _Route] = {
                 "/api/chat": self._ollama_chat,

@@ -34,6 +34,13 @@ from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
+from aiguard.adapters._bedrock_openai import (  # the pivot of cross-provider fallback
+    from_openai_chat,
+    from_openai_chunks,
+    openai_chat,
+    openai_chat_async,
+    to_openai_chat,
+)
 from aiguard.adapters._proxy import (
     Guard,
     GuardedProxy,
@@ -43,6 +50,18 @@ from aiguard.adapters._proxy import (
     the_class,
     unwrap,
 )
+
+__all__ = [
+    "PATCHES",
+    "classify",
+    "from_openai_chat",
+    "from_openai_chunks",
+    "openai_chat",
+    "openai_chat_async",
+    "supports",
+    "to_openai_chat",
+    "wrap",
+]
 
 PROVIDER = "aws.bedrock"
 SERVICE = "bedrock-runtime"

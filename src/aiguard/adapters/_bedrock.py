@@ -34,13 +34,14 @@ from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard.adapters._bedrock_openai import (  # the pivot of cross-provider fallback
+
+# The pivot of cross-provider fallback, both ways.
+from aiguard.adapters._bedrock_from_openai import (
     from_openai_chat,
     from_openai_chunks,
-    openai_chat,
-    openai_chat_async,
     to_openai_chat,
 )
+from aiguard.adapters._bedrock_openai import openai_chat, openai_chat_async
 from aiguard.adapters._proxy import (
     Guard,
     GuardedProxy,

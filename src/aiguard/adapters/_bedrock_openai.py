@@ -1,10 +1,9 @@
 """Bedrock in the OpenAI chat-completions shape (plain dicts): the pivot of cross-provider fallback.
 
-Both ways: :func:`openai_chat` answers an OpenAI chat request with a Bedrock client (Bedrock as
-a fallback target); :func:`to_openai_chat`, :func:`from_openai_chat` and
-:func:`from_openai_chunks` turn a converse request into an OpenAI one and the OpenAI answer back
-into what ``converse`` / ``converse_stream`` return (Bedrock as the primary). What cannot be
-translated faithfully raises a ``ValueError`` naming it: never a different request.
+This way: :func:`openai_chat` answers an OpenAI chat request with a Bedrock client (Bedrock as a
+fallback target). The other way (Bedrock as the primary) is in
+:mod:`aiguard.adapters._bedrock_from_openai`. What cannot be translated faithfully raises a
+``ValueError`` naming it: never a different request.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import binascii
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 PROVIDER = "aws.bedrock"
@@ -29,9 +28,13 @@ _FINISH = {
     "content_filtered": "content_filter",
     "guardrail_intervened": "content_filter",
 }
-_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-_STOP["content_filter"] = "content_filtered"
-_STOP["function_call"] = "tool_use"
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "content_filtered",
+}
 # OpenAI request fields that change nothing in the answer (or that the caller handles).
 _IGNORED = {
     "model", "messages", "stream", "stream_options", "user", "store", "metadata", "seed",
@@ -47,7 +50,7 @@ _IMAGE_FORMATS = {
 }
 
 
-def _untranslatable(what: str) -> ValueError:
+def untranslatable(what: str) -> ValueError:
     return ValueError(f"cannot translate {what} between OpenAI chat and Bedrock converse")
 
 
@@ -59,11 +62,11 @@ def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
     head, _, data = url.partition(";base64,")
     kind = _IMAGE_FORMATS.get(head.removeprefix("data:"))
     if kind is None or not data:
-        raise _untranslatable("an image given by URL (Bedrock takes the image's bytes)")
+        raise untranslatable("an image given by URL (Bedrock takes the image's bytes)")
     try:
         raw = base64.b64decode(data, validate=True)
     except binascii.Error as exc:
-        raise _untranslatable("an image whose data URL is not base64") from exc
+        raise untranslatable("an image whose data URL is not base64") from exc
     return {"image": {"format": kind, "source": {"bytes": raw}}}
 
 
@@ -80,17 +83,17 @@ def _content_blocks(content: Any) -> list[dict[str, Any]]:
         elif kind == "image_url":
             blocks.append(_image_block(part))
         else:
-            raise _untranslatable(f"a message part of type {kind!r}")
+            raise untranslatable(f"a message part of type {kind!r}")
     return blocks
 
 
-def _tool_use(call: Mapping[str, Any]) -> dict[str, Any]:
+def tool_use_block(call: Mapping[str, Any]) -> dict[str, Any]:
     function = call.get("function") or {}
     arguments = function.get("arguments") or "{}"
     try:
         given = json.loads(arguments) if isinstance(arguments, str) else arguments
     except ValueError as exc:
-        raise _untranslatable("tool call arguments that are not JSON") from exc
+        raise untranslatable("tool call arguments that are not JSON") from exc
     return {"toolUse": {"toolUseId": call["id"], "name": function["name"], "input": given}}
 
 
@@ -101,9 +104,9 @@ def _message_blocks(message: Mapping[str, Any]) -> tuple[str, list[dict[str, Any
         result = {"toolUseId": message["tool_call_id"], "content": [{"text": text}]}
         return "user", [{"toolResult": result}]
     if role not in ("user", "assistant"):
-        raise _untranslatable(f"a message of role {role!r}")
+        raise untranslatable(f"a message of role {role!r}")
     blocks = _content_blocks(message.get("content"))
-    blocks += [_tool_use(call) for call in message.get("tool_calls") or ()]
+    blocks += [tool_use_block(call) for call in message.get("tool_calls") or ()]
     return str(role), blocks
 
 
@@ -129,7 +132,7 @@ def _tool_config(request: Mapping[str, Any]) -> dict[str, Any] | None:
     specs = []
     for tool in tools:
         if tool.get("type") != "function":
-            raise _untranslatable(f"a tool of type {tool.get('type')!r}")
+            raise untranslatable(f"a tool of type {tool.get('type')!r}")
         function = tool["function"]
         spec = {"name": function["name"], "inputSchema": {"json": function.get("parameters", {})}}
         if function.get("description"):
@@ -138,7 +141,7 @@ def _tool_config(request: Mapping[str, Any]) -> dict[str, Any] | None:
     config: dict[str, Any] = {"tools": specs}
     choice = request.get("tool_choice")
     if choice == "none":
-        raise _untranslatable("tool_choice='none' (Bedrock cannot forbid calling a given tool)")
+        raise untranslatable("tool_choice='none' (Bedrock cannot forbid calling a given tool)")
     if choice == "required":
         config["toolChoice"] = {"any": {}}
     elif isinstance(choice, Mapping):
@@ -152,9 +155,9 @@ def converse_request(request: Mapping[str, Any]) -> dict[str, Any]:
     """An OpenAI chat request as ``converse`` keyword arguments (``modelId`` from ``model``)."""
     extra = sorted(k for k, v in request.items() if k not in _IGNORED and v is not None)
     if extra:
-        raise _untranslatable(f"the parameter(s) {', '.join(extra)}")
+        raise untranslatable(f"the parameter(s) {', '.join(extra)}")
     if (request.get("n") or 1) != 1 or request.get("logprobs"):
-        raise _untranslatable("n > 1 or logprobs")
+        raise untranslatable("n > 1 or logprobs")
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for message in request["messages"]:
@@ -324,190 +327,3 @@ async def _async_chunks(chunks: Iterator[dict[str, Any]]) -> Any:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
-
-
-# -- a converse request, sent as OpenAI's; OpenAI's answer, as Bedrock's -----------------------
-
-
-def _openai_content(blocks: Iterable[Mapping[str, Any]]) -> Any:
-    parts: list[dict[str, Any]] = []
-    for block in blocks:
-        if "text" in block:
-            parts.append({"type": "text", "text": block["text"]})
-        elif "image" in block:
-            image = block["image"]
-            data = base64.b64encode(image["source"]["bytes"]).decode()
-            url = f"data:image/{image['format']};base64,{data}"
-            parts.append({"type": "image_url", "image_url": {"url": url}})
-        elif "cachePoint" not in block:  # a cache hint changes nothing in the answer
-            raise _untranslatable(f"a content block {sorted(block)}")
-    if all(p["type"] == "text" for p in parts):
-        return "".join(p["text"] for p in parts)
-    return parts
-
-
-def _openai_messages(message: Mapping[str, Any]) -> list[dict[str, Any]]:
-    blocks = message.get("content") or []
-    out: list[dict[str, Any]] = []
-    for block in blocks:
-        result = block.get("toolResult")
-        if result is not None:
-            text = _openai_content(result.get("content") or [])
-            if not isinstance(text, str):
-                raise _untranslatable("a tool result that is not text")
-            out.append({"role": "tool", "tool_call_id": result["toolUseId"], "content": text})
-    plain = [b for b in blocks if "toolResult" not in b and "toolUse" not in b]
-    uses = [b["toolUse"] for b in blocks if "toolUse" in b]
-    if plain or uses or not out:
-        said: dict[str, Any] = {"role": message["role"], "content": _openai_content(plain)}
-        if uses:
-            said["tool_calls"] = [
-                {
-                    "id": u["toolUseId"],
-                    "type": "function",
-                    "function": {"name": u["name"], "arguments": json.dumps(u.get("input", {}))},
-                }
-                for u in uses
-            ]
-        out.append(said)
-    return out
-
-
-_CONVERSE_KNOWN = {"modelId", "messages", "system", "inferenceConfig", "toolConfig"}
-
-
-def to_openai_chat(request: Mapping[str, Any], stream: bool = False) -> dict[str, Any]:
-    """A ``converse`` request (its keyword arguments) as an OpenAI chat request dict."""
-    extra = sorted(k for k in request if k not in _CONVERSE_KNOWN)
-    if extra:
-        raise _untranslatable(f"the converse parameter(s) {', '.join(extra)}")
-    messages: list[dict[str, Any]] = []
-    system = _openai_content(request.get("system") or [])
-    if system:
-        messages.append({"role": "system", "content": system})
-    for message in request.get("messages") or []:
-        messages += _openai_messages(message)
-    chat: dict[str, Any] = {"model": request["modelId"], "messages": messages}
-    config = request.get("inferenceConfig") or {}
-    for key, name in (("maxTokens", "max_tokens"), ("temperature", "temperature")):
-        if key in config:
-            chat[name] = config[key]
-    if "topP" in config:
-        chat["top_p"] = config["topP"]
-    if "stopSequences" in config:
-        chat["stop"] = list(config["stopSequences"])
-    _openai_tools(request.get("toolConfig"), chat)
-    if stream:
-        chat["stream"] = True
-        chat["stream_options"] = {"include_usage": True}
-    return chat
-
-
-def _openai_tools(config: Any, chat: dict[str, Any]) -> None:
-    if not config:
-        return
-    tools = []
-    for tool in config.get("tools") or []:
-        if "toolSpec" not in tool:
-            raise _untranslatable(f"a tool entry {sorted(tool)}")
-        spec = tool["toolSpec"]
-        function = {"name": spec["name"], "parameters": spec["inputSchema"]["json"]}
-        if "description" in spec:
-            function["description"] = spec["description"]
-        tools.append({"type": "function", "function": function})
-    chat["tools"] = tools
-    choice = config.get("toolChoice") or {}
-    if "any" in choice:
-        chat["tool_choice"] = "required"
-    elif "tool" in choice:
-        chat["tool_choice"] = {"type": "function", "function": {"name": choice["tool"]["name"]}}
-    elif "auto" in choice:
-        chat["tool_choice"] = "auto"
-
-
-def _bedrock_usage(usage: Any) -> dict[str, int]:
-    prompt = usage.get("prompt_tokens") or 0
-    read = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    output = usage.get("completion_tokens") or 0
-    counted = {"inputTokens": prompt - read, "outputTokens": output, "totalTokens": prompt + output}
-    if read:
-        counted["cacheReadInputTokens"] = read
-    return counted
-
-
-def _metadata(request_id: str) -> dict[str, Any]:
-    return {"RequestId": request_id, "HTTPStatusCode": 200, "HTTPHeaders": {}, "RetryAttempts": 0}
-
-
-def from_openai_chat(answer: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``chat.completion`` dict as a ``converse`` response dict."""
-    choice = answer["choices"][0]
-    message = choice.get("message") or {}
-    blocks: list[dict[str, Any]] = []
-    if message.get("content"):
-        blocks.append({"text": message["content"]})
-    blocks += [_tool_use(call) for call in message.get("tool_calls") or ()]
-    response: dict[str, Any] = {
-        "ResponseMetadata": _metadata(str(answer.get("id") or "")),
-        "output": {"message": {"role": "assistant", "content": blocks}},
-        "stopReason": _STOP.get(choice.get("finish_reason") or "stop", "end_turn"),
-    }
-    if answer.get("usage"):
-        response["usage"] = _bedrock_usage(answer["usage"])
-    response["metrics"] = {"latencyMs": 0}
-    return response
-
-
-def from_openai_chunks(chunks: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
-    """``chat.completion.chunk`` dicts as ``converse_stream`` events, as botocore yields them:
-    ``messageStart``, the blocks' starts, deltas and stops, ``messageStop``, ``metadata``."""
-    started = False
-    text: int | None = None  # the text block's index
-    tools: dict[int, int] = {}  # OpenAI tool call index -> block index
-    stop: str | None = None
-    usage: dict[str, int] | None = None
-    for chunk in chunks:
-        if chunk.get("usage"):
-            usage = _bedrock_usage(chunk["usage"])
-        for choice in chunk.get("choices") or []:
-            if not started:
-                started = True
-                yield {"messageStart": {"role": "assistant"}}
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                if text is None:
-                    text = len(tools)
-                yield {"contentBlockDelta": {"delta": {"text": delta["content"]}, **_at(text)}}
-            for call in delta.get("tool_calls") or []:
-                yield from _tool_events(call, tools, text)
-            if choice.get("finish_reason"):
-                stop = _STOP.get(choice["finish_reason"], "end_turn")
-    if stop is None:
-        return  # cut short: no end, as a cut Bedrock stream would have none
-    for index in sorted({*tools.values(), *([text] if text is not None else [])}):
-        yield {"contentBlockStop": _at(index)}
-    yield {"messageStop": {"stopReason": stop}}
-    metadata: dict[str, Any] = {"metrics": {"latencyMs": 0}}
-    if usage is not None:
-        metadata["usage"] = usage
-    yield {"metadata": metadata}
-
-
-def _at(index: int) -> dict[str, int]:
-    return {"contentBlockIndex": index}
-
-
-def _tool_events(
-    call: Mapping[str, Any], tools: dict[int, int], text: int | None
-) -> Iterator[dict[str, Any]]:
-    function = call.get("function") or {}
-    index = call.get("index", 0)
-    if index not in tools:
-        tools[index] = len(tools) + (1 if text is not None else 0)
-        use = {"toolUseId": call.get("id") or "", "name": function.get("name") or ""}
-        yield {"contentBlockStart": {"start": {"toolUse": use}, **_at(tools[index])}}
-    arguments = function.get("arguments")
-    if arguments:
-        yield {
-            "contentBlockDelta": {"delta": {"toolUse": {"input": arguments}}, **_at(tools[index])}
-        }

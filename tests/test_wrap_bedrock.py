@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import boto3
 import botocore.exceptions
+import pydantic
 import pytest
 from botocore.eventstream import EventStream
 from tests.conftest import FAST
@@ -314,6 +315,20 @@ def test_capture_records_tool_calls_of_the_answer(make, server, telemetry):
     [answer] = json.loads(telemetry.span(SPAN).attributes["gen_ai.output.messages"])
     [part] = answer["parts"]
     assert part["type"] == "tool_call" and answer["finish_reason"] == "tool_use"
+
+
+class City(pydantic.BaseModel):
+    city: str
+
+
+def test_a_wrong_answer_is_reasked_in_content_blocks(make, server, telemetry):
+    right = '{"city": "Paris"}'
+    server.answer(MODEL, "Paris", right)
+    response = make(output=City).converse(modelId=MODEL, messages=ASK)
+    assert _text(response) == right
+    again = server.requests[1].body["messages"]
+    assert again[1] == {"role": "assistant", "content": [{"text": "Paris"}]}
+    assert "did not match" in again[2]["content"][0]["text"]
 
 
 # -- streams -----------------------------------------------------------------------------------

@@ -246,11 +246,13 @@ def feedback(errors: list[str]) -> str:
 def reask_request(request: dict[str, Any], raw: Any, errors: list[str]) -> dict[str, Any]:
     """The request with the wrong answer and the errors appended, for any chat-style API."""
     previous = raw if isinstance(raw, str) else _to_json(raw)
-    turn = [
+    turn: list[dict[str, Any]] = [
         {"role": "assistant", "content": previous},
         {"role": "user", "content": feedback(errors)},
     ]
     if isinstance(request.get("messages"), list | tuple):
+        if _in_blocks(request["messages"]):  # Bedrock converse: content is a list of blocks
+            turn = [{**m, "content": [{"text": m["content"]}]} for m in turn]
         return {**request, "messages": [*request["messages"], *turn]}
     given = request.get("input")
     if isinstance(given, str):
@@ -260,6 +262,15 @@ def reask_request(request: dict[str, Any], raw: Any, errors: list[str]) -> dict[
     if isinstance(request.get("prompt"), str):  # completions: the feedback goes into the prompt
         return {**request, "prompt": f"{request['prompt']}{previous}\n\n{feedback(errors)}\n"}
     return request  # a function: called again as it is
+
+
+def _in_blocks(messages: Any) -> bool:
+    """Are the messages Bedrock's (content blocks keyed by kind, with no ``type``)?"""
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and content and isinstance(content[0], dict):
+            return "type" not in content[0]
+    return False
 
 
 def _to_json(value: Any) -> str:

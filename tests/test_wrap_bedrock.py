@@ -12,6 +12,7 @@ import json
 from decimal import Decimal
 
 import boto3
+import botocore.config
 import botocore.exceptions
 import pydantic
 import pytest
@@ -19,7 +20,7 @@ from botocore.eventstream import EventStream
 from tests.conftest import FAST
 
 import aiguard
-from aiguard import prices
+from aiguard import _classify, prices
 from aiguard._policy import Failure
 from aiguard._types import Usage
 from aiguard.adapters import _bedrock
@@ -123,6 +124,29 @@ def test_the_bare_client_keeps_its_own_retries(raw, make, server):
     assert _text(raw.converse(modelId=MODEL, messages=ASK))
     assert len(server.requests) == 2  # botocore's own retry
     assert raw.meta.config.retries["mode"] == "standard"
+
+
+@pytest.mark.parametrize("mode", ["legacy", "standard", "adaptive"])
+def test_no_retry_mode_of_botocore_retries_a_guarded_call(server, mode):
+    config = botocore.config.Config(retries={"mode": mode, "max_attempts": 5})
+    raw = boto3.client(
+        "bedrock-runtime",
+        endpoint_url=server.anthropic_url,
+        region_name="eu-west-1",
+        aws_access_key_id="AKIDAIGUARDTEST",
+        aws_secret_access_key="aiguard-test-secret",
+        config=config,
+    )
+    server.fail(MODEL, status=503, times=2)
+    retry = aiguard.Retry(attempts=2, wait_initial=0.001, wait_max=0.001, wait_jitter=0.0)
+    with pytest.raises(botocore.exceptions.ClientError):
+        aiguard.wrap(raw, retry=retry).converse(modelId=MODEL, messages=ASK)
+    assert len(server.requests) == 2
+
+
+def test_a_decorated_function_calling_boto3_is_classified_by_the_adapter():
+    error = _client_error("ThrottlingException", "slow down", 429)
+    assert _classify.classify(error)[0] is Failure.RATE_LIMIT
 
 
 def test_model_not_ready_is_transient(make, server, telemetry):

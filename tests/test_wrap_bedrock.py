@@ -90,6 +90,8 @@ def test_other_methods_and_calls_boto3_refuses_pass_through(make, server, teleme
         client.converse(MODEL)
     with pytest.raises(botocore.exceptions.ParamValidationError):
         client.converse(messages=ASK)  # no modelId: boto3 says so, unguarded
+    with pytest.raises(botocore.exceptions.ParamValidationError, match='"model"'):
+        client.converse(modelId=MODEL, model=MODEL, messages=ASK)  # not a converse parameter
     with pytest.raises(botocore.exceptions.ClientError):  # invoke_model: the kit has no route
         client.invoke_model(modelId=MODEL, body=b"{}")
     assert telemetry.spans() == []

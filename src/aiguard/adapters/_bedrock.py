@@ -28,6 +28,7 @@ from botocore.eventstream import EventStream
 
 from aiguard import _semconv as sc
 from aiguard._engine.contract import Endpoint, Reader, Route
+from aiguard._engine.state import sdk_call
 from aiguard._engine.stream import GuardedStream
 from aiguard._http import failure_for_status, retry_after, server_attributes
 from aiguard._messages import Message, Part, estimate_input_tokens, to_json
@@ -415,7 +416,7 @@ def _renamed(inner: Guard) -> Guard:
         proxy: Any, method: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         if args or "model" in kwargs or not isinstance(kwargs.get("modelId"), str):
-            return inner(proxy, method, instance, args, kwargs)  # not a call boto3 takes
+            return sdk_call(method, *args, **kwargs)  # boto3 refuses it in its own words
         request = dict(kwargs)
         request["model"] = request.pop("modelId")
         result = inner(proxy, method, instance, (), request)

@@ -334,6 +334,28 @@ def test_a_check_reads_the_system_prompt(make, server):
     assert server.requests == []
 
 
+def test_a_redacting_check_reaches_text_tool_use_and_tool_results(make, server):
+    email = "bob@corp.example"
+    messages = [
+        {"role": "user", "content": [{"text": f"Email {email} about it"}]},
+        {
+            "role": "assistant",
+            "content": [{"toolUse": {"toolUseId": "t1", "name": "send", "input": {"to": email}}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"toolResult": {"toolUseId": "t1", "content": [{"text": f"sent {email}"}]}}
+            ],
+        },
+    ]
+    client = make(checks=[aiguard.checks.NoPII(action="redact")])
+    client.converse(modelId=MODEL, messages=messages, system=[{"text": f"Owner: {email}"}])
+    sent = json.dumps(server.requests[0].body)
+    assert email not in sent and sent.count("[REDACTED:email]") == 4
+    assert messages[0]["content"][0]["text"] == f"Email {email} about it"  # the caller's own
+
+
 def test_capture_records_tool_calls_of_the_answer(make, server, telemetry):
     server.reply(MODEL, tool_calls=({"name": "weather", "arguments": {"city": "Oslo"}},))
     response = make(capture="SPAN_ONLY").converse(modelId=MODEL, messages=ASK)

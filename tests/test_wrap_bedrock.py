@@ -20,6 +20,7 @@ from botocore.eventstream import EventStream
 from tests.conftest import FAST
 
 import aiguard
+import aiguard.testing
 from aiguard import _classify, prices
 from aiguard._policy import Failure
 from aiguard._types import Usage
@@ -144,6 +145,26 @@ def test_no_retry_mode_of_botocore_retries_a_guarded_call(server, mode):
     with pytest.raises(botocore.exceptions.ClientError):
         aiguard.wrap(raw, retry=retry).converse(modelId=MODEL, messages=ASK)
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize(("retries", "attempts"), [(None, 3), ({"max_attempts": 1}, 2)])
+def test_without_retry_aiguard_retries_as_often_as_the_client_would(
+    server, telemetry, retries, attempts
+):
+    config = botocore.config.Config(retries=retries) if retries else None
+    raw = boto3.client(
+        "bedrock-runtime",
+        endpoint_url=server.anthropic_url,
+        region_name="eu-west-1",
+        aws_access_key_id="AKIDAIGUARDTEST",
+        aws_secret_access_key="aiguard-test-secret",
+        config=config,
+    )
+    server.fail(MODEL, status=503, times=5)
+    with aiguard.testing.set_testing(True), pytest.raises(botocore.exceptions.ClientError):
+        aiguard.wrap(raw).converse(modelId=MODEL, messages=ASK)
+    assert len(server.requests) == attempts
+    assert telemetry.span(SPAN).attributes["aiguard.attempts"] == attempts
 
 
 def test_a_decorated_function_calling_boto3_is_classified_by_the_adapter():

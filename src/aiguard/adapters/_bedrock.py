@@ -31,8 +31,8 @@ from aiguard._engine.contract import Endpoint, Reader, Route
 from aiguard._engine.state import sdk_call
 from aiguard._engine.stream import GuardedStream
 from aiguard._http import failure_for_status, retry_after, server_attributes
-from aiguard._messages import Message, Part, estimate_input_tokens, to_json
-from aiguard._policy import Failure, Policy, Target
+from aiguard._messages import Message, estimate_input_tokens, to_json
+from aiguard._policy import DEFAULT_RETRY, Failure, Policy, Retry, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
 
@@ -42,6 +42,7 @@ from aiguard.adapters._bedrock_from_openai import (
     from_openai_chunks,
     to_openai_chat,
 )
+from aiguard.adapters._bedrock_messages import converse_messages
 from aiguard.adapters._bedrock_openai import openai_chat, openai_chat_async
 from aiguard.adapters._proxy import (
     Guard,
@@ -56,6 +57,7 @@ from aiguard.adapters._proxy import (
 __all__ = [
     "PATCHES",
     "classify",
+    "converse_messages",
     "from_openai_chat",
     "from_openai_chunks",
     "openai_chat",
@@ -177,67 +179,6 @@ def _invoke(call: Callable[..., Any], keep_retries: bool) -> Callable[[dict[str,
         return response
 
     return invoke
-
-
-# -- requests in the neutral form --------------------------------------------------------------
-
-
-def _block_part(block: Mapping[str, Any]) -> Part | None:
-    """One content block of a converse message as a neutral part (None: nothing to read)."""
-    if isinstance(block.get("text"), str):
-        return Part("text", block["text"])
-    if "image" in block:
-        return Part("image")
-    if "toolUse" in block:
-        return Part("tool_call", to_json(block["toolUse"]))
-    result = block.get("toolResult")
-    if isinstance(result, Mapping):
-        content = result.get("content") or []
-        texts = [c.get("text") for c in content if isinstance(c, Mapping)]
-        if texts and all(isinstance(t, str) for t in texts):
-            text = "\n".join(str(t) for t in texts)
-        else:
-            text = to_json(content)
-        tool_id = result.get("toolUseId")
-        return Part("tool_call_response", text, tool_id if isinstance(tool_id, str) else None)
-    guard = block.get("guardContent")
-    if isinstance(guard, Mapping):
-        said = (guard.get("text") or {}).get("text")
-        return Part("text", said) if isinstance(said, str) else None
-    reasoning = block.get("reasoningContent")
-    if isinstance(reasoning, Mapping):
-        thought = (reasoning.get("reasoningText") or {}).get("text")
-        return Part("other", thought if isinstance(thought, str) else "")
-    if "cachePoint" in block:
-        return None
-    return Part("other", to_json({k: v for k, v in block.items() if not _binary(v)}))
-
-
-def _binary(value: Any) -> bool:
-    return isinstance(value, bytes | bytearray) or (
-        isinstance(value, Mapping) and any(_binary(v) for v in value.values())
-    )
-
-
-def _parts(blocks: Any) -> list[Part]:
-    if not isinstance(blocks, list | tuple):
-        return []
-    found = (_block_part(b) for b in blocks if isinstance(b, Mapping))
-    return [p for p in found if p is not None]
-
-
-def converse_messages(request: Mapping[str, Any]) -> list[Message]:
-    """A converse request's ``system`` and ``messages`` in the neutral form."""
-    out: list[Message] = []
-    system = _parts(request.get("system"))
-    if system:
-        out.append(Message("system", system, instructions=True))
-    for message in request.get("messages") or ():
-        if isinstance(message, Mapping):
-            role = message.get("role")
-            parts = _parts(message.get("content"))
-            out.append(Message(role if isinstance(role, str) else "user", parts))
-    return out
 
 
 # -- answers -----------------------------------------------------------------------------------
@@ -376,6 +317,24 @@ _METHODS = (
 # -- the guarded client ------------------------------------------------------------------------
 
 
+# botocore's attempts when its config names none: legacy mode's, and standard and adaptive's.
+_BOTOCORE_ATTEMPTS = {"legacy": 5}
+_BOTOCORE_DEFAULT_ATTEMPTS = 3
+
+
+def _retry(client: Any, policy: Policy, target: Target | None) -> Retry:
+    """The retry of a call on ``client``: the policy's, else as many attempts as the client's
+    own retry config allows (``Config(retries={"max_attempts": ...})``, its mode's default)."""
+    chosen = policy.retry_for(target)
+    if chosen is not DEFAULT_RETRY:
+        return chosen
+    config = getattr(getattr(client.meta, "config", None), "retries", None) or {}
+    total = config.get("total_max_attempts")
+    if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+        total = _BOTOCORE_ATTEMPTS.get(str(config.get("mode")), _BOTOCORE_DEFAULT_ATTEMPTS)
+    return Retry(attempts=total)
+
+
 class _Client:
     """One client's view for the core: its provider name and server attributes."""
 
@@ -402,7 +361,7 @@ class _Client:
             model=model,
             provider=self.provider,
             server=self.server,
-            retry=policy.retry_for(target),
+            retry=_retry(self.client, policy, target),
             breaker_key=(id(self.client), model),
             timeout_param=None,  # boto3 takes no per-request timeout: it is the client's config
         )

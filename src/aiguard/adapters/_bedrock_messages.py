@@ -1,0 +1,67 @@
+"""A Bedrock converse request's ``system`` and ``messages`` in aiguard's neutral form: what
+checks read (and redact) and content capture records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiguard._messages import Message, Part, to_json
+
+
+def _block_part(block: Mapping[str, Any]) -> Part | None:
+    """One content block of a converse message as a neutral part (None: nothing to read)."""
+    if isinstance(block.get("text"), str):
+        return Part("text", block["text"])
+    if "image" in block:
+        return Part("image")
+    if "toolUse" in block:
+        return Part("tool_call", to_json(block["toolUse"]))
+    result = block.get("toolResult")
+    if isinstance(result, Mapping):
+        content = result.get("content") or []
+        texts = [c.get("text") for c in content if isinstance(c, Mapping)]
+        if texts and all(isinstance(t, str) for t in texts):
+            text = "\n".join(str(t) for t in texts)
+        else:
+            text = to_json(content)
+        tool_id = result.get("toolUseId")
+        return Part("tool_call_response", text, tool_id if isinstance(tool_id, str) else None)
+    guard = block.get("guardContent")
+    if isinstance(guard, Mapping):
+        said = (guard.get("text") or {}).get("text")
+        return Part("text", said) if isinstance(said, str) else None
+    reasoning = block.get("reasoningContent")
+    if isinstance(reasoning, Mapping):
+        thought = (reasoning.get("reasoningText") or {}).get("text")
+        return Part("other", thought if isinstance(thought, str) else "")
+    if "cachePoint" in block:
+        return None
+    return Part("other", to_json({k: v for k, v in block.items() if not _binary(v)}))
+
+
+def _binary(value: Any) -> bool:
+    return isinstance(value, bytes | bytearray) or (
+        isinstance(value, Mapping) and any(_binary(v) for v in value.values())
+    )
+
+
+def _parts(blocks: Any) -> list[Part]:
+    if not isinstance(blocks, list | tuple):
+        return []
+    found = (_block_part(b) for b in blocks if isinstance(b, Mapping))
+    return [p for p in found if p is not None]
+
+
+def converse_messages(request: Mapping[str, Any]) -> list[Message]:
+    """A converse request's ``system`` and ``messages`` in the neutral form."""
+    out: list[Message] = []
+    system = _parts(request.get("system"))
+    if system:
+        out.append(Message("system", system, instructions=True))
+    for message in request.get("messages") or ():
+        if isinstance(message, Mapping):
+            role = message.get("role")
+            parts = _parts(message.get("content"))
+            out.append(Message(role if isinstance(role, str) else "user", parts))
+    return out

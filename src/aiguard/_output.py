@@ -122,6 +122,10 @@ def answer_text(result: Any) -> Any:
     response = getattr(result, "response", None)  # Ollama generate
     if isinstance(response, str):
         return response
+    candidates = getattr(result, "candidates", None)  # Gemini
+    if isinstance(candidates, list) and candidates:
+        parsed = getattr(result, "parsed", None)
+        return parsed if parsed is not None else "".join(_gemini_texts(candidates[0]))
     return result
 
 
@@ -183,6 +187,9 @@ def answer_messages(result: Any) -> list[tuple[Message, str]]:
         return [(Message("assistant", parts), _reason(get("done_reason")))]
     if isinstance(get("response"), str):  # Ollama generate
         return [(Message("assistant", _text_parts(get("response"))), _reason(get("done_reason")))]
+    candidates = get("candidates")
+    if isinstance(candidates, list):  # Gemini: parts of text and function calls
+        return [_gemini_answer(candidate) for candidate in candidates]
     return []
 
 
@@ -192,6 +199,32 @@ def _bedrock_message(result: Any) -> list[dict[str, Any]] | None:
     message = output.get("message") if isinstance(output, dict) else None
     content = message.get("content") if isinstance(message, dict) else None
     return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else None
+
+
+def _gemini_parts(candidate: Any) -> list[Any]:
+    content = getattr(candidate, "content", None)
+    return list(getattr(content, "parts", None) or ())
+
+
+def _gemini_texts(candidate: Any) -> list[str]:
+    """A Gemini candidate's answer text (its thoughts left out)."""
+    return [
+        p.text
+        for p in _gemini_parts(candidate)
+        if isinstance(getattr(p, "text", None), str) and not getattr(p, "thought", None)
+    ]
+
+
+def _gemini_answer(candidate: Any) -> tuple[Message, str]:
+    parts = _text_parts("".join(_gemini_texts(candidate)))
+    for part in _gemini_parts(candidate):
+        call = getattr(part, "function_call", None)
+        if call is not None:
+            data = {"id": call.id, "name": call.name, "arguments": call.args}
+            parts.append(Part("tool_call", to_json(data)))
+    reason = getattr(candidate, "finish_reason", None)
+    name = getattr(reason, "name", reason)
+    return Message("assistant", parts), name.lower() if isinstance(name, str) else ""
 
 
 def _get_of(value: Any) -> Callable[[str], Any]:
@@ -228,7 +261,10 @@ def chunk_text(chunk: Any) -> str:
         if message is not None:
             return getattr(message, "content", None) or ""
         response = getattr(chunk, "response", None)
-        return response if isinstance(response, str) else ""
+        if isinstance(response, str):
+            return response
+        candidates = getattr(chunk, "candidates", None)  # Gemini
+        return "".join(_gemini_texts(candidates[0])) if candidates else ""
     except (AttributeError, IndexError, TypeError):
         return ""
 

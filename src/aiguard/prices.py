@@ -48,6 +48,7 @@ _PROVIDER_IDS = {
     "openrouter": "openrouter",
     "aws.bedrock": "aws",
     "gcp.gemini": "google",
+    "gcp.gen_ai": "google",
     "gcp.vertex_ai": "google",
     "cohere": "cohere",
 }

@@ -17,6 +17,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "anthropic": ("aiguard.adapters._anthropic", "anthropic.Anthropic, anthropic.AsyncAnthropic"),
     "ollama": ("aiguard.adapters._ollama", "ollama.Client, ollama.AsyncClient"),
     "botocore": ("aiguard.adapters._bedrock", "boto3.client('bedrock-runtime') (sync)"),
+    "google.genai": ("aiguard.adapters._gemini", "google.genai.Client (and its client.aio)"),
 }
 
 

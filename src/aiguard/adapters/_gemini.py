@@ -1,0 +1,515 @@
+"""Google Gemini adapter: translates the ``google-genai`` SDK's requests, answers and errors.
+
+Guards ``models.generate_content``, ``models.generate_content_stream`` and
+``models.embed_content`` of ``genai.Client`` and of its ``client.aio`` (and of a ``Models`` /
+``AsyncModels`` resource wrapped alone); everything else passes through.
+
+The SDK retries a request by itself only when ``http_options.retry_options`` is set (on the
+client or on the request). A guarded attempt sends one request: aiguard gives it per-request
+``retry_options`` of one attempt (the user's other ``http_options`` kept), and retries as the
+policy says; without a retry policy of its own, aiguard follows the client's ``retry_options``.
+The per-request timeout (``http_options.timeout``, milliseconds) is shortened to what is left of
+a deadline, never widened.
+
+The provider is ``gcp.gen_ai`` (the Gemini Developer API) or ``gcp.vertex_ai`` (a client made
+with ``vertexai=True``); both are priced from genai-prices' ``google`` prices.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from typing import Any
+
+from google import genai
+from google.genai import errors, types
+from google.genai.models import AsyncModels, Models
+from opentelemetry.trace import SpanKind
+
+from aiguard import _semconv as sc
+from aiguard._engine.contract import Endpoint, Reader, Route
+from aiguard._engine.state import in_sdk
+from aiguard._http import failure_for_status, server_attributes
+from aiguard._messages import Message, estimate_input_tokens, to_json
+from aiguard._policy import DEFAULT_RETRY, Failure, Policy, Retry, Target
+from aiguard._telemetry import Attrs
+from aiguard._types import Usage
+from aiguard.adapters._gemini_parts import gemini_messages, plain
+from aiguard.adapters._proxy import (
+    GuardedProxy,
+    Patch,
+    guarded_method,
+    same_kind_clients,
+    the_class,
+    unwrap,
+)
+
+PROVIDER = "gcp.gen_ai"
+VERTEX_PROVIDER = "gcp.vertex_ai"
+
+# How Gemini says the prompt does not fit ("The input token count (1048577) exceeds the maximum
+# number of tokens allowed (1048576).") and Vertex AI ("... the input token count is 40000 but
+# model only supports up to 32768 ..."): a 400 INVALID_ARGUMENT either way.
+_CONTEXT = re.compile(r"input token count|exceeds the maximum number of tokens", re.IGNORECASE)
+_TRANSIENT_STATUS = {
+    "RESOURCE_EXHAUSTED": Failure.RATE_LIMIT,
+    "UNAVAILABLE": Failure.OUTAGE,
+    "INTERNAL": Failure.OUTAGE,
+    "DEADLINE_EXCEEDED": Failure.OUTAGE,
+}
+_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+# The SDK's own retry defaults (google.genai._api_client), for a client's retry_options.
+_SDK_ATTEMPTS, _SDK_INITIAL, _SDK_MAX, _SDK_BASE, _SDK_JITTER = 5, 1.0, 60.0, 2.0, 1.0
+# The request key the engine sets to what is left of a deadline (seconds); popped before sending.
+_TIMEOUT_KEY = "aiguard_timeout"
+
+
+def _outage_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP library's own errors, which the SDK lets through (a reset, a stream cut): httpx2
+    or httpx, whichever the SDK uses; never an error saying the request was malformed."""
+    import sys
+
+    found: list[type[BaseException]] = []
+    for name in ("httpx2", "httpx"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found.append(module.TransportError)
+    return tuple(found)
+
+
+def _client_side_errors() -> tuple[type[BaseException], ...]:
+    import sys
+
+    found: list[type[BaseException]] = []
+    for name in ("httpx2", "httpx"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found += [module.UnsupportedProtocol, module.LocalProtocolError]
+    return tuple(found)
+
+
+_OUTAGE_ERRORS = _outage_errors()
+_CLIENT_SIDE = _client_side_errors()
+
+
+def supports(client: object) -> bool:
+    return isinstance(client, genai.Client | genai.client.AsyncClient | Models | AsyncModels)
+
+
+def _is_async(client: object) -> bool:
+    return isinstance(client, genai.client.AsyncClient | AsyncModels)
+
+
+def retry_delay(details: Any) -> float | None:
+    """The wait a Google error asks for: its ``google.rpc.RetryInfo`` ``retryDelay`` ("37s")."""
+    error = details.get("error", details) if isinstance(details, dict) else None
+    listed = error.get("details") if isinstance(error, dict) else None
+    for item in listed if isinstance(listed, list) else ():
+        if isinstance(item, dict) and item.get("@type") == _RETRY_INFO:
+            delay = item.get("retryDelay")
+            if isinstance(delay, str) and delay.endswith("s"):
+                try:
+                    seconds = float(delay[:-1])
+                except ValueError:
+                    return None
+                return seconds if seconds >= 0 else None
+    return None
+
+
+def classify(error: BaseException) -> tuple[Failure, float | None]:
+    """Failure class and server-requested wait for a google-genai error."""
+    if isinstance(error, errors.APIError):
+        delay = retry_delay(error.details)
+        failure = _TRANSIENT_STATUS.get(str(error.status))
+        code = error.code if isinstance(error.code, int) else 0
+        if failure is None:
+            failure = failure_for_status(code) if code else None
+        if failure is not None:
+            return failure, delay
+        if _CONTEXT.search(str(error.message or "")):
+            return Failure.CONTEXT_WINDOW, None
+        return Failure.FATAL, None
+    if isinstance(error, _OUTAGE_ERRORS) and not isinstance(error, _CLIENT_SIDE):
+        return Failure.OUTAGE, None
+    return Failure.FATAL, None
+
+
+def _field(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def usage_of(metadata: Any) -> Usage | None:
+    """Usage from ``usage_metadata``. Gemini's prompt count includes the cached tokens; its
+    candidates' count leaves out the thoughts and the tool-use prompt is counted apart: the
+    conventions' totals include them all."""
+    if metadata is None:
+        return None
+    prompt = _count(_field(metadata, "prompt_token_count"))
+    tool_prompt = _count(_field(metadata, "tool_use_prompt_token_count"))
+    output = _count(_field(metadata, "candidates_token_count"))
+    if output is None:
+        output = _count(_field(metadata, "response_token_count"))  # embeddings, Live
+    thoughts = _count(_field(metadata, "thoughts_token_count"))
+    out = Usage(cache_read_tokens=_count(_field(metadata, "cached_content_token_count")))
+    if prompt is not None or tool_prompt is not None:
+        out.input_tokens = (prompt or 0) + (tool_prompt or 0)
+    if output is not None or thoughts is not None:
+        out.output_tokens = (output or 0) + (thoughts or 0)
+    out.reasoning_tokens = thoughts
+    return out
+
+
+def _reason(value: Any) -> str | None:
+    name = getattr(value, "name", value)
+    return name.lower() if isinstance(name, str) else None
+
+
+def response_attributes(response: Any) -> Attrs:
+    """``gen_ai.response.*`` of a ``GenerateContentResponse`` (or a stream's chunk)."""
+    attrs: Attrs = {}
+    ident = getattr(response, "response_id", None)
+    if isinstance(ident, str):
+        attrs[sc.RESPONSE_ID] = ident
+    model = getattr(response, "model_version", None)
+    if isinstance(model, str):
+        attrs[sc.RESPONSE_MODEL] = model
+    reasons = [_reason(c.finish_reason) for c in getattr(response, "candidates", None) or ()]
+    found = [r for r in reasons if r is not None]
+    if found:
+        attrs[sc.RESPONSE_FINISH_REASONS] = found
+    return attrs
+
+
+def _config(request: dict[str, Any]) -> Any:
+    return request.get("config")
+
+
+_SAMPLING = (
+    ("temperature", sc.REQUEST_TEMPERATURE),
+    ("top_p", sc.REQUEST_TOP_P),
+    ("top_k", sc.REQUEST_TOP_K),
+    ("presence_penalty", sc.REQUEST_PRESENCE_PENALTY),
+    ("frequency_penalty", sc.REQUEST_FREQUENCY_PENALTY),
+    ("seed", sc.REQUEST_SEED),
+    ("max_output_tokens", sc.REQUEST_MAX_TOKENS),
+)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class GenerateRoute(Route):
+    """``generate_content``, or with ``streamed`` ``generate_content_stream``."""
+
+    operation = "chat"
+    span_kind = SpanKind.CLIENT
+    priced = True
+    classify = staticmethod(classify)
+
+    def __init__(self, streamed: bool) -> None:
+        self.streamed = streamed
+
+    def request_attributes(self, request: dict[str, Any]) -> Attrs:
+        attrs: Attrs = {}
+        config = _config(request)
+        for key, name in _SAMPLING:
+            value = _field(config, key)
+            if _number(value):
+                attrs[name] = value
+        stop = _field(config, "stop_sequences")
+        if isinstance(stop, list | tuple) and all(isinstance(s, str) for s in stop):
+            attrs[sc.REQUEST_STOP] = list(stop)
+        count = _field(config, "candidate_count")
+        if isinstance(count, int) and count != 1:
+            attrs[sc.REQUEST_CHOICE_COUNT] = count
+        schema = _field(config, "response_schema") or _field(config, "response_json_schema")
+        if _field(config, "response_mime_type") == "application/json" or schema is not None:
+            attrs[sc.OUTPUT_TYPE] = "json"
+        if self.streamed:
+            attrs[sc.REQUEST_STREAM] = True
+        return attrs
+
+    def response_attributes(self, result: Any) -> tuple[Attrs, Usage | None]:
+        return response_attributes(result), usage_of(getattr(result, "usage_metadata", None))
+
+    def messages(self, request: dict[str, Any]) -> list[Message]:
+        return gemini_messages(
+            request.get("contents"), _field(_config(request), "system_instruction")
+        )
+
+    def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
+        config = _config(request)
+        extra = [to_json(plain(_field(config, key))) for key in _EXTRA_INPUT if _field(config, key)]
+        limit = _field(config, "max_output_tokens")
+        inputs = estimate_input_tokens(self.messages(request), extra)
+        return inputs, limit if isinstance(limit, int) and limit > 0 else None
+
+    def stream(
+        self, request: dict[str, Any], include_usage: bool
+    ) -> tuple[dict[str, Any], Callable[[], StreamReader]] | None:
+        # Every chunk carries the usage so far: nothing to ask for, nothing to hide.
+        return (request, StreamReader) if self.streamed else None
+
+
+# Config fields sent to the model besides the contents and the system instruction.
+_EXTRA_INPUT = ("tools", "response_schema", "response_json_schema")
+
+
+class EmbedRoute(Route):
+    """``embed_content``."""
+
+    operation = "embeddings"
+    span_kind = SpanKind.CLIENT
+    priced = True
+    classify = staticmethod(classify)
+
+    def request_attributes(self, request: dict[str, Any]) -> Attrs:
+        dimensions = _field(_config(request), "output_dimensionality")
+        return {sc.EMBEDDINGS_DIMENSION: dimensions} if _number(dimensions) else {}
+
+    def response_attributes(self, result: Any) -> tuple[Attrs, Usage | None]:
+        attrs: Attrs = {}
+        vectors = getattr(result, "embeddings", None)
+        if isinstance(vectors, list) and vectors:
+            values = getattr(vectors[0], "values", None)
+            if isinstance(values, list):
+                attrs[sc.EMBEDDINGS_DIMENSION] = len(values)
+        metadata = getattr(result, "usage_metadata", None)
+        prompt = _count(getattr(metadata, "prompt_token_count", None))
+        return attrs, Usage(input_tokens=prompt) if prompt is not None else None
+
+    def messages(self, request: dict[str, Any]) -> list[Message]:
+        return gemini_messages(request.get("contents"), None)
+
+    def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
+        total = sum(
+            len(part.content.encode("utf-8", "surrogatepass"))
+            for message in self.messages(request)
+            for part in message.parts
+        )
+        return total, 0
+
+
+class StreamReader(Reader):
+    """Reads a Gemini stream: each chunk has the usage so far; the last, the finish reason."""
+
+    __slots__ = ("attrs", "chunks", "complete", "usage")
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.complete = False
+        self.attrs: Attrs = {}
+        self.usage: Any = None
+
+    def chunk(self, item: Any) -> bool:
+        self.chunks += 1
+        self.attrs.update(response_attributes(item))
+        if sc.RESPONSE_FINISH_REASONS in self.attrs:
+            self.complete = True
+        metadata = getattr(item, "usage_metadata", None)
+        if metadata is not None:
+            self.usage = metadata
+        return True
+
+    def result(self) -> tuple[Attrs, Usage | None]:
+        return dict(self.attrs), usage_of(self.usage)
+
+
+_GENERATE = GenerateRoute(streamed=False)
+_STREAM = GenerateRoute(streamed=True)
+_EMBED = EmbedRoute()
+_METHODS: tuple[tuple[str, Route], ...] = (
+    ("generate_content", _GENERATE),
+    ("generate_content_stream", _STREAM),
+    ("embed_content", _EMBED),
+)
+
+
+# -- one attempt: one request, within the deadline --------------------------------------------
+
+
+def _options(config: Any) -> types.HttpOptions:
+    given = _field(config, "http_options")
+    if isinstance(given, types.HttpOptions):
+        return given
+    return types.HttpOptions.model_validate(given or {})
+
+
+def attempt_config(config: Any, keep_retries: bool, remaining: float | None) -> Any:
+    """The request's ``config`` for one guarded attempt: the SDK's retries off (unless kept),
+    the per-request timeout (ms) no longer than what is left of the deadline. The caller's
+    config is never changed."""
+    if keep_retries and remaining is None:
+        return config
+    options = _options(config)
+    update: dict[str, Any] = {}
+    if not keep_retries:
+        update["retry_options"] = types.HttpRetryOptions(attempts=1)
+    if remaining is not None:
+        ms = max(int(remaining * 1000), 1)
+        if options.timeout is None or options.timeout > ms:
+            update["timeout"] = ms
+    options = options.model_copy(update=update)
+    if config is None:
+        return {"http_options": options}
+    if isinstance(config, dict):
+        return {**config, "http_options": options}
+    return config.model_copy(update={"http_options": options})
+
+
+def _prepared(request: dict[str, Any], keep: bool, client_ms: float | None) -> dict[str, Any]:
+    remaining = request.pop(_TIMEOUT_KEY, None)
+    if remaining is not None and client_ms is not None:
+        remaining = min(remaining, client_ms / 1000)
+    request["config"] = attempt_config(request.get("config"), keep, remaining)
+    return request
+
+
+def _send(method: Callable[..., Any], keep: bool, client_ms: Any, request: dict[str, Any]) -> Any:
+    return method(**_prepared(dict(request), keep, client_ms()))
+
+
+async def _send_async(
+    method: Callable[..., Any], keep: bool, client_ms: Any, request: dict[str, Any]
+) -> Any:
+    # Inside the SDK while awaited: an instrumented method it calls passes straight through.
+    token = in_sdk.set(True)
+    try:
+        return await method(**_prepared(dict(request), keep, client_ms()))
+    finally:
+        in_sdk.reset(token)
+
+
+class _Client:
+    """One client's view for the engine: read from the client at each call, never copied."""
+
+    def __init__(self, client: Any, policy: Policy, provider: str | None) -> None:
+        self.client = client
+        self.api = client._api_client
+        self.keep_retries = policy.sdk_retries
+        self.provider = provider or (VERTEX_PROVIDER if self.api.vertexai else PROVIDER)
+        self.url: Any = None
+        self.server: Attrs = {}
+
+    def models(self, is_async: bool) -> Any:
+        client = self.client
+        if isinstance(client, Models | AsyncModels):
+            return client
+        return client.aio.models if is_async and isinstance(client, genai.Client) else client.models
+
+    def _options(self) -> Any:
+        return getattr(self.api, "_http_options", None)
+
+    def _timeout_ms(self) -> float | None:
+        timeout = getattr(self._options(), "timeout", None)
+        return timeout if _number(timeout) else None
+
+    def retry(self, policy: Policy, target: Target | None) -> Retry:
+        """The policy's retry; without one, the client's own ``retry_options``, if any."""
+        chosen = policy.retry_for(target)
+        options = getattr(self._options(), "retry_options", None)
+        if chosen is not DEFAULT_RETRY or options is None:
+            return chosen
+        return _following(
+            options.attempts or _SDK_ATTEMPTS,
+            _or(options.initial_delay, _SDK_INITIAL),
+            _or(options.max_delay, _SDK_MAX),
+            _or(options.jitter, _SDK_JITTER),
+            max(_or(options.exp_base, _SDK_BASE), 1.0),
+        )
+
+    def endpoint(
+        self,
+        method: Callable[..., Any],
+        model: str,
+        policy: Policy,
+        is_async: bool,
+        target: Target | None = None,
+    ) -> Endpoint:
+        url = getattr(self._options(), "base_url", None)
+        if url != self.url:
+            self.server = server_attributes(url)
+            self.url = url
+        send = _send_async if is_async else _send
+        return Endpoint(
+            invoke=functools.partial(send, method, self.keep_retries, self._timeout_ms),
+            model=model,
+            provider=self.provider,
+            server=self.server,
+            retry=self.retry(policy, target),
+            breaker_key=(id(self.api), model),
+            timeout_param=_TIMEOUT_KEY,
+        )
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+@functools.lru_cache(maxsize=64)
+def _following(attempts: int, initial: float, most: float, jitter: float, base: float) -> Retry:
+    return Retry(
+        attempts=max(attempts, 1),
+        wait_initial=initial,
+        wait_max=most,
+        wait_jitter=jitter,
+        wait_exp_base=base,
+    )
+
+
+def _models_tree(
+    primary: _Client, others: dict[int, _Client], policy: Policy, is_async: bool
+) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, route in _METHODS:
+
+        def endpoints(method: Callable[..., Any], model: str, name: str = name) -> list[Endpoint]:
+            out = [primary.endpoint(method, model, policy, is_async)]
+            for t in policy.fallback:
+                owner = others[id(unwrap(t.client))] if t.client is not None else primary
+                send = method if owner is primary else getattr(owner.models(is_async), name)
+                out.append(owner.endpoint(send, t.model, policy, is_async, t))
+            return out
+
+        tree[name] = guarded_method(route, policy, endpoints, is_async)
+    return tree
+
+
+def wrap(client: Any, policy: Policy, provider: str | None) -> Any:
+    primary = _Client(client, policy, provider)
+    if isinstance(client, Models | AsyncModels):
+        is_async = isinstance(client, AsyncModels)
+        others = _others(policy, is_async)
+        return GuardedProxy(
+            client, _models_tree(primary, others, policy, is_async), policy, provider
+        )
+    tree: dict[str, Any] = {}
+    if isinstance(client, genai.Client):
+        tree["models"] = _models_tree(primary, _others(policy, False), policy, False)
+        tree["aio"] = {"models": _models_tree(primary, _others(policy, True), policy, True)}
+    else:
+        tree["models"] = _models_tree(primary, _others(policy, True), policy, True)
+    return GuardedProxy(client, tree, policy, provider)
+
+
+def _others(policy: Policy, is_async: bool) -> dict[int, _Client]:
+    """The fallback targets' clients: any google-genai client that has the same flavour of
+    ``models`` (a ``genai.Client`` has both, through ``client.aio``)."""
+
+    def accepts(other: Any) -> bool:
+        return supports(other) and (isinstance(other, genai.Client) or _is_async(other) == is_async)
+
+    kind = "google-genai async client" if is_async else "google-genai client"
+    return same_kind_clients(policy, accepts, lambda other: _Client(other, policy, None), kind)
+
+
+_METHOD_NAMES = tuple(name for name, _ in _METHODS)
+# Zero-code instrumentation patches the resources' classes: the method's instance is the
+# resource itself, which aiguard can wrap alone.
+PATCHES = (Patch(the_class(Models), _METHOD_NAMES), Patch(the_class(AsyncModels), _METHOD_NAMES))

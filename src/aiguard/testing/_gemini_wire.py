@@ -1,0 +1,180 @@
+"""The testing kit's Gemini wire: Google's REST ``generateContent`` API, as google-genai sends it.
+
+Paths end in ``models/{model}:{method}`` (the Gemini API's ``/v1beta/models/...`` and Vertex
+AI's ``/v1beta1/projects/p/locations/l/publishers/google/models/...`` alike):
+
+- ``:generateContent``: one ``GenerateContentResponse`` as JSON;
+- ``:streamGenerateContent?alt=sse``: the same, cut into ``data: {...}`` server-sent events, the
+  last carrying the finish reason and the final counts;
+- ``:batchEmbedContents`` (what the SDK's ``embed_content`` sends) and ``:embedContent``.
+
+Errors come as Google's ``{"error": {"code", "message", "status", "details"}}``; a fault's
+``retry-after`` header becomes the body's ``google.rpc.RetryInfo`` ``retryDelay``, where Gemini
+says how long to wait (it sends no such header). A fault's ``code`` overrides the error's
+``status`` (e.g. ``"RESOURCE_EXHAUSTED"``); ``stream_error`` names the in-stream error's status
+(an unknown name is sent as ``UNAVAILABLE``, 503).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+# ``.../models/{model}:{method}``: the model and the method of a Gemini path.
+_PATH = re.compile(r"/models/([^/:]+):([A-Za-z]+)$")
+
+# The google.rpc status of each HTTP status Gemini answers with.
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_CODES = {status: code for code, status in _STATUS.items()}
+# OpenAI's finish reasons (what Reply says) as Gemini's.
+_FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY", "tool_calls": "STOP"}
+_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+
+MALFORMED = b'{"candidates": [{"content": {"parts": ['
+
+
+def parse(path: str) -> tuple[str, str] | None:
+    """(model, method) of a Gemini path, or None when the path is not one."""
+    found = _PATH.search(path)
+    return (found.group(1), found.group(2)) if found else None
+
+
+def error(status: int, message: str, code: str | None, headers: dict[str, str]) -> Any:
+    """Google's error body for ``status``, and the headers left to send."""
+    kind = code or _STATUS.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+    details: list[dict[str, Any]] = []
+    rest = dict(headers)
+    for key in list(rest):
+        if key.lower() == "retry-after":
+            details.append({"@type": _RETRY_INFO, "retryDelay": f"{float(rest.pop(key)):g}s"})
+    body = {"error": {"code": status, "message": message, "status": kind, "details": details}}
+    return body, rest
+
+
+def _count(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def _prompt_text(body: dict[str, Any]) -> str:
+    texts = []
+    contents = [body.get("systemInstruction"), *(body.get("contents") or [])]
+    for content in contents:
+        if isinstance(content, dict):
+            for part in content.get("parts") or []:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+    return " ".join(texts)
+
+
+def usage(body: dict[str, Any], reply: Any, content: str) -> dict[str, Any]:
+    """``usageMetadata``: the prompt count includes the cached tokens; the candidates' count
+    leaves out the thoughts (Reply's completion count, OpenAI's, includes its reasoning)."""
+    prompt = reply.prompt_tokens if reply.prompt_tokens is not None else _count(_prompt_text(body))
+    completion = reply.completion_tokens
+    if completion is None:
+        completion = _count(content)
+    thoughts = reply.reasoning_tokens or 0
+    out: dict[str, Any] = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": completion - thoughts,
+        "totalTokenCount": prompt + completion,
+    }
+    if reply.cached_tokens is not None:
+        out["cachedContentTokenCount"] = reply.cached_tokens
+    if reply.reasoning_tokens is not None:
+        out["thoughtsTokenCount"] = thoughts
+    return out
+
+
+def _parts(reply: Any, text: str) -> list[dict[str, Any]]:
+    if reply.tool_calls:
+        calls = [
+            {"functionCall": {"name": c["name"], "args": c["arguments"]}} for c in reply.tool_calls
+        ]
+        return ([{"text": reply.content}] if reply.content else []) + calls
+    return [{"text": text}]
+
+
+def response(model: str, parts: list[dict[str, Any]], finish: str | None, ident: str) -> Any:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    return {"candidates": [candidate], "modelVersion": model, "responseId": ident}
+
+
+def content_of(model: str, reply: Any) -> str:
+    return reply.content if reply.content is not None else f"Hello from {model}."
+
+
+def answer(body: dict[str, Any], reply: Any, model: str) -> Any:
+    """The ``generateContent`` answer."""
+    text = content_of(model, reply)
+    out = response(
+        reply.response_model or model,
+        _parts(reply, text),
+        _FINISH.get(reply.finish_reason, "OTHER"),
+        uuid.uuid4().hex[:16],
+    )
+    if reply.usage:
+        out["usageMetadata"] = usage(body, reply, text)
+    return out
+
+
+def frames(body: dict[str, Any], reply: Any, model: str, truncate: bool) -> list[bytes]:
+    """The ``streamGenerateContent`` events: text word by word, each with the prompt count;
+    the last with the finish reason and every count (none of it when ``truncate``)."""
+    text = content_of(model, reply)
+    ident = uuid.uuid4().hex[:16]
+    name = reply.response_model or model
+    words = text.split(" ")
+    pieces = [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+    counts = usage(body, reply, text)
+    out = []
+    for i, piece in enumerate(pieces):
+        last = i == len(pieces) - 1 and not truncate
+        parts = _parts(reply, piece) if last else [{"text": piece}]
+        event = response(
+            name, parts, _FINISH.get(reply.finish_reason, "OTHER") if last else None, ident
+        )
+        if reply.usage:
+            event["usageMetadata"] = (
+                counts if last else {"promptTokenCount": counts["promptTokenCount"]}
+            )
+        out.append(sse(event))
+    return out
+
+
+def sse(data: Any) -> bytes:
+    return f"data: {json.dumps(data)}\r\n\r\n".encode()
+
+
+def stream_error(kind: str) -> bytes:
+    """The in-stream error event for a fault's ``stream_error``."""
+    status = kind if kind in _CODES else "UNAVAILABLE"
+    code = _CODES[status]
+    return sse({"error": {"code": code, "message": f"mock stream error: {kind}", "status": status}})
+
+
+def embeddings(body: dict[str, Any], batch: bool) -> Any:
+    """``batchEmbedContents`` (one vector per request) or ``embedContent`` (one vector)."""
+    requests = body.get("requests") if batch else [body]
+    vectors = []
+    for item in requests if isinstance(requests, list) else []:
+        dims = item.get("outputDimensionality") if isinstance(item, dict) else None
+        vectors.append({"values": [0.1 * (j + 1) for j in range(int(dims or 8))]})
+    if batch:
+        return {"embeddings": vectors}
+    return {"embedding": vectors[0] if vectors else {"values": []}}

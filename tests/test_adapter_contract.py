@@ -19,6 +19,7 @@ import boto3
 import ollama
 import openai
 import pytest
+from google import genai
 from tests.conftest import API_KEY, MESSAGES
 
 import aiguard
@@ -71,6 +72,18 @@ def _converse(client: Any, model: str, stream: bool, messages: Any = MESSAGES) -
     return client.converse_stream(**request)["stream"] if stream else client.converse(**request)
 
 
+def _gemini(server: MockServer, is_async: bool) -> Any:
+    client = genai.Client(api_key=API_KEY, http_options={"base_url": server.gemini_url})
+    return client.aio if is_async else client
+
+
+def _gemini_call(client: Any, model: str, stream: bool, messages: list[Any] = MESSAGES) -> Any:
+    contents = [{"role": m["role"], "parts": [{"text": m["content"]}]} for m in messages]
+    if stream:
+        return client.models.generate_content_stream(model=model, contents=contents)
+    return client.models.generate_content(model=model, contents=contents)
+
+
 PROVIDERS = [
     Provider(
         "openai",
@@ -101,6 +114,7 @@ PROVIDERS = [
         _converse,
         has_async=False,
     ),
+    Provider("gemini", "gemini-2.0-flash", "gemini-2.0-flash-lite", _gemini, _gemini_call),
 ]
 
 
@@ -198,6 +212,8 @@ def _leak(provider: Provider, client: Any, messages: list[Any]) -> Any:
         return client.messages.create(model=provider.model, max_tokens=5, messages=messages)
     if provider.name == "bedrock":
         return _converse(client, provider.model, False, messages)
+    if provider.name == "gemini":
+        return _gemini_call(client, provider.model, False, messages)
     return client.chat(model=provider.model, messages=messages)
 
 

@@ -21,6 +21,9 @@ import json
 import re
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
+
+from aiguard.testing._wire import Fault, Reply, Wire, _count_tokens, _pieces
 
 # ``.../models/{model}:{method}``: the model and the method of a Gemini path.
 _PATH = re.compile(r"/models/([^/:]+):([A-Za-z]+)$")
@@ -52,20 +55,17 @@ def parse(path: str) -> tuple[str, str] | None:
     return (found.group(1), found.group(2)) if found else None
 
 
-def error(status: int, message: str, code: str | None, headers: dict[str, str]) -> Any:
-    """Google's error body for ``status``, and the headers left to send."""
-    kind = code or _STATUS.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+def error_body(status: int, message: str, fault: Fault | None) -> dict[str, Any]:
+    """Google's error body for ``status``: a fault's ``code`` overrides its ``status`` string,
+    its ``retry-after`` header is given as ``RetryInfo`` too."""
+    kind = (fault.code if fault else None) or _STATUS.get(
+        status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION"
+    )
     details: list[dict[str, Any]] = []
-    rest = dict(headers)
-    for key in list(rest):
+    for key, value in (fault.headers if fault else {}).items():
         if key.lower() == "retry-after":
-            details.append({"@type": _RETRY_INFO, "retryDelay": f"{float(rest.pop(key)):g}s"})
-    body = {"error": {"code": status, "message": message, "status": kind, "details": details}}
-    return body, rest
-
-
-def _count(text: str) -> int:
-    return max(1, len(text) // 4)
+            details.append({"@type": _RETRY_INFO, "retryDelay": f"{float(value):g}s"})
+    return {"error": {"code": status, "message": message, "status": kind, "details": details}}
 
 
 def _prompt_text(body: dict[str, Any]) -> str:
@@ -82,10 +82,14 @@ def _prompt_text(body: dict[str, Any]) -> str:
 def usage(body: dict[str, Any], reply: Any, content: str) -> dict[str, Any]:
     """``usageMetadata``: the prompt count includes the cached tokens; the candidates' count
     leaves out the thoughts (Reply's completion count, OpenAI's, includes its reasoning)."""
-    prompt = reply.prompt_tokens if reply.prompt_tokens is not None else _count(_prompt_text(body))
+    prompt = (
+        reply.prompt_tokens
+        if reply.prompt_tokens is not None
+        else _count_tokens(_prompt_text(body))
+    )
     completion = reply.completion_tokens
     if completion is None:
-        completion = _count(content)
+        completion = _count_tokens(content)
     thoughts = reply.reasoning_tokens or 0
     out: dict[str, Any] = {
         "promptTokenCount": prompt,
@@ -139,8 +143,7 @@ def frames(body: dict[str, Any], reply: Any, model: str, truncate: bool) -> list
     text = content_of(model, reply)
     ident = uuid.uuid4().hex[:16]
     name = reply.response_model or model
-    words = text.split(" ")
-    pieces = [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+    pieces = _pieces(text)
     counts = usage(body, reply, text)
     out = []
     for i, piece in enumerate(pieces):
@@ -168,7 +171,7 @@ def stream_error(kind: str) -> bytes:
     return sse({"error": {"code": code, "message": f"mock stream error: {kind}", "status": status}})
 
 
-def embeddings(body: dict[str, Any], batch: bool) -> Any:
+def _embeddings(body: dict[str, Any], batch: bool) -> Any:
     """``batchEmbedContents`` (one vector per request) or ``embedContent`` (one vector)."""
     requests = body.get("requests") if batch else [body]
     vectors = []
@@ -178,3 +181,31 @@ def embeddings(body: dict[str, Any], batch: bool) -> Any:
     if batch:
         return {"embeddings": vectors}
     return {"embedding": vectors[0] if vectors else {"values": []}}
+
+
+class GeminiWire(Wire):
+    def _gemini(self) -> tuple[str, str]:
+        return parse(urlsplit(self.path).path) or ("", "")
+
+    def _gemini_generate(self, body: dict[str, Any], reply: Reply, fault: Fault | None) -> None:
+        model, method = self._gemini()
+        headers = fault.headers if fault else None
+        if method == "generateContent":
+            self._json(200, answer(body, reply, model), headers)
+            return
+        events = frames(body, reply, model, bool(fault and fault.truncate))
+        error = stream_error(fault.stream_error) if fault and fault.stream_error else None
+        self._stream("text/event-stream", [(e, True) for e in events], fault, error, headers)
+
+    def _gemini_embed(self, body: dict[str, Any], reply: Reply, fault: Fault | None) -> None:
+        batch = self._gemini()[1] == "batchEmbedContents"
+        self._json(200, _embeddings(body, batch), fault.headers if fault else None)
+
+    def _gemini_route(self, method: str) -> Any:
+        """The method answering a Gemini ``method`` (None: not served)."""
+        return {
+            "generateContent": self._gemini_generate,
+            "streamGenerateContent": self._gemini_generate,
+            "batchEmbedContents": self._gemini_embed,
+            "embedContent": self._gemini_embed,
+        }.get(method)

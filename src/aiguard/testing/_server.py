@@ -1,8 +1,8 @@
-"""A fault-injecting HTTP server for tests that speaks OpenAI, Anthropic and Ollama (stdlib only).
+"""A fault-injecting HTTP server for tests that speaks every provider's wire (stdlib only).
 
 It listens on 127.0.0.1 on a free port, plays a scripted queue of faults per model, and records
-every request it receives. It answers three wire protocols, each in its own shape, with usage
-and cached tokens, as JSON or as a stream:
+every request it receives. It answers each wire protocol in its own shape, with usage and cached
+tokens, as JSON or as a stream:
 
 - OpenAI: ``POST /v1/chat/completions`` (SSE), ``/v1/responses`` (SSE events) and
   ``/v1/embeddings``. Point
@@ -17,6 +17,10 @@ and cached tokens, as JSON or as a stream:
   event-stream binary frames). Point ``boto3.client("bedrock-runtime",
   endpoint_url=server.anthropic_url, region_name=..., aws_access_key_id=...,
   aws_secret_access_key=...)`` at it (any credentials).
+- Gemini (google-genai): ``POST .../models/{model}:generateContent``,
+  ``:streamGenerateContent?alt=sse`` (SSE), ``:batchEmbedContents`` and ``:embedContent``, the
+  model taken from the path. Point ``genai.Client(api_key=..., http_options={"base_url":
+  server.gemini_url})`` at it (Vertex AI clients too).
 
 A :class:`Fault` applies to whichever protocol the request speaks; errors come in that
 protocol's body shape.
@@ -40,6 +44,10 @@ from aiguard.testing._bedrock_wire import MALFORMED as BEDROCK_MALFORMED
 from aiguard.testing._bedrock_wire import BedrockWire
 from aiguard.testing._bedrock_wire import error_body as bedrock_error
 from aiguard.testing._bedrock_wire import route as bedrock_route
+from aiguard.testing._gemini_wire import MALFORMED as GEMINI_MALFORMED
+from aiguard.testing._gemini_wire import GeminiWire
+from aiguard.testing._gemini_wire import error_body as gemini_error
+from aiguard.testing._gemini_wire import parse as gemini_path
 from aiguard.testing._ollama_wire import OllamaWire
 from aiguard.testing._ollama_wire import error_body as ollama_error
 from aiguard.testing._openai_wire import OpenAIWire
@@ -134,6 +142,16 @@ class MockServer:
         return self._root
 
     @property
+    def gemini_url(self) -> str:
+        """The base URL to give a google-genai client (the SDK adds ``/{version}/models/...``).
+
+        Example::
+
+            genai.Client(api_key="test", http_options={"base_url": server.gemini_url})
+        """
+        return self._root
+
+    @property
     def _root(self) -> str:
         return f"http://{self._host}:{self.port}"
 
@@ -201,10 +219,11 @@ _MALFORMED: dict[_Dialect, bytes] = {
     "anthropic": b'{"id": "msg_broken", "type": "message", "content": [',
     "ollama": b'{"model": "broken", "message": {',
     "bedrock": BEDROCK_MALFORMED,
+    "gemini": GEMINI_MALFORMED,
 }
 
 
-class _Handler(OpenAIWire, AnthropicWire, OllamaWire, BedrockWire):
+class _Handler(OpenAIWire, AnthropicWire, OllamaWire, BedrockWire, GeminiWire):
     """The request handler: one class combining every wire (a provider's protocol, each in its
     own module on :class:`aiguard.testing._wire.Wire`). A new wire adds its mixin here, its
     paths in :meth:`_route`, its error body and its malformed answer."""
@@ -214,6 +233,7 @@ class _Handler(OpenAIWire, AnthropicWire, OllamaWire, BedrockWire):
         "anthropic": anthropic_error,
         "ollama": ollama_error,
         "bedrock": bedrock_error,
+        "gemini": gemini_error,
     }
     server_state: MockServer
     protocol_version = "HTTP/1.1"
@@ -252,6 +272,9 @@ class _Handler(OpenAIWire, AnthropicWire, OllamaWire, BedrockWire):
         aws = bedrock_route(urlsplit(self.path).path)
         if aws is not None:  # Bedrock names the model in the path
             model = aws[0]
+        gemini = gemini_path(urlsplit(self.path).path)  # so does Gemini
+        if gemini is not None:
+            model = gemini[0]
         recorded = Recorded(
             "POST",
             self.path,
@@ -288,6 +311,9 @@ class _Handler(OpenAIWire, AnthropicWire, OllamaWire, BedrockWire):
         if aws is not None:
             model, streams = aws
             return "bedrock", lambda b, r, f: self._bedrock(model, streams, b, r, f)
+        gemini = gemini_path(path)
+        if gemini is not None:
+            return "gemini", self._gemini_route(gemini[1])
         if path.startswith("/api/"):
             ollama: dict[str, _Route] = {
                 "/api/chat": self._ollama_chat,

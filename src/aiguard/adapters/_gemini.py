@@ -32,6 +32,12 @@ from aiguard._policy import Failure, Policy
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
 from aiguard.adapters._gemini_parts import gemini_messages, plain
+from aiguard.adapters._gemini_pivot import openai_chat as openai_chat
+from aiguard.adapters._gemini_pivot import openai_chat_async as openai_chat_async
+from aiguard.adapters._gemini_reverse import from_openai_chat as from_openai_chat
+from aiguard.adapters._gemini_reverse import from_openai_chunks as from_openai_chunks
+from aiguard.adapters._gemini_reverse import from_openai_chunks_async as from_openai_chunks_async
+from aiguard.adapters._gemini_reverse import to_openai_chat as to_openai_chat
 from aiguard.adapters._gemini_send import PROVIDER as PROVIDER
 from aiguard.adapters._gemini_send import VERTEX_PROVIDER as VERTEX_PROVIDER
 from aiguard.adapters._gemini_send import _Client, _field, _number

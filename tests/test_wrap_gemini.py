@@ -151,6 +151,18 @@ def test_without_a_retry_policy_the_clients_retry_options_apply(server, telemetr
     assert telemetry.span(f"chat {MODEL}").attributes["aiguard.attempts"] == 3
 
 
+def test_without_a_retry_policy_the_requests_retry_options_apply(server, telemetry):
+    client = aiguard.wrap(_client(server, retry_options={"attempts": 5}))
+    retrying = {"attempts": 2, "initial_delay": 0.001, "max_delay": 0.002, "jitter": 0}
+    config = types.GenerateContentConfig(
+        http_options=types.HttpOptions(retry_options=types.HttpRetryOptions(**retrying))
+    )
+    server.fail(MODEL, status=503, times=3)
+    with pytest.raises(errors.ServerError):
+        client.models.generate_content(model=MODEL, contents=HELLO, config=config)
+    assert len(server.requests) == 2
+
+
 def test_the_callers_config_and_http_options_are_kept_and_never_changed(server):
     config = types.GenerateContentConfig(
         temperature=0.2,

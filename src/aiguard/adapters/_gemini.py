@@ -40,7 +40,7 @@ from aiguard.adapters._gemini_reverse import from_openai_chunks_async as from_op
 from aiguard.adapters._gemini_reverse import to_openai_chat as to_openai_chat
 from aiguard.adapters._gemini_send import PROVIDER as PROVIDER
 from aiguard.adapters._gemini_send import VERTEX_PROVIDER as VERTEX_PROVIDER
-from aiguard.adapters._gemini_send import _Client, _field, _number
+from aiguard.adapters._gemini_send import _Client, _field, _number, asking
 from aiguard.adapters._proxy import (
     GuardedProxy,
     Patch,
@@ -335,7 +335,7 @@ def _models_tree(
                 out.append(owner.endpoint(send, t.model, policy, is_async, t))
             return out
 
-        tree[name] = guarded_method(route, policy, endpoints, is_async)
+        tree[name] = asking(guarded_method(route, policy, endpoints, is_async), is_async)
     return tree
 
 

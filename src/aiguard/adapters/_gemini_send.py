@@ -4,13 +4,15 @@ The SDK retries a request by itself only when ``http_options.retry_options`` is 
 client or on the request). A guarded attempt gives the request per-request ``retry_options`` of
 one attempt (the caller's other ``http_options`` kept, the caller's config never changed), unless
 the policy keeps the SDK's retries (zero-code instrumentation without a retry policy). Without
-a retry policy of its own, aiguard retries as the client's ``retry_options`` say.
+a retry policy of its own, aiguard retries as the request's ``retry_options`` say, else the
+client's.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from google import genai
@@ -22,6 +24,7 @@ from aiguard._engine.state import in_sdk
 from aiguard._http import server_attributes
 from aiguard._policy import DEFAULT_RETRY, Policy, Retry, Target
 from aiguard._telemetry import Attrs
+from aiguard.adapters._proxy import Guard
 
 PROVIDER = "gcp.gen_ai"
 VERTEX_PROVIDER = "gcp.vertex_ai"
@@ -116,9 +119,10 @@ class _Client:
         return timeout if _number(timeout) else None
 
     def retry(self, policy: Policy, target: Target | None) -> Retry:
-        """The policy's retry; without one, the client's own ``retry_options``, if any."""
+        """The policy's retry; without one, the request's own ``retry_options``, else the
+        client's, if any."""
         chosen = policy.retry_for(target)
-        options = getattr(self._options(), "retry_options", None)
+        options = _asked.get() or getattr(self._options(), "retry_options", None)
         if chosen is not DEFAULT_RETRY or options is None:
             return chosen
         return _following(
@@ -151,6 +155,48 @@ class _Client:
             breaker_key=(id(self.api), model),
             timeout_param=_TIMEOUT_KEY,
         )
+
+
+# The ``retry_options`` of the request being guarded (its config's ``http_options``).
+_asked: ContextVar[Any] = ContextVar("aiguard_gemini_retry_options", default=None)
+
+
+def _request_retry_options(kwargs: dict[str, Any]) -> Any:
+    options = _field(kwargs.get("config"), "http_options")
+    retry = _field(options, "retry_options")
+    if isinstance(retry, dict):
+        try:
+            return types.HttpRetryOptions.model_validate(retry)
+        except ValueError:  # the SDK will say what is wrong with it
+            return None
+    return retry if isinstance(retry, types.HttpRetryOptions) else None
+
+
+def asking(guard: Guard, is_async: bool) -> Guard:
+    """``guard``, with the request's own ``retry_options`` known while its targets are made."""
+    if is_async:
+
+        async def guarded_async(
+            proxy: Any, method: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+        ) -> Any:
+            token = _asked.set(_request_retry_options(kwargs))
+            try:
+                return await guard(proxy, method, instance, args, kwargs)
+            finally:
+                _asked.reset(token)
+
+        return guarded_async
+
+    def guarded(
+        proxy: Any, method: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        token = _asked.set(_request_retry_options(kwargs))
+        try:
+            return guard(proxy, method, instance, args, kwargs)
+        finally:
+            _asked.reset(token)
+
+    return guarded
 
 
 def _or(value: float | None, default: float) -> float:

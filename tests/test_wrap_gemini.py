@@ -22,7 +22,7 @@ from tests.conftest import API_KEY
 
 import aiguard
 from aiguard._policy import Failure
-from aiguard.adapters import _gemini
+from aiguard.adapters import _gemini, _gemini_send
 from aiguard.adapters._gemini_parts import gemini_messages
 from aiguard.testing import MockServer
 
@@ -161,6 +161,19 @@ def test_without_a_retry_policy_the_requests_retry_options_apply(server, telemet
     with pytest.raises(errors.ServerError):
         client.models.generate_content(model=MODEL, contents=HELLO, config=config)
     assert len(server.requests) == 2
+
+
+def test_a_request_goes_as_written_when_the_sdk_would_not_retry_it(server):
+    # No retry_options anywhere and no deadline: no config to convert (it costs the SDK more
+    # than the rest of the call).
+    view = _gemini_send._Client(_client(server), aiguard.Policy(), None)
+    request = {"model": MODEL, "contents": HELLO}
+    assert _gemini_send._prepared(view, dict(request)) == request
+    retrying = _gemini_send._Client(
+        _client(server, retry_options={"attempts": 3}), aiguard.Policy(), None
+    )
+    config = _gemini_send._prepared(retrying, dict(request))["config"]
+    assert config["http_options"].retry_options.attempts == 1
 
 
 def test_the_callers_config_and_http_options_are_kept_and_never_changed(server):

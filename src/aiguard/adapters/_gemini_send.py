@@ -71,25 +71,30 @@ def attempt_config(config: Any, keep_retries: bool, remaining: float | None) -> 
     return config.model_copy(update={"http_options": options})
 
 
-def _prepared(request: dict[str, Any], keep: bool, client_ms: float | None) -> dict[str, Any]:
+def _prepared(client: _Client, request: dict[str, Any]) -> dict[str, Any]:
+    """The request of one attempt. Unchanged unless the SDK would retry it (``retry_options``
+    on the client or the request) or a deadline applies: the SDK then converts a config, which
+    costs it more than the call's own work."""
     remaining = request.pop(_TIMEOUT_KEY, None)
+    client_ms = client.timeout_ms()
     if remaining is not None and client_ms is not None:
         remaining = min(remaining, client_ms / 1000)
-    request["config"] = attempt_config(request.get("config"), keep, remaining)
+    config = request.get("config")
+    keep = client.keep_retries or not client.retrying()
+    if not keep or remaining is not None:
+        request["config"] = attempt_config(config, keep, remaining)
     return request
 
 
-def _send(method: Callable[..., Any], keep: bool, client_ms: Any, request: dict[str, Any]) -> Any:
-    return method(**_prepared(dict(request), keep, client_ms()))
+def _send(method: Callable[..., Any], client: _Client, request: dict[str, Any]) -> Any:
+    return method(**_prepared(client, dict(request)))
 
 
-async def _send_async(
-    method: Callable[..., Any], keep: bool, client_ms: Any, request: dict[str, Any]
-) -> Any:
+async def _send_async(method: Callable[..., Any], client: _Client, request: dict[str, Any]) -> Any:
     # Inside the SDK while awaited: an instrumented method it calls passes straight through.
     token = in_sdk.set(True)
     try:
-        return await method(**_prepared(dict(request), keep, client_ms()))
+        return await method(**_prepared(client, dict(request)))
     finally:
         in_sdk.reset(token)
 
@@ -114,7 +119,14 @@ class _Client:
     def _options(self) -> Any:
         return getattr(self.api, "_http_options", None)
 
-    def _timeout_ms(self) -> float | None:
+    def retrying(self) -> bool:
+        """Would the SDK retry the guarded request by itself?"""
+        return _asked.get() is not None or self._options_retry() is not None
+
+    def _options_retry(self) -> Any:
+        return getattr(self._options(), "retry_options", None)
+
+    def timeout_ms(self) -> float | None:
         timeout = getattr(self._options(), "timeout", None)
         return timeout if _number(timeout) else None
 
@@ -122,7 +134,7 @@ class _Client:
         """The policy's retry; without one, the request's own ``retry_options``, else the
         client's, if any."""
         chosen = policy.retry_for(target)
-        options = _asked.get() or getattr(self._options(), "retry_options", None)
+        options = _asked.get() or self._options_retry()
         if chosen is not DEFAULT_RETRY or options is None:
             return chosen
         return _following(
@@ -147,7 +159,7 @@ class _Client:
             self.url = url
         send = _send_async if is_async else _send
         return Endpoint(
-            invoke=functools.partial(send, method, self.keep_retries, self._timeout_ms),
+            invoke=functools.partial(send, method, self),
             model=model,
             provider=self.provider,
             server=self.server,

@@ -12,6 +12,7 @@ import json
 import time
 from typing import Any
 
+import pydantic
 import pytest
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
@@ -351,6 +352,26 @@ def test_an_async_stream_through_client_aio(server, telemetry):
     assert len(asyncio.run(run())) == 3
     a = telemetry.span(f"chat {MODEL}").attributes
     assert (a["aiguard.attempts"], a["aiguard.outcome"]) == (2, "ok")
+
+
+# -- output validation ---------------------------------------------------------------------------
+
+
+class City(pydantic.BaseModel):
+    city: str
+
+
+@pytest.mark.parametrize("contents", ["Capital of France?", HELLO, [types.Part(text="Hi")]])
+def test_a_wrong_answer_is_reasked_in_geminis_contents(server, contents):
+    server.answer(MODEL, "Paris, I think", '{"city": "Paris"}')
+    client = aiguard.wrap(_client(server), output=City)
+    reply = client.models.generate_content(model=MODEL, contents=contents)
+    assert reply.text == '{"city": "Paris"}'
+    again = server.requests[1].body["contents"]
+    assert again[-2] == {"role": "model", "parts": [{"text": "Paris, I think"}]}
+    assert again[-1]["role"] == "user"
+    assert "did not match the required format" in again[-1]["parts"][0]["text"]
+    assert again[:-2] == server.requests[0].body["contents"]
 
 
 # -- messages, for checks and capture -----------------------------------------------------------

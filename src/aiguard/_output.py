@@ -295,6 +295,8 @@ def reask_request(request: dict[str, Any], raw: Any, errors: list[str]) -> dict[
         return {**request, "input": [{"role": "user", "content": given}, *turn]}
     if isinstance(given, list | tuple):
         return {**request, "input": [*given, *turn]}
+    if "contents" in request and "model" in request:  # Gemini: the turns as its contents
+        return {**request, "contents": _gemini_turns(request["contents"], previous, errors)}
     if isinstance(request.get("prompt"), str):  # completions: the feedback goes into the prompt
         return {**request, "prompt": f"{request['prompt']}{previous}\n\n{feedback(errors)}\n"}
     return request  # a function: called again as it is
@@ -307,6 +309,30 @@ def _in_blocks(messages: Any) -> bool:
         if isinstance(content, list) and content and isinstance(content[0], dict):
             return "type" not in content[0]
     return False
+
+
+def _gemini_turns(contents: Any, previous: str, errors: list[str]) -> list[Any]:
+    """Gemini ``contents`` with the wrong answer and the errors after them. A string or a
+    single part or content is one user turn; a list of parts is too (the SDK sends consecutive
+    parts as one user content)."""
+    given = contents if isinstance(contents, list) else [contents]
+    if not all(_is_content(item) for item in given):
+        given = [{"role": "user", "parts": [_gemini_part(item) for item in given]}]
+    turn = [
+        {"role": "model", "parts": [{"text": previous}]},
+        {"role": "user", "parts": [{"text": feedback(errors)}]},
+    ]
+    return [*given, *turn]
+
+
+def _is_content(item: Any) -> bool:
+    if isinstance(item, dict):
+        return "role" in item or "parts" in item
+    return hasattr(item, "parts") and hasattr(item, "role")
+
+
+def _gemini_part(item: Any) -> Any:
+    return {"text": item} if isinstance(item, str) else item
 
 
 def _to_json(value: Any) -> str:

@@ -130,6 +130,18 @@ def test_the_retry_delay_is_read_from_retry_info():
     )
 
 
+def test_a_decorated_function_retries_geminis_transient_errors(server):
+    client = _client(server)
+    server.fail(MODEL, status=503)
+
+    @aiguard.guard(retry=FAST)
+    def ask() -> str | None:
+        return client.models.generate_content(model=MODEL, contents=HELLO).text
+
+    assert ask() == f"Hello from {MODEL}."
+    assert len(server.requests) == 2
+
+
 # -- the SDK's own retries -----------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ def classify(error: BaseException) -> tuple[Failure, float | None]:
     if isinstance(error, AIGuardError):  # aiguard's own refusals are final
         return Failure.FATAL, None
     for cls in type(error).__mro__:
-        adapter = adapters.loaded(cls.__module__.partition(".")[0])
+        adapter = adapters.for_module(cls.__module__)
         if adapter is not None:
             result: tuple[Failure, float | None] = adapter.classify(error)
             return result

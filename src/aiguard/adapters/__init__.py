@@ -29,6 +29,15 @@ def loaded(sdk: str) -> ModuleType | None:
     return importlib.import_module(entry[0])
 
 
+def for_module(module: str) -> ModuleType | None:
+    """The adapter of the SDK a module belongs to (``google.genai.errors``: google.genai's),
+    if that SDK is imported."""
+    for sdk in ADAPTERS:
+        if module == sdk or module.startswith(sdk + "."):
+            return loaded(sdk)
+    return None
+
+
 def supported() -> str:
     """What ``aiguard.wrap`` can wrap, for error messages."""
     return "; ".join(what for _, what in ADAPTERS.values())

@@ -265,6 +265,18 @@ def test_usage_metadata_is_read_whole():
     assert _gemini.usage_of(None) is None
 
 
+def test_a_blocked_prompt_says_why_and_ends_a_stream():
+    blocked = types.GenerateContentResponse(
+        prompt_feedback=types.GenerateContentResponsePromptFeedback(
+            block_reason=types.BlockedReason.SAFETY
+        )
+    )
+    assert _gemini.response_attributes(blocked)["gen_ai.response.finish_reasons"] == ["safety"]
+    reader = _gemini.StreamReader()
+    reader.chunk(blocked)
+    assert reader.complete
+
+
 def test_a_vertex_ai_client_is_gcp_vertex_ai(server, telemetry):
     raw = genai.Client(vertexai=True, api_key=API_KEY, http_options={"base_url": server.gemini_url})
     aiguard.wrap(raw).models.generate_content(model=MODEL, contents=HELLO)

@@ -174,6 +174,9 @@ def response_attributes(response: Any) -> Attrs:
         attrs[sc.RESPONSE_MODEL] = model
     reasons = [_reason(c.finish_reason) for c in getattr(response, "candidates", None) or ()]
     found = [r for r in reasons if r is not None]
+    if not found:  # a blocked prompt: no candidate, the block reason says why
+        blocked = _reason(getattr(getattr(response, "prompt_feedback", None), "block_reason", None))
+        found = [blocked] if blocked is not None else []
     if found:
         attrs[sc.RESPONSE_FINISH_REASONS] = found
     return attrs

@@ -22,7 +22,8 @@ class Fault:
     - ``code``: OpenAI: the error's ``code``; Anthropic: the error's ``type`` (by default
       derived from the status: 429 ``rate_limit_error``, 529 ``overloaded_error``...); Bedrock:
       the exception's name (by default 429 ``ThrottlingException``, 503
-      ``ServiceUnavailableException``...).
+      ``ServiceUnavailableException``...); Gemini: the error's ``status`` (by default 429
+      ``RESOURCE_EXHAUSTED``, 503 ``UNAVAILABLE``...).
     - ``headers``: extra response headers, e.g. ``{"retry-after": "0.2"}``.
     - ``delay``: seconds to wait before answering (to trigger client timeouts).
     - ``reset``: drop the connection with a TCP reset instead of answering.

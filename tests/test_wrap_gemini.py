@@ -58,6 +58,30 @@ def test_the_wrapped_client_looks_and_behaves_like_the_client(server):
     assert answer.text == f"Hello from {MODEL}."
 
 
+def test_chat_sessions_send_guarded_calls(server, telemetry):
+    def converse(chat: Any) -> list[Any]:
+        assert chat.send_message("Hello?").text == f"Hello from {MODEL}."
+        assert all(chunk.text for chunk in chat.send_message_stream("Again?"))
+        return [content.model_dump() for content in chat.get_history()]
+
+    raw = _client(server)  # kept: a collected client closes its connections
+    unguarded = converse(raw.chats.create(model=MODEL))
+    server.reset()
+    client = aiguard.wrap(_client(server), retry=FAST)
+    server.fail(MODEL, status=503)
+    chat = client.chats.create(model=MODEL)
+    assert isinstance(chat, genai.chats.Chat)
+    assert converse(chat) == unguarded  # the SDK's own history, as without aiguard
+
+    async def run() -> Any:
+        session = client.aio.chats.create(model=MODEL)
+        return (await session.send_message("Hello?")).text
+
+    assert asyncio.run(run()) == f"Hello from {MODEL}."
+    spans = telemetry.spans(f"chat {MODEL}")
+    assert [s.attributes["aiguard.attempts"] for s in spans] == [2, 1, 1]
+
+
 def test_the_sdk_error_reaches_the_caller_unchanged(server, telemetry):
     server.fail(MODEL, status=400)
     with pytest.raises(errors.ClientError) as caught:

@@ -2,7 +2,8 @@
 
 Guards ``models.generate_content``, ``models.generate_content_stream`` and
 ``models.embed_content`` of ``genai.Client`` and of its ``client.aio`` (and of a ``Models`` /
-``AsyncModels`` resource wrapped alone); everything else passes through.
+``AsyncModels`` resource wrapped alone), and the chats made from the client (``client.chats``:
+the SDK's own, on the guarded ``models``); everything else passes through.
 
 A guarded attempt sends one request (the SDK's own ``retry_options`` off for it) and aiguard
 retries as the policy says, or as the client's ``retry_options`` say when the policy has no
@@ -44,6 +45,7 @@ from aiguard.adapters._gemini_send import _Client, _field, _number, asking
 from aiguard.adapters._proxy import (
     GuardedProxy,
     Patch,
+    View,
     guarded_method,
     same_kind_clients,
     the_class,
@@ -350,13 +352,26 @@ def wrap(client: Any, policy: Policy, provider: str | None) -> Any:
         return GuardedProxy(
             client, _models_tree(primary, others, policy, is_async), policy, provider
         )
-    tree: dict[str, Any] = {}
+    tree: dict[str, Any] = {"chats": _CHATS}
     if isinstance(client, genai.Client):
         tree["models"] = _models_tree(primary, _others(policy, False), policy, False)
-        tree["aio"] = {"models": _models_tree(primary, _others(policy, True), policy, True)}
+        aio = _models_tree(primary, _others(policy, True), policy, True)
+        tree["aio"] = {"models": aio, "chats": _CHATS}
     else:
         tree["models"] = _models_tree(primary, _others(policy, True), policy, True)
     return GuardedProxy(client, tree, policy, provider)
+
+
+def _chats(proxy: Any, chats: Any) -> Any:
+    """``client.chats``: the SDK's own, made on the guarded ``models``, so every message a chat
+    sends is a guarded call."""
+    try:
+        return type(chats)(modules=proxy.models)
+    except Exception:  # an SDK that builds its chats differently: unguarded, as it was
+        return chats
+
+
+_CHATS = View(_chats)
 
 
 def _others(policy: Policy, is_async: bool) -> dict[int, _Client]:

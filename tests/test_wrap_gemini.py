@@ -320,6 +320,18 @@ def test_embeddings(server, telemetry):
     assert a["gen_ai.provider.name"] == "gcp.gen_ai"
 
 
+def test_vertex_ai_embeddings_count_their_tokens(server, telemetry):
+    raw = genai.Client(vertexai=True, api_key=API_KEY, http_options={"base_url": server.gemini_url})
+    answer = aiguard.wrap(raw).models.embed_content(
+        model="text-embedding-005", contents=["sixteen chars..", "and eight"]
+    )
+    assert len(answer.embeddings or ()) == 2
+    assert server.requests[0].path.endswith("text-embedding-005:predict")
+    a = telemetry.span("embeddings text-embedding-005").attributes
+    assert a["gen_ai.provider.name"] == "gcp.vertex_ai"
+    assert a["gen_ai.usage.input_tokens"] == 3 + 2  # the kit's count: a token per 4 characters
+
+
 # -- streams: every way one ends ----------------------------------------------------------------
 
 

@@ -277,6 +277,8 @@ class EmbedRoute(Route):
                 attrs[sc.EMBEDDINGS_DIMENSION] = len(values)
         metadata = getattr(result, "usage_metadata", None)
         prompt = _count(getattr(metadata, "prompt_token_count", None))
+        if prompt is None and isinstance(vectors, list):  # Vertex AI: counted per embedding
+            prompt = _token_counts(vectors)
         return attrs, Usage(input_tokens=prompt) if prompt is not None else None
 
     def messages(self, request: dict[str, Any]) -> list[Message]:
@@ -289,6 +291,13 @@ class EmbedRoute(Route):
             for part in message.parts
         )
         return total, 0
+
+
+def _token_counts(vectors: list[Any]) -> int | None:
+    """The tokens of Vertex AI's embeddings, each counted in its statistics (as floats)."""
+    counts = [getattr(getattr(v, "statistics", None), "token_count", None) for v in vectors]
+    found = [int(c) for c in counts if isinstance(c, int | float) and not isinstance(c, bool)]
+    return sum(found) if found else None
 
 
 class StreamReader(Reader):

@@ -6,7 +6,8 @@ AI's ``/v1beta1/projects/p/locations/l/publishers/google/models/...`` alike):
 - ``:generateContent``: one ``GenerateContentResponse`` as JSON;
 - ``:streamGenerateContent?alt=sse``: the same, cut into ``data: {...}`` server-sent events, the
   last carrying the finish reason and the final counts;
-- ``:batchEmbedContents`` (what the SDK's ``embed_content`` sends) and ``:embedContent``.
+- ``:batchEmbedContents`` (what the SDK's ``embed_content`` sends), ``:embedContent`` and
+  Vertex AI's ``:predict`` (its text embedding models).
 
 Errors come as Google's ``{"error": {"code", "message", "status", "details"}}``; a fault's
 ``retry-after`` header becomes the body's ``google.rpc.RetryInfo`` ``retryDelay``, where Gemini
@@ -171,6 +172,21 @@ def stream_error(kind: str) -> bytes:
     return sse({"error": {"code": code, "message": f"mock stream error: {kind}", "status": status}})
 
 
+def _predictions(body: dict[str, Any]) -> Any:
+    """Vertex AI's ``predict`` for text embedding models: a vector and its token count per
+    instance."""
+    instances = body.get("instances")
+    parameters = body.get("parameters")
+    dims = parameters.get("outputDimensionality") if isinstance(parameters, dict) else None
+    out = []
+    for item in instances if isinstance(instances, list) else []:
+        text = item.get("content") if isinstance(item, dict) else None
+        statistics = {"token_count": _count_tokens(str(text or "")), "truncated": False}
+        values = [0.1 * (j + 1) for j in range(int(dims or 8))]
+        out.append({"embeddings": {"values": values, "statistics": statistics}})
+    return {"predictions": out}
+
+
 def _embeddings(body: dict[str, Any], batch: bool) -> Any:
     """``batchEmbedContents`` (one vector per request) or ``embedContent`` (one vector)."""
     requests = body.get("requests") if batch else [body]
@@ -198,8 +214,13 @@ class GeminiWire(Wire):
         self._stream("text/event-stream", [(e, True) for e in events], fault, error, headers)
 
     def _gemini_embed(self, body: dict[str, Any], reply: Reply, fault: Fault | None) -> None:
-        batch = self._gemini()[1] == "batchEmbedContents"
-        self._json(200, _embeddings(body, batch), fault.headers if fault else None)
+        method = self._gemini()[1]
+        answer = (
+            _predictions(body)
+            if method == "predict"
+            else _embeddings(body, method != "embedContent")
+        )
+        self._json(200, answer, fault.headers if fault else None)
 
     def _gemini_route(self, method: str) -> Any:
         """The method answering a Gemini ``method`` (None: not served)."""
@@ -208,4 +229,5 @@ class GeminiWire(Wire):
             "streamGenerateContent": self._gemini_generate,
             "batchEmbedContents": self._gemini_embed,
             "embedContent": self._gemini_embed,
+            "predict": self._gemini_embed,
         }.get(method)

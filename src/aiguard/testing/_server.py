@@ -18,9 +18,9 @@ tokens, as JSON or as a stream:
   endpoint_url=server.anthropic_url, region_name=..., aws_access_key_id=...,
   aws_secret_access_key=...)`` at it (any credentials).
 - Gemini (google-genai): ``POST .../models/{model}:generateContent``,
-  ``:streamGenerateContent?alt=sse`` (SSE), ``:batchEmbedContents`` and ``:embedContent``, the
-  model taken from the path. Point ``genai.Client(api_key=..., http_options={"base_url":
-  server.gemini_url})`` at it (Vertex AI clients too).
+  ``:streamGenerateContent?alt=sse`` (SSE), ``:batchEmbedContents``, ``:embedContent`` and
+  ``:predict``, the model taken from the path. Point ``genai.Client(api_key=...,
+  http_options={"base_url": server.gemini_url})`` at it (Vertex AI clients too).
 
 A :class:`Fault` applies to whichever protocol the request speaks; errors come in that
 protocol's body shape.

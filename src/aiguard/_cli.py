@@ -3,7 +3,7 @@
 - ``aiguard demo``: the guarded call at work, offline (``--local``: fall back to a real local
   model; ``--jsonl PATH``: also write the spans for ``aiguard report``).
 - ``aiguard report FILE.jsonl``: calls, errors, retries, latency, tokens and cost from exported
-  spans.
+  spans (``--html PATH``: as one self-contained page with charts).
 - ``aiguard doctor``: the effective configuration, and whether the collector is reachable.
 """
 
@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import ReadableSpan
 
 import aiguard
-from aiguard import _report
+from aiguard import _report, _report_html
 from aiguard._pretty import Style, print_tree
 from aiguard.testing import Capture, MockServer
 
@@ -330,12 +330,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_parser.add_argument("--jsonl", metavar="PATH", help="also write the spans to PATH")
     report_parser = commands.add_parser("report", help="summarise a JSONL span file")
     _report.add_arguments(report_parser)
+    report_parser.add_argument(
+        "--html", metavar="PATH", help="write the report as one self-contained HTML page to PATH"
+    )
     commands.add_parser("doctor", help="print the configuration and check the collector")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             return demo(sys.stdout, local=args.local, jsonl=args.jsonl)
         if args.command == "report":
+            if args.html:
+                return _report_html.write(args.file, args.html, sys.stderr)
             return _report.run(args)
         if args.command == "doctor":
             return doctor(sys.stdout)

@@ -5,6 +5,7 @@
 - ``aiguard report FILE.jsonl``: calls, errors, retries, latency, tokens and cost from exported
   spans (``--html PATH``: as one self-contained page with charts).
 - ``aiguard doctor``: the effective configuration, and whether the collector is reachable.
+- ``aiguard serve``: the testing kit's server with random faults and latency, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import ReadableSpan
 
 import aiguard
-from aiguard import _report, _report_html
+from aiguard import _report, _report_html, _serve
 from aiguard._pretty import Style, print_tree
 from aiguard.testing import Capture, MockServer
 
@@ -334,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--html", metavar="PATH", help="write the report as one self-contained HTML page to PATH"
     )
     commands.add_parser("doctor", help="print the configuration and check the collector")
+    _serve.add_arguments(
+        commands.add_parser("serve", help="run the fault-injecting test server until Ctrl-C")
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -344,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report.run(args)
         if args.command == "doctor":
             return doctor(sys.stdout)
+        if args.command == "serve":
+            return _serve.run(args)
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0

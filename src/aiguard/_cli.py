@@ -331,9 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_parser.add_argument("--jsonl", metavar="PATH", help="also write the spans to PATH")
     report_parser = commands.add_parser("report", help="summarise a JSONL span file")
     _report.add_arguments(report_parser)
-    report_parser.add_argument(
-        "--html", metavar="PATH", help="write the report as one self-contained HTML page to PATH"
-    )
+    _report_html.add_arguments(report_parser)
     commands.add_parser("doctor", help="print the configuration and check the collector")
     _serve.add_arguments(
         commands.add_parser("serve", help="run the fault-injecting test server until Ctrl-C")

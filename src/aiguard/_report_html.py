@@ -14,6 +14,7 @@ by error type; quality scores when the JSON has them (``quality``), shown as giv
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,7 @@ from decimal import Decimal
 from typing import Any, TextIO
 
 from aiguard import _report, _svg
+from aiguard._report_read import ReportError
 from aiguard._svg import Series, esc
 
 # Window widths in seconds, the smallest giving at most _MOST_WINDOWS windows is used.
@@ -30,6 +32,13 @@ _STEPS_S += (1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800, 25920
 _MOST_WINDOWS = 24
 _TOP_SERIES = 7  # more models or tags than this: the rest are drawn as one "other"
 QUALITY_KEY = "quality"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--html PATH`` on ``report``'s parser (the command line calls :func:`write` with it)."""
+    parser.add_argument(
+        "--html", metavar="PATH", help="write the report as one self-contained HTML page to PATH"
+    )
 
 
 class Window:
@@ -43,7 +52,7 @@ def write(path: str, html_path: str, err: TextIO) -> int:
     """Write the HTML report of ``path`` to ``html_path``; the exit code as :func:`report`'s."""
     try:
         summary, windows = summarise_windows(path)
-    except _report.ReportError as exc:
+    except ReportError as exc:
         print(f"aiguard report: {exc}", file=err)
         return 2
     if summary.calls == 0 and summary.attempts == 0:
@@ -59,40 +68,27 @@ def write(path: str, html_path: str, err: TextIO) -> int:
     return 0
 
 
-def summarise_windows(path: str) -> tuple[_report.Summary, list[tuple[int, int, _report.Summary]]]:
-    """The whole file's summary, and one per time window (the calls that started in it)."""
-    skipped = _report._Skipped()
-    spans: dict[tuple[str, str], _report._Span] = {}
-    for span in _report._read(path, skipped):
-        if not (span.is_guard() or span.is_attempt()):
-            skipped.foreign_spans += 1
-        elif span.key in spans:
-            skipped.duplicate_spans += 1
-        else:
-            spans[span.key] = span
+def summarise_windows(
+    path: str,
+) -> tuple[_report.Summary, list[tuple[int, int, _report.Summary]]]:
+    """The whole file's summary, and one per time window of the calls that started in it (a
+    span without a start time counts in the first). Raises :class:`~aiguard._report.ReportError`."""
+    skipped, spans = _report.collect(path)
     whole = _report.Summary(path, skipped)
-    for span in spans.values():
-        if span.is_guard():
-            _report._add_call(whole, span, spans)
-        if span.is_attempt():
-            _report._add_attempt(whole, span, spans)
-    starts = [s.start for s in spans.values() if s.start > 0]
+    _report.add_up(whole, spans.values(), spans)
+    starts = [span.start for span in spans.values() if span.start > 0]
     if not starts:
         return whole, []
     width = window_ns(min(starts), max(starts))
     first = min(starts) // width * width
-    count = (max(starts) - first) // width + 1
-    windows = [
-        (first + i * width, first + (i + 1) * width, _report.Summary(path, _report._Skipped()))
-        for i in range(count)
-    ]
+    members: list[list[Any]] = [[] for _ in range((max(starts) - first) // width + 1)]
     for span in spans.values():
-        index = max(0, (span.start - first) // width) if span.start > 0 else 0
-        summary = windows[index][2]
-        if span.is_guard():
-            _report._add_call(summary, span, spans)
-        if span.is_attempt():
-            _report._add_attempt(summary, span, spans)
+        members[max(0, span.start - first) // width if span.start > 0 else 0].append(span)
+    windows = []
+    for index, some in enumerate(members):
+        summary = _report.Summary(path, type(skipped)())
+        _report.add_up(summary, some, spans)
+        windows.append((first + index * width, first + (index + 1) * width, summary))
     return whole, windows
 
 

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 import aiguard
-from aiguard.testing._chaos import Chaos, ChaosServer
+from aiguard.testing import Chaos, ChaosServer
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 MESSAGES: Any = [{"role": "user", "content": "Hello?"}]

@@ -206,12 +206,14 @@ background:#f6f7f9}
 main{max-width:1120px;margin:0 auto;padding:24px 20px 48px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:32px 0 12px}
 .meta{color:#666;margin:0;overflow-wrap:anywhere}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(140px,1fr));gap:12px;
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(130px,1fr));gap:12px;
 margin-top:20px}
-.card{background:#fff;border:1px solid #e2e4e8;border-radius:8px;padding:12px 14px}
-.card b{display:block;font-size:22px;font-variant-numeric:tabular-nums}
+.card{background:#fff;border:1px solid #e2e4e8;border-radius:8px;padding:10px 12px}
+.card b{display:block;font-size:clamp(15px,1.6vw,20px);font-variant-numeric:tabular-nums;
+overflow-wrap:anywhere}
 .card span{color:#666;font-size:12px}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,460px),1fr));gap:16px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,460px),1fr));
+gap:16px}
 figure{margin:0;background:#fff;border:1px solid #e2e4e8;border-radius:8px;padding:12px;
 min-width:0}
 figcaption{font-weight:600;margin-bottom:6px;overflow-wrap:anywhere}

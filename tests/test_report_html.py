@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -17,6 +18,7 @@ from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import openai
 import pytest
@@ -373,3 +375,26 @@ def test_in_chromium_the_screenshot_shows_the_charts(page, tmp_path):
     blue = bytes.fromhex(_svg.PALETTE[0][1:])
     orange = bytes.fromhex(_svg.PALETTE[1][1:])
     assert pixels.count(blue) > 200 and pixels.count(orange) > 20  # bars in the palette's colours
+
+
+def test_every_chart_is_well_formed_svg(page):
+    text = page.read_text("utf-8")
+    charts = re.findall(r"<svg .*?</svg>", text, re.S)
+    assert len(charts) >= 8
+    for chart in charts:
+        root = ElementTree.fromstring(chart)  # raises on a stray '<' or '&'
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+
+
+def test_beyond_seven_models_the_rest_are_one_series_and_nothing_is_lost():
+    names = [f"model-{i}" for i in range(9)]
+    windows = [
+        _report_html.Window(0, 1, {"by_model": {n: {"cost_usd": f"0.00{i + 1}"} for i, n in
+                                                enumerate(names)}}),
+        _report_html.Window(1, 2, {"by_model": {"model-0": {"cost_usd": None}}}),
+    ]  # fmt: skip
+    series = _report_html._cost_series(windows, "by_model")
+    assert [s.name for s in series] == [f"model-{i}" for i in range(8, 1, -1)] + ["2 others"]
+    assert series[-1].exact == ["0.003", "0"]
+    total = sum(Decimal(e) for s in series for e in s.exact or [])
+    assert total == sum(Decimal(f"0.00{i + 1}") for i in range(9))

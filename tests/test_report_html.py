@@ -269,7 +269,11 @@ def test_latency_bins_cover_every_duration_on_a_1_2_5_scale(durations, edges):
 
 
 def test_chart_scales_and_windows_are_round():
-    assert [_svg.nice_ceiling(v) for v in (0, 0.03, 0.7, 3, 26, 900)] == [1, 0.05, 1, 5, 50, 1000]
+    tops = [_svg.nice_ceiling(v) for v in (0, 0.03, 0.7, 3, 26, 900, 0.0001)]
+    assert tops == pytest.approx([1, 0.04, 0.8, 4, 40, 1000, 0.0001])
+    assert [_report_html._usd(v) for v in (0, 0.0025, 0.01, 0.5, 1234.5)] == [
+        "$0", "$0.0025", "$0.01", "$0.5", "$1,234.50"
+    ]  # fmt: skip
     assert [_svg.count_ceiling(v) for v in (0, 3, 5, 9, 25, 99)] == [4, 4, 8, 12, 32, 100]
     hour = 3600 * 10**9
     assert _report_html.window_ns(0, 7 * hour) == 1800 * 10**9

@@ -133,9 +133,9 @@ def _ms(value: float) -> str:
 
 
 def _usd(value: float) -> str:
-    if value == 0:
-        return "$0"
-    return f"${value:,.2f}" if value >= 1 else f"${value:.2g}" if value < 0.01 else f"${value:.4f}"
+    if value >= 1:
+        return f"${value:,.2f}"
+    return "$" + (f"{value:.6f}".rstrip("0").rstrip(".") or "0")
 
 
 def _count(value: float) -> str:

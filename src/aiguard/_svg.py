@@ -57,11 +57,12 @@ def colour(index: int) -> str:
 
 
 def nice_ceiling(value: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 times a power of ten at or above ``value`` (1 for 0)."""
+    """The smallest 1, 2, 4, 6 or 8 times a power of ten at or above ``value`` (1 for 0): its
+    quarters, the grid lines, are round too."""
     if value <= 0 or not math.isfinite(value):
         return 1.0
     power = 10.0 ** math.floor(math.log10(value))
-    for step in (1.0, 2.0, 2.5, 5.0):
+    for step in (1.0, 2.0, 4.0, 6.0, 8.0):
         if value <= step * power * (1 + 1e-12):
             return step * power
     return 10.0 * power

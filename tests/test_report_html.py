@@ -12,6 +12,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 from collections.abc import Iterator
 from decimal import Decimal
@@ -402,3 +403,23 @@ def test_beyond_seven_models_the_rest_are_one_series_and_nothing_is_lost():
     assert series[-1].exact == ["0.003", "0"]
     total = sum(Decimal(e) for s in series for e in s.exact or [])
     assert total == sum(Decimal(f"0.00{i + 1}") for i in range(9))
+
+
+def test_the_demos_hint_makes_a_page_of_its_calls(tmp_path):
+    code = "import sys; from aiguard._cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        env.pop(name, None)
+    demo = subprocess.run(
+        [sys.executable, "-c", code, "demo", "--jsonl", "spans.jsonl"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env, check=False,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stderr
+    hint = "aiguard demo --jsonl spans.jsonl, then\naiguard report spans.jsonl --html report.html."
+    assert hint in demo.stdout
+    assert (
+        _cli.main(["report", str(tmp_path / "spans.jsonl"), "--html", str(tmp_path / "r.html")])
+        == 0
+    )
+    numbers = dict((tuple(path), text) for path, text in _parse(tmp_path / "r.html").numbers)
+    assert numbers[("calls", "total")] == "8" and numbers[("calls", "fallbacks")] == "1"

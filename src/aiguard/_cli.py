@@ -150,7 +150,9 @@ def demo(out: TextIO, local: bool = False, jsonl: str | None = None) -> int:
             "See your own calls this way with aiguard.configure(exporter='pretty').\n"
             "Send them to your collector with\n"
             "aiguard.configure(service_name=..., exporter='otlp'), or set\n"
-            "OTEL_EXPORTER_OTLP_ENDPOINT and run this demo again.",
+            "OTEL_EXPORTER_OTLP_ENDPOINT and run this demo again.\n"
+            "As one page of charts: aiguard demo --jsonl spans.jsonl, then\n"
+            "aiguard report spans.jsonl --html report.html.",
             file=out,
         )
         why = _missing_otlp()

@@ -3,8 +3,9 @@
 - ``aiguard demo``: the guarded call at work, offline (``--local``: fall back to a real local
   model; ``--jsonl PATH``: also write the spans for ``aiguard report``).
 - ``aiguard report FILE.jsonl``: calls, errors, retries, latency, tokens and cost from exported
-  spans.
+  spans (``--html PATH``: as one self-contained page with charts).
 - ``aiguard doctor``: the effective configuration, and whether the collector is reachable.
+- ``aiguard serve``: the testing kit's server with random faults and latency, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import ReadableSpan
 
 import aiguard
-from aiguard import _report
+from aiguard import _report, _report_html, _serve
 from aiguard._pretty import Style, print_tree
 from aiguard.testing import Capture, MockServer
 
@@ -149,7 +150,9 @@ def demo(out: TextIO, local: bool = False, jsonl: str | None = None) -> int:
             "See your own calls this way with aiguard.configure(exporter='pretty').\n"
             "Send them to your collector with\n"
             "aiguard.configure(service_name=..., exporter='otlp'), or set\n"
-            "OTEL_EXPORTER_OTLP_ENDPOINT and run this demo again.",
+            "OTEL_EXPORTER_OTLP_ENDPOINT and run this demo again.\n"
+            "As one page of charts: aiguard demo --jsonl spans.jsonl, then\n"
+            "aiguard report spans.jsonl --html report.html.",
             file=out,
         )
         why = _missing_otlp()
@@ -330,15 +333,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_parser.add_argument("--jsonl", metavar="PATH", help="also write the spans to PATH")
     report_parser = commands.add_parser("report", help="summarise a JSONL span file")
     _report.add_arguments(report_parser)
+    _report_html.add_arguments(report_parser)
     commands.add_parser("doctor", help="print the configuration and check the collector")
+    _serve.add_arguments(
+        commands.add_parser("serve", help="run the fault-injecting test server until Ctrl-C")
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             return demo(sys.stdout, local=args.local, jsonl=args.jsonl)
         if args.command == "report":
+            if args.html:
+                return _report_html.write(args.file, args.html, sys.stderr)
             return _report.run(args)
         if args.command == "doctor":
             return doctor(sys.stdout)
+        if args.command == "serve":
+            return _serve.run(args)
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0

@@ -44,7 +44,7 @@ def configure(
     *,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
-    exporter: str | SpanExporter | None = None,
+    exporter: str | SpanExporter | list[str | SpanExporter] | None = None,
     capture_content: str | bool | None = None,
     capture_pii: bool = False,
     capture_max_chars: int = 8192,
@@ -57,7 +57,8 @@ def configure(
       and sets them globally. ``exporter`` is ``"otlp"`` (HTTP/protobuf; gRPC with
       ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``), ``"pretty"`` (a readable tree per call on stderr),
       ``"console"`` (raw JSON), ``"jsonl:PATH"`` (one OTLP-JSON span
-      per line, for ``aiguard report``), a ``SpanExporter``, or ``None``: then
+      per line, for ``aiguard report``), a ``SpanExporter``, a list of these (each gets every
+      span; metrics go over OTLP if one is ``"otlp"``, else to the console), or ``None``: then
       ``OTEL_EXPORTER_OTLP_ENDPOINT`` selects OTLP, and with no endpoint nothing is exported
       (said once in a log line). Metrics go the same way (OTLP or console). The standard
       ``OTEL_*`` variables apply (service name, resource attributes, endpoints, headers).
@@ -80,13 +81,7 @@ def configure(
         raise TypeError("tracer_provider= must be an opentelemetry TracerProvider")
     if meter_provider is not None and not isinstance(meter_provider, metrics.MeterProvider):
         raise TypeError("meter_provider= must be an opentelemetry MeterProvider")
-    if exporter is not None and not isinstance(exporter, str | SpanExporter):
-        raise TypeError(
-            "exporter= must be 'otlp', 'console', 'jsonl:PATH', an opentelemetry SpanExporter, "
-            "or None"
-        )
-    if isinstance(exporter, str):
-        _check_exporter_name(exporter)
+    _check_exporters(exporter)
     if not isinstance(capture_pii, bool):
         raise TypeError(f"capture_pii= must be True or False, got {capture_pii!r}")
     if (
@@ -109,6 +104,32 @@ def configure(
         # and creates none of its own.
         install(Telemetry(tracer_provider, meter_provider))
         _created["in_use"] = (tracer_provider, meter_provider)
+
+
+def _check_exporters(exporter: object) -> None:
+    """A TypeError or ValueError naming ``exporter=`` for what is not one or a list of them."""
+    several = isinstance(exporter, list | tuple)
+    exporters: list[Any] = list(exporter) if isinstance(exporter, list | tuple) else [exporter]
+    for one in exporters:
+        if (one is None and not several) or isinstance(one, SpanExporter):
+            continue
+        if not isinstance(one, str):
+            raise TypeError(
+                "exporter= must be 'otlp', 'console', 'pretty', 'jsonl:PATH', an opentelemetry "
+                f"SpanExporter, a list of these, or None; got {one!r}"
+            )
+        _check_exporter_name(one)
+    if several:
+        keys = [_exporter_key(one) for one in exporters]
+        if not keys:
+            raise ValueError("exporter=[] names no exporter: give one, or None")
+        if any(key is other or key == other for i, key in enumerate(keys) for other in keys[:i]):
+            raise ValueError(f"exporter={exporter!r} names a destination twice")
+
+
+def _several(exporter: Any) -> list[Any]:
+    """``exporter=`` as a list (None: ``[None]``, the environment's choice)."""
+    return list(exporter) if isinstance(exporter, list | tuple) else [exporter]
 
 
 def _check_exporter_name(exporter: str) -> None:
@@ -164,19 +185,21 @@ def _resource(service_name: str | None) -> Resource:
     return Resource.create({} if named else {SERVICE_NAME: "aiguard-app"})
 
 
-def _tracer_provider(service_name: str | None, exporter: str | SpanExporter | None) -> Any:
+def _tracer_provider(service_name: str | None, exporter: Any) -> Any:
     current = trace.get_tracer_provider()
     if isinstance(current, SDKTracerProvider):
         if exporter is not None:
-            _attach(current, exporter)
+            _attach(current, _several(exporter))
         return current
     if "tracer" in _created:
         return _created["tracer"]
-    span_exporter = _exporter(exporter)  # first: a missing extra raises before anything is set
+    # First: a missing extra raises before anything is set.
+    made = [(one, _exporter(one)) for one in _several(exporter)]
     provider = SDKTracerProvider(resource=_resource(service_name), shutdown_on_exit=False)
-    if span_exporter is not None:
-        provider.add_span_processor(_processor(span_exporter))
-        _attached(provider).append(_exporter_key(exporter))
+    for one, span_exporter in made:
+        if span_exporter is not None:
+            provider.add_span_processor(_processor(span_exporter))
+            _attached(provider).append(_exporter_key(one))
     trace.set_tracer_provider(provider)
     _created["tracer"] = provider
     _flush_at_exit()
@@ -195,16 +218,22 @@ def _attached(provider: SDKTracerProvider) -> list[object]:
     return found
 
 
-def _attach(provider: SDKTracerProvider, exporter: str | SpanExporter) -> None:
-    """Add ``exporter`` to ``provider`` once, however often configure() names it."""
-    key = _exporter_key(exporter)
+def _attach(provider: SDKTracerProvider, exporters: list[str | SpanExporter]) -> None:
+    """Add each exporter to ``provider`` once, however often configure() names it (all are
+    made before any is added: a missing extra changes nothing)."""
     attached = _attached(provider)
-    if any(key is seen or (isinstance(key, str) and key == seen) for seen in attached):
-        return
-    span_exporter = _exporter(exporter)
-    if span_exporter is not None:
-        provider.add_span_processor(_processor(span_exporter))
-        attached.append(key)
+    new = [
+        one
+        for one in exporters
+        if not any(
+            (key := _exporter_key(one)) is seen or (isinstance(key, str) and key == seen)
+            for seen in attached
+        )
+    ]
+    for one, span_exporter in [(one, _exporter(one)) for one in new]:
+        if span_exporter is not None:
+            provider.add_span_processor(_processor(span_exporter))
+            attached.append(_exporter_key(one))
 
 
 def _processor(span_exporter: SpanExporter) -> BatchSpanProcessor:
@@ -293,11 +322,12 @@ def _exporter(exporter: str | SpanExporter | None) -> SpanExporter | None:
     return None
 
 
-def _metric_reader(exporter: str | SpanExporter | None) -> Any:
+def _metric_reader(exporter: Any) -> Any:
     """A periodic reader exporting metrics the same way as spans (OTLP or console), or None."""
     if os.environ.get("OTEL_METRICS_EXPORTER", "").strip().lower() == "none":
         return None
-    kind = _kind(exporter)
+    kinds = [_kind(one) for one in _several(exporter)]
+    kind = "otlp" if "otlp" in kinds else "console" if "console" in kinds else None
     env = os.environ.get
     # Metrics go over OTLP to their own or the general endpoint, or to the default one when no
     # endpoint is set; not when only a traces endpoint is (many trace backends take no metrics).
@@ -317,7 +347,7 @@ def _metric_reader(exporter: str | SpanExporter | None) -> Any:
     return PeriodicExportingMetricReader(metric_exporter)
 
 
-def _meter_provider(service_name: str | None, exporter: str | SpanExporter | None) -> Any:
+def _meter_provider(service_name: str | None, exporter: Any) -> Any:
     current = metrics.get_meter_provider()
     if isinstance(current, SDKMeterProvider):
         return current

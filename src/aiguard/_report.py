@@ -225,6 +225,15 @@ def run(args: argparse.Namespace) -> int:
 
 def summarise(path: str) -> Summary:
     """Read ``path`` and add up its aiguard spans. Raises :class:`ReportError`."""
+    skipped, spans = collect(path)
+    summary = Summary(path, skipped)
+    add_up(summary, spans.values(), spans)
+    return summary
+
+
+def collect(path: str) -> tuple[_Skipped, dict[tuple[str, str], _Span]]:
+    """What was skipped, and the aiguard spans of ``path`` by (trace id, span id). Raises
+    :class:`ReportError`."""
     skipped = _Skipped()
     spans: dict[tuple[str, str], _Span] = {}
     for span in _read(path, skipped):
@@ -234,13 +243,17 @@ def summarise(path: str) -> Summary:
             skipped.duplicate_spans += 1
         else:
             spans[span.key] = span
-    summary = Summary(path, skipped)
-    for span in spans.values():
+    return skipped, spans
+
+
+def add_up(summary: Summary, some: Iterable[_Span], spans: dict[tuple[str, str], _Span]) -> None:
+    """Add ``some`` of a file's spans to ``summary`` (``spans``: all of them, for the links to
+    the calls they run in). The HTML report sums its time windows so."""
+    for span in some:
         if span.is_guard():
             _add_call(summary, span, spans)
         if span.is_attempt():
             _add_attempt(summary, span, spans)
-    return summary
 
 
 # -- adding up -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiguard._engine.state import testing as _testing
 from aiguard.testing._capture import Capture
+from aiguard.testing._chaos import Chaos, ChaosServer
 from aiguard.testing._server import ANY_MODEL, Fault, MockServer, Recorded, Reply
 
 
@@ -41,4 +42,14 @@ def set_testing(on: bool) -> _TestMode:
     return _TestMode(before)
 
 
-__all__ = ["ANY_MODEL", "Capture", "Fault", "MockServer", "Recorded", "Reply", "set_testing"]
+__all__ = [
+    "ANY_MODEL",
+    "Capture",
+    "Chaos",
+    "ChaosServer",
+    "Fault",
+    "MockServer",
+    "Recorded",
+    "Reply",
+    "set_testing",
+]

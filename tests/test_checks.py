@@ -576,7 +576,10 @@ def test_generated_emails_are_always_redacted(before, email, after):
 
 # -- speed: a guard against catastrophic patterns, not a benchmark ---------------------------------
 
-LIMIT_SECONDS = 2.0
+# Process CPU time, so a loaded machine does not fail the test: a linear scan of a megabyte takes
+# a fraction of a second, a pattern that backtracks catastrophically on it takes hours. The
+# checks' real cost is measured in benchmarks/, not here.
+LIMIT_SECONDS = 10.0
 
 
 def _megabyte_prompts() -> dict[str, str]:
@@ -602,12 +605,12 @@ def _megabyte_prompts() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("name", list(_megabyte_prompts()))
-def test_a_megabyte_prompt_is_checked_in_well_under_a_second(name):
+def test_a_megabyte_prompt_never_backtracks_catastrophically(name):
     text = _megabyte_prompts()[name]
     messages = user(text)
     for check in (checks.NoSecrets(), checks.NoPII(), checks.NoPII(action="redact")):
-        started = time.perf_counter()
+        started = time.process_time()
         with contextlib.suppress(aiguard.CheckFailed):
             check(messages, **CONTEXT)
-        elapsed = time.perf_counter() - started
+        elapsed = time.process_time() - started
         assert elapsed < LIMIT_SECONDS, f"{check!r} took {elapsed:.2f}s on {name!r}"

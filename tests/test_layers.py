@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "aiguard"
 # Lower layers first; a module may import its own layer and those before it.
 LAYERS: list[set[str]] = [
     {"_errors", "_types", "_messages", "_semconv", "_version"},
-    {"_policy", "_budget", "_breaker", "_output"},
+    {"_policy", "_budget", "_breaker", "_output", "_quality_spec"},
     {
         "prices",
         "_patterns",
@@ -21,6 +21,12 @@ LAYERS: list[set[str]] = [
         "_http",
         "_jsonl",
         "_pretty",
+        "_calls",
+        "_evaluation",
+        "_worker",
+        "_online",
+        "_review",
+        "evaluators",
     },
     {"_engine"},
     {"adapters"},

@@ -61,7 +61,7 @@ def evaluator_name(evaluator: Any) -> str:
     name = getattr(evaluator, "name", None)
     if isinstance(name, str) and name:
         return name
-    return getattr(evaluator, "__qualname__", None) or type(evaluator).__qualname__
+    return getattr(evaluator, "__name__", None) or type(evaluator).__name__
 
 
 def fraction(what: str, value: Any) -> float:

@@ -212,6 +212,11 @@ Answer:
 
 Grade the answer against the rubric from 1 (bad) to 5 (excellent).
 Reply with the grade as a single digit first, then one short sentence why."""
+GRADE_SCHEMA = {
+    "type": "object",
+    "properties": {"grade": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
+    "required": ["grade"],
+}
 _GRADE = re.compile(r"\b([1-5])(?:\s*/\s*5)?\b")
 
 
@@ -222,6 +227,9 @@ class Judge:
     a plain function ``ask(prompt) -> str``; ``model`` names the judge's model where the client
     needs one. The grade (1 to 5) becomes a score from 0 to 1 (``(grade - 1) / 4``), with the
     judge's words as the explanation. Give the judge's client no ``evaluate=`` of its own.
+    ``request`` adds keywords to the judge's call; a small local model grades reliably when
+    its answer is held to :data:`GRADE_SCHEMA`, e.g. with llama.cpp
+    ``request={"response_format": {"type": "json_object", "schema": GRADE_SCHEMA}}``.
 
     Example::
 
@@ -237,6 +245,7 @@ class Judge:
         model: str | None = None,
         name: str = "judge",
         max_tokens: int = 48,
+        request: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(rubric, str) or not rubric.strip():
             raise TypeError("Judge(rubric=...) must be a non-empty string")
@@ -244,7 +253,9 @@ class Judge:
             raise TypeError("Judge(name=...) must be a non-empty string")
         if model is not None and not isinstance(model, str):
             raise TypeError("Judge(model=...) must be a model name or None")
-        self.ask = _asker(client, model, max_tokens)
+        if request is not None and not isinstance(request, dict):
+            raise TypeError("Judge(request=...) must be a dict of the client call's keywords")
+        self.ask = _asker(client, {"model": model} if model else {}, max_tokens, request or {})
         self.rubric = rubric
         self.name = name
 
@@ -261,14 +272,14 @@ class Judge:
         return Result((grade - 1) / 4, f"grade_{grade}", reply.strip()[:500])
 
 
-def _asker(client: Any, model: str | None, max_tokens: int) -> Any:
+def _asker(client: Any, named: dict[str, Any], max_tokens: int, extra: dict[str, Any]) -> Any:
     """A function ``prompt -> reply text`` for the judge's client."""
     from aiguard._output import answer_text
 
     def chat(prompt: str) -> list[dict[str, str]]:
         return [{"role": "user", "content": prompt}]
 
-    named = {"model": model} if model else {}
+    named = {**named, **extra}
     if hasattr(client, "create_chat_completion"):  # llama.cpp
         return lambda p: answer_text(
             client.create_chat_completion(

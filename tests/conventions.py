@@ -102,6 +102,7 @@ AIGUARD_ATTRIBUTES: dict[str, str] = {
     "aiguard.reasks": INT,
     "aiguard.stream.chunks": INT,
     "aiguard.stream.abandoned": BOOL,
+    "aiguard.evaluation.passed": BOOL,
 }
 ENUMS: dict[str, set[str]] = {
     "gen_ai.operation.name": {
@@ -346,7 +347,7 @@ def _evaluation_problems(attrs: Mapping[str, Any], span_id: int | None) -> list[
     """``gen_ai.evaluation.result``: a name, a score and/or a label, linked to the call."""
     out: list[str] = []
     for key, value in attrs.items():
-        kind = EVALUATION_ATTRIBUTES.get(key)
+        kind = EVALUATION_ATTRIBUTES.get(key) or AIGUARD_ATTRIBUTES.get(key)
         if kind is None:
             out.append(f"the evaluation event has {key}, in no table of the conventions")
         elif not _typed(value, kind):

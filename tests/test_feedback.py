@@ -154,6 +154,7 @@ def test_feedback_on_a_response_lands_on_its_span(make_client, telemetry):
         "gen_ai.evaluation.score.label": "up",
         "gen_ai.evaluation.explanation": "spot on",
         "gen_ai.response.id": reply.id,
+        "aiguard.evaluation.passed": True,
     }
     points = telemetry.metrics()["aiguard.evaluation.score"]
     assert [dict(p.attributes) for p in points] == [

@@ -40,7 +40,7 @@ LAYERS: list[set[str]] = [
         "_toml_lines",
         "_classify",
     },
-    {"_cli", "_report_read", "_report", "testing", "__init__", "__main__"},
+    {"_cli", "_report_read", "_report", "testing", "__init__", "__main__", "_review_cli"},
 ]
 
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import ReadableSpan
 
 import aiguard
-from aiguard import _report
+from aiguard import _report, _review_cli
 from aiguard._pretty import Style, print_tree
 from aiguard.testing import Capture, MockServer
 
@@ -331,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report_parser = commands.add_parser("report", help="summarise a JSONL span file")
     _report.add_arguments(report_parser)
     commands.add_parser("doctor", help="print the configuration and check the collector")
+    _review_cli.add_arguments(commands.add_parser("review", help="work through a review queue"))
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -339,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report.run(args)
         if args.command == "doctor":
             return doctor(sys.stdout)
+        if args.command == "review":
+            return _review_cli.run(args, sys.stdout, sys.stderr)
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0

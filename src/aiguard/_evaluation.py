@@ -15,7 +15,9 @@ evaluation name, model and tag) and ``aiguard.evaluations`` (results counted wit
 from __future__ import annotations
 
 import math
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +147,8 @@ def record(facts: CallFacts, name: str, result: Result, telemetry: Telemetry | N
         attributes[EXPLANATION] = result.explanation[:MAX_EXPLANATION]
     if facts.response_id:
         attributes[sc.RESPONSE_ID] = facts.response_id
+    if result.passed is not None:
+        attributes[PASSED] = result.passed
     try:
         context = None
         if facts.trace_id and facts.span_id:
@@ -155,7 +159,27 @@ def record(facts: CallFacts, name: str, result: Result, telemetry: Telemetry | N
         _logs.get_logger("aiguard").emit(event_name=EVENT, attributes=attributes, context=context)
     except Exception as exc:
         report_fault(f"emitting {EVENT}", exc)
+    _to_span_files(facts, attributes)
     _measure(telemetry or current(), facts, name, result)
+
+
+def _to_span_files(facts: CallFacts, attributes: dict[str, Any]) -> None:
+    """The result, next to the spans, in the JSONL span files this process writes (for
+    ``aiguard report``); nothing when it writes none."""
+    jsonl = sys.modules.get("aiguard._jsonl")
+    if jsonl is None:
+        return
+    try:
+        jsonl.write_evaluation(
+            {
+                "traceId": f"{facts.trace_id:032x}" if facts.trace_id else "",
+                "spanId": f"{facts.span_id:016x}" if facts.span_id else "",
+                "timeUnixNano": str(time.time_ns()),
+                "attributes": jsonl.encode_attributes(attributes),
+            }
+        )
+    except Exception as exc:
+        report_fault("writing an evaluation to the span file", exc)
 
 
 class _Instruments:

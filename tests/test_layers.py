@@ -40,7 +40,8 @@ LAYERS: list[set[str]] = [
         "_toml_lines",
         "_classify",
     },
-    {"_cli", "_report_read", "_report", "testing", "__init__", "__main__", "_review_cli"},
+    {"_cli", "_report_read", "_report", "testing", "__init__", "__main__", "_review_cli"}
+    | {"_report_quality"},
 ]
 
 

@@ -37,6 +37,7 @@ LAYERS: list[set[str]] = [
         "_config",
         "_policy_file",
         "_policy_schema",
+        "_policy_quality",
         "_toml_lines",
         "_classify",
     },

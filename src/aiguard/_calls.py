@@ -29,7 +29,7 @@ import functools
 import json
 import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,10 @@ class _Registry:
         self.lock = threading.Lock()
         self.weak: OrderedDict[int, tuple[weakref.ref[Any], CallFacts]] = OrderedDict()
         self.strong: OrderedDict[int, tuple[Any, CallFacts]] = OrderedDict()
+        # Keys of collected responses. The weak reference's callback may run in any thread, at
+        # any allocation (the garbage collector), even while this thread holds the lock: it
+        # only appends here (atomic), and the lock's holders purge.
+        self.collected: deque[int] = deque()
 
     def remember(self, obj: Any, facts: CallFacts) -> None:
         if isinstance(obj, _UNREGISTERED):
@@ -97,6 +101,7 @@ class _Registry:
                     self.strong.popitem(last=False)
             return
         with self.lock:
+            self._purge()
             self.strong.pop(key, None)
             self.weak[key] = (ref, facts)
             self.weak.move_to_end(key)
@@ -104,14 +109,19 @@ class _Registry:
                 self.weak.popitem(last=False)
 
     def _forget(self, key: int, _: object = None) -> None:
-        with self.lock:
+        self.collected.append(key)
+
+    def _purge(self) -> None:
+        while self.collected:
+            key = self.collected.popleft()
             entry = self.weak.get(key)
-            if entry is not None and entry[0]() is None:
+            if entry is not None and entry[0]() is None:  # not a new object at the same id
                 del self.weak[key]
 
     def facts(self, obj: Any) -> CallFacts | None:
         key = id(obj)
         with self.lock:
+            self._purge()
             weak = self.weak.get(key)
             if weak is not None and weak[0]() is obj:
                 return weak[1]

@@ -156,7 +156,9 @@ def record(facts: CallFacts, name: str, result: Result, telemetry: Telemetry | N
                 facts.trace_id, facts.span_id, True, TraceFlags(TraceFlags.SAMPLED)
             )
             context = trace.set_span_in_context(NonRecordingSpan(parent))
-        _logs.get_logger("aiguard").emit(event_name=EVENT, attributes=attributes, context=context)
+        _logs.get_logger("aiguard").emit(
+            timestamp=time.time_ns(), event_name=EVENT, attributes=attributes, context=context
+        )
     except Exception as exc:
         report_fault(f"emitting {EVENT}", exc)
     _to_span_files(facts, attributes)

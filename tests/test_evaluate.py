@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import openai
 import pydantic
 import pytest
 from tests.conftest import MESSAGES
@@ -291,3 +292,21 @@ def test_the_local_smollm2_model_as_judge(telemetry):
     assert good is not None and bad is not None
     assert good.score > bad.score  # the 135M model tells them apart when held to the schema
     assert [s.attributes["aiguard.outcome"] for s in telemetry.spans(f"chat {NAME}")] == ["ok"] * 2
+
+
+def test_failed_calls_and_guarded_generators_are_not_evaluated(make_client, server, telemetry):
+    seen = []
+
+    def spy(messages, answer, **context):
+        seen.append(answer)
+
+    server.fail("gpt-4o", status=400)
+    with pytest.raises(openai.BadRequestError):
+        _ask(make_client(evaluate=[spy]))
+
+    @aiguard.guard(evaluate=[spy])
+    def words(text: str):
+        yield from text.split()
+
+    assert list(words("a b")) == ["a", "b"]
+    assert aiguard.flush(5) and seen == []

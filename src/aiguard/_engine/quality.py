@@ -43,13 +43,17 @@ def returned(run: GuardedCall, result: Any) -> None:
 
 
 def ended(run: GuardedCall, error: BaseException | None) -> None:
-    """The call ended: complete its facts; queue its evaluation (a successful call's)."""
+    """The call ended: complete its facts; queue its evaluation (a successful call's).
+
+    A call that handed nothing to its caller (it failed, or it is a guarded generator, whose
+    items are the caller's) has no facts to complete and nothing to evaluate.
+    """
     try:
+        facts = run.facts
+        if facts is None:
+            return
         policy = run.policy
         evaluating = bool(policy.evaluate) or policy.review is not None
-        if run.facts is None and not evaluating:
-            return
-        facts = run.facts = run.facts or _facts(run)
         response = run.record.response
         response_id = response.get(sc.RESPONSE_ID)
         model = response.get(sc.RESPONSE_MODEL)

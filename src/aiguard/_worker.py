@@ -106,21 +106,21 @@ def _count_drop() -> None:
         report_fault("counting a dropped evaluation", exc)
 
 
-class _State:
+class _ProcessWorker:
     worker: Worker | None = None
     lock = threading.Lock()
 
 
 def worker() -> Worker:
     """The process's worker, created (with its exit drain) on first use."""
-    found = _State.worker
+    found = _ProcessWorker.worker
     if found is not None:
         return found
-    with _State.lock:
-        if _State.worker is None:
-            _State.worker = Worker()
+    with _ProcessWorker.lock:
+        if _ProcessWorker.worker is None:
+            _ProcessWorker.worker = Worker()
             atexit.register(_drain_at_exit)
-        return _State.worker
+        return _ProcessWorker.worker
 
 
 def submit(job: Callable[[], None]) -> bool:
@@ -129,7 +129,7 @@ def submit(job: Callable[[], None]) -> bool:
 
 def drain(timeout: float) -> bool:
     """Run what is queued, for at most ``timeout`` seconds (``aiguard.flush`` calls it)."""
-    found = _State.worker
+    found = _ProcessWorker.worker
     return True if found is None else found.drain(timeout)
 
 
@@ -140,6 +140,6 @@ def _drain_at_exit() -> None:
 
 def reset(size: int = QUEUE_MAX) -> Worker:
     """A fresh worker with a queue of ``size`` (tests); the old one's jobs are abandoned."""
-    with _State.lock:
-        _State.worker = Worker(size)
-        return _State.worker
+    with _ProcessWorker.lock:
+        _ProcessWorker.worker = Worker(size)
+        return _ProcessWorker.worker

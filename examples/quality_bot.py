@@ -42,12 +42,12 @@ def build_app(client: openai.OpenAI, queue: Path) -> FastAPI:
         aiguard.wrap(client),  # the judge's own client: no evaluate= of its own
         "Does the answer address the question, correctly and politely?",
         model="judge-model",
+        sample=0.5,  # the judge costs a call: it grades half of the answers
     )
     bot = aiguard.wrap(
         client,
         tag="support-bot",
         evaluate=[aiguard.evaluators.Refusal(), aiguard.evaluators.EmptyAnswer(), judge],
-        sample=0.5,  # the judge costs a call: half of the answers are evaluated
         review=aiguard.Review(queue, below=0.5, refusal=True),
     )
     app = FastAPI()

@@ -142,6 +142,21 @@ def test_sampling_is_honoured(make_client, telemetry, monkeypatch):
     assert aiguard.flush(5) and "never" not in _results()
 
 
+def test_an_evaluator_may_sample_its_own_share(make_client, server, telemetry, monkeypatch):
+    draws = iter([0.9, 0.1])  # the policy samples every call; the judge draws once per call
+    monkeypatch.setattr(_online.random, "random", lambda: next(draws))
+    server.answer("judge-model", "5")
+    judge = Judge(make_client(), "Correct?", model="judge-model", sample=0.5)
+    client = make_client(evaluate=[EmptyAnswer(), judge])
+    replies = [_ask(client) for _ in range(2)]
+    assert aiguard.flush(5)
+    found = _results()
+    assert len(found["empty_answer"]) == 2
+    assert [e.attributes["gen_ai.response.id"] for e in found["judge"]] == [replies[1].id]
+    with pytest.raises(ValueError, match=r"Judge\(sample=\.\.\.\) must be a fraction"):
+        Judge(make_client(), "Correct?", sample=2)
+
+
 def test_a_full_queue_drops_and_counts(make_client, telemetry):
     worker = _worker.reset(size=1)
     running, release = threading.Event(), threading.Event()

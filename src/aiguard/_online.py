@@ -81,6 +81,23 @@ def sampled(fraction: float) -> bool:
     return fraction >= 1.0 or (fraction > 0.0 and random.random() < fraction)
 
 
+def chosen(
+    evaluators: tuple[Callable[..., Any], ...], fraction: float
+) -> tuple[Callable[..., Any], ...]:
+    """The evaluators that judge this call: a ``fraction`` of calls is evaluated, and of those
+    an evaluator with a ``sample`` attribute (a judge that costs a call) only its own share."""
+    if not evaluators or not sampled(fraction):
+        return ()
+    return tuple(e for e in evaluators if sampled(_own_share(e)))
+
+
+def _own_share(evaluator: Any) -> float:
+    share = getattr(evaluator, "sample", 1.0)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        return 1.0
+    return float(share)
+
+
 def answer_string(value: Any) -> str:
     """An answer as text: a string as it is, a parsed object as JSON, nothing as ''."""
     if value is None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from aiguard._evaluation import Result
 from aiguard._messages import Message
+from aiguard._quality_spec import fraction
 
 __all__ = [
     "EmptyAnswer",
@@ -227,6 +228,8 @@ class Judge:
     a plain function ``ask(prompt) -> str``; ``model`` names the judge's model where the client
     needs one. The grade (1 to 5) becomes a score from 0 to 1 (``(grade - 1) / 4``), with the
     judge's words as the explanation. Give the judge's client no ``evaluate=`` of its own.
+    ``sample`` judges only that fraction of the calls evaluated (the other evaluators of the
+    policy still see every one): any evaluator may carry such a ``sample`` attribute.
     ``request`` adds keywords to the judge's call; a small local model grades reliably when
     its answer is held to :data:`GRADE_SCHEMA`, e.g. with llama.cpp
     ``request={"response_format": {"type": "json_object", "schema": GRADE_SCHEMA}}``.
@@ -246,6 +249,7 @@ class Judge:
         name: str = "judge",
         max_tokens: int = 48,
         request: dict[str, Any] | None = None,
+        sample: float = 1.0,
     ) -> None:
         if not isinstance(rubric, str) or not rubric.strip():
             raise TypeError("Judge(rubric=...) must be a non-empty string")
@@ -258,6 +262,7 @@ class Judge:
         self.ask = _asker(client, {"model": model} if model else {}, max_tokens, request or {})
         self.rubric = rubric
         self.name = name
+        self.sample = fraction("Judge(sample=...)", sample)
 
     def __call__(self, messages: Sequence[Message], answer: str, **context: Any) -> Result | None:
         question = next((m.text for m in reversed(messages) if m.role == "user"), "")

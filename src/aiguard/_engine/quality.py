@@ -70,7 +70,7 @@ def ended(run: GuardedCall, error: BaseException | None) -> None:
 
 def _evaluate(run: GuardedCall, facts: CallFacts) -> None:
     policy = run.policy
-    evaluators = policy.evaluate if _online.sampled(policy.sample) else ()
+    evaluators = _online.chosen(policy.evaluate, policy.sample)
     if not evaluators and policy.review is None:
         return
     route, request, result, streamed = run.route, run.request, run.result, run.streamed

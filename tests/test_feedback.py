@@ -232,3 +232,21 @@ def test_without_a_tracer_the_reference_carries_the_response_id(make_client, mon
     aiguard.feedback(info.ref, "thumbs", label="up")
     (event,) = _evaluations()
     assert event.span_id in (None, 0) and event.attributes["gen_ai.response.id"] == reply.id
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+def test_every_adapter_ties_what_it_returns_to_the_call(server, telemetry, stream):
+    from tests.test_adapter_contract import PROVIDERS
+
+    for provider in PROVIDERS:
+        client = aiguard.wrap(provider.client(server, False), retry=None)
+        returned = provider.call(client, provider.model, stream)
+        if stream:
+            list(returned)
+        info = aiguard.call_info(returned)
+        span = telemetry.spans()[-1]
+        assert info is not None and info.ended, provider.name
+        assert info.span_id == f"{span.context.span_id:016x}", provider.name
+        assert info.provider == span.attributes["gen_ai.provider.name"], provider.name
+        assert info.response_id == span.attributes.get("gen_ai.response.id"), provider.name
+        assert info.cost_usd == span.attributes.get("aiguard.cost.total_usd"), provider.name

@@ -196,3 +196,20 @@ def test_feedback_and_evaluators_reach_the_report(jsonl_spans, server):
     assert by_tag["thumbs"]["pass_rate"] == 0.5 and by_tag["thumbs"]["results"] == 2
     assert by_tag["refusal"]["pass_rate"] == 1.0
     assert by_tag["thumbs"]["cost_per_pass_usd"] is not None
+
+
+def test_evaluations_exported_by_a_collector_are_read_too(tmp_path):
+    """The collector's file exporter writes OTLP/JSON logs exports: their evaluation events."""
+    path = tmp_path / "collected.jsonl"
+    evaluation = _result(1, "thumbs", T0 + 9, **{"gen_ai.evaluation.score.value": 0.0})
+    record = {"eventName": "gen_ai.evaluation.result", **evaluation["evaluation"]}
+    other = {"eventName": "gen_ai.client.operation.exception", "attributes": []}
+    export = {"resourceLogs": [{"scopeLogs": [{"logRecords": [record, other]}]}]}
+    path.write_text(json.dumps(_call(1, "gpt-4o", "a", "0.5", T0)) + "\n" + json.dumps(export))
+    out = io.StringIO()
+    assert _report.report(str(path), as_json=True, out=out, err=io.StringIO()) == 0
+    data = json.loads(out.getvalue())
+    assert data["skipped"]["invalid_lines"] == 0
+    assert data["quality"]["by_model"] == {
+        "gpt-4o": {"thumbs": _stats(1, 0.0, 0.0, 0, "0.5", None)}
+    }

@@ -2,7 +2,9 @@
 
 A span file holds, besides spans, the evaluation results of its calls (lines
 ``{"evaluation": {"traceId", "spanId", "timeUnixNano", "attributes"}}``, written by the JSONL
-exporter for ``aiguard.feedback``, online evaluators and ``aiguard review`` verdicts). Each is
+exporter for ``aiguard.feedback``, online evaluators and ``aiguard review`` verdicts; or the
+``gen_ai.evaluation.result`` events of OTLP/JSON logs exports, ``{"resourceLogs": [...]}``, as
+the collector's file exporter writes them). Each is
 joined to its call by trace and span id (else by ``gen_ai.response.id``); per call and
 evaluation name the **latest** result counts (a user may change their thumbs).
 
@@ -30,7 +32,7 @@ from decimal import Decimal
 from typing import Any, TextIO
 
 from aiguard import _semconv as sc
-from aiguard._report_read import _attributes, _decimal, _exact, _int, _Span
+from aiguard._report_read import _attributes, _decimal, _dicts, _exact, _int, _Span
 
 NO_TAG = "(none)"
 PASS_AT = 0.5
@@ -59,9 +61,25 @@ def read(path: str) -> Iterator[_Result]:
                 line = json.loads(raw)
             except ValueError:
                 continue
-            found = _result(line.get("evaluation") if isinstance(line, dict) else None)
-            if found is not None:
-                yield found
+            if not isinstance(line, dict):
+                continue
+            for raw_result in _raw_results(line):
+                found = _result(raw_result)
+                if found is not None:
+                    yield found
+
+
+def _raw_results(line: dict[str, Any]) -> Iterator[Any]:
+    """aiguard's evaluation line, or the evaluation events of an OTLP/JSON logs export (the
+    collector's file exporter writes ``{"resourceLogs": [...]}``)."""
+    if "evaluation" in line:
+        yield line["evaluation"]
+        return
+    for resource in _dicts(line.get("resourceLogs")):
+        for scope in _dicts(resource.get("scopeLogs")):
+            for record in _dicts(scope.get("logRecords")):
+                if record.get("eventName") == "gen_ai.evaluation.result":
+                    yield record
 
 
 def _result(raw: Any) -> _Result | None:
@@ -80,7 +98,7 @@ def _result(raw: Any) -> _Result | None:
     return _Result(
         (str(raw.get("traceId") or ""), str(raw.get("spanId") or "")),
         response_id if isinstance(response_id, str) else None,
-        _int(raw.get("timeUnixNano")),
+        _int(raw.get("timeUnixNano") or raw.get("observedTimeUnixNano")),
         name,
         score,
         passed,

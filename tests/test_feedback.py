@@ -250,3 +250,17 @@ def test_every_adapter_ties_what_it_returns_to_the_call(server, telemetry, strea
         assert info.provider == span.attributes["gen_ai.provider.name"], provider.name
         assert info.response_id == span.attributes.get("gen_ai.response.id"), provider.name
         assert info.cost_usd == span.attributes.get("aiguard.cost.total_usd"), provider.name
+
+
+def test_a_call_nothing_links_to_has_no_reference(make_client, monkeypatch):
+    from aiguard._telemetry import Telemetry
+
+    monkeypatch.setattr(Telemetry, "tracing", lambda self: False)
+    monkeypatch.setattr(Telemetry, "measuring", lambda self: False)
+    reply = _ask(make_client())  # no tracer, and nothing read the response's id
+    info = aiguard.call_info(reply)
+    assert info is not None and info.ref is None and info.trace_id is None
+    with pytest.raises(ValueError, match="nothing links to this call"):
+        aiguard.call_ref(reply)
+    with pytest.raises(ValueError, match="nothing links to this call"):
+        aiguard.feedback(reply, "thumbs", score=1.0)

@@ -62,7 +62,8 @@ class CallInfo:
     ``trace_id`` / ``span_id`` are lowercase hex (``None`` when no tracer was recording);
     ``cost_usd`` is what the call cost (the span's ``aiguard.cost.total_usd``), ``None`` while a
     stream is still being read or when the model has no known price; ``ref`` is the
-    :func:`call_ref` string to store and pass to ``aiguard.feedback`` later.
+    :func:`call_ref` string to store and pass to ``aiguard.feedback`` later (``None`` when
+    nothing links to the call: no tracer recording and no response id).
     """
 
     trace_id: str | None
@@ -73,7 +74,7 @@ class CallInfo:
     tag: str | None
     cost_usd: float | None
     ended: bool
-    ref: str
+    ref: str | None
 
 
 class _Registry:
@@ -174,8 +175,12 @@ def call_info(response: Any) -> CallInfo | None:
         tag=facts.tag,
         cost_usd=facts.cost_usd,
         ended=facts.ended,
-        ref=encode(facts),
+        ref=encode(facts) if linkable(facts) else None,
     )
+
+
+def linkable(facts: CallFacts) -> bool:
+    return bool(facts.trace_id and facts.span_id) or bool(facts.response_id)
 
 
 def call_ref(response: Any) -> str:
@@ -197,6 +202,11 @@ def call_ref(response: Any) -> str:
             f"aiguard.call_ref(): this {type(response).__name__} was not returned by a guarded "
             f"call (or so many calls ago that it was forgotten); pass the object a wrapped "
             f"client returned, as it was returned"
+        )
+    if not linkable(facts):
+        raise ValueError(
+            "aiguard.call_ref(): nothing links to this call: no tracer was recording it and its "
+            "response has no id; configure telemetry (aiguard.configure) to give calls a trace"
         )
     return encode(facts)
 

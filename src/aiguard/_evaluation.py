@@ -132,6 +132,11 @@ def feedback(
                 f"aiguard.feedback(): this {type(target).__name__} was not returned by a guarded "
                 f"call; pass what a wrapped client returned, or a string from aiguard.call_ref()"
             )
+        if not _calls.linkable(found):
+            raise ValueError(
+                "aiguard.feedback(): nothing links to this call (no tracer was recording it and "
+                "its response has no id); configure telemetry (aiguard.configure)"
+            )
         facts = found
     record(facts, name.strip(), result)
 

@@ -95,3 +95,29 @@ def test_feedback_reaches_the_collector_on_the_calls_trace(collector):
     assert found == {"thumbs": linked, "refusal": linked}
     spans = [(s.trace_id, s.span_id, s.name) for s in _spans(text)]
     assert (*linked, "chat gpt-4o") in spans  # the evaluated call's own span
+
+
+def test_a_reviewers_verdict_reaches_the_collector_on_the_calls_trace(collector, tmp_path):
+    from aiguard import _calls, _review
+
+    endpoint, log = collector
+    facts = _calls.CallFacts(0xABC, 0xDEF, "chatcmpl-9", "gpt-4o")
+    queue = tmp_path / "review.jsonl"
+    _review.append(str(queue), {"kind": "item", "id": "it1", "ref": _calls.encode(facts)})
+    done = subprocess.run(
+        [sys.executable, "-m", "aiguard._cli", "review", str(queue), "it1", "good"],
+        env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 10
+    while "human_review" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    (record,) = [r for r in log.read_text().split("LogRecord #")[1:] if "human_review" in r]
+    assert re.search(rf"Trace ID\s*: {0xABC:032x}", record)
+    assert re.search(rf"Span ID\s*: {0xDEF:016x}", record)
+    assert "gen_ai.evaluation.score.label: Str(good)" in record
+    assert _review.pending(str(queue)) == []

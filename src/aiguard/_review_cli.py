@@ -4,7 +4,7 @@ Without an item id it lists the pending items (oldest first: id, model, tag, why
 and the content when it was captured). With ``ID good`` or ``ID bad`` it records the verdict:
 a line in the queue and a ``human_review`` evaluation on the call's trace, exported as this
 process's telemetry is (``--jsonl SPANS.jsonl`` appends it to a span file ``aiguard report``
-reads; else ``OTEL_EXPORTER_OTLP_ENDPOINT``).
+reads; else it goes over OTLP, logs included, to ``OTEL_EXPORTER_OTLP_ENDPOINT``).
 
 Exit codes: 0 done, 1 no such pending item, 2 the queue cannot be read.
 """
@@ -12,10 +12,13 @@ Exit codes: 0 done, 1 no such pending item, 2 the queue cannot be read.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 from typing import Any, TextIO
 
 from aiguard import _review
+from aiguard._config import _grpc
 
 VERDICTS = ("good", "bad")
 
@@ -41,6 +44,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return _judge(args, out, err)
     except OSError as exc:
         print(f"aiguard review: cannot read {args.queue}: {exc.strerror or exc}", file=err)
+        return 2
+    except ImportError as exc:  # the OTLP exporter is not installed: say which extra
+        print(f"aiguard review: {exc}", file=err)
         return 2
 
 
@@ -77,7 +83,18 @@ def _line(item: dict[str, Any]) -> str:
 def _judge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import aiguard
 
-    aiguard.configure(exporter=f"jsonl:{args.jsonl}" if args.jsonl else None)
+    logs = None
+    if args.jsonl:
+        aiguard.configure(exporter=f"jsonl:{args.jsonl}")
+    elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        aiguard.configure(exporter="otlp")
+        logs = _otlp_logs()
+    else:
+        print(
+            "aiguard review: the verdict goes to the queue only: give --jsonl SPANS.jsonl or set "
+            "OTEL_EXPORTER_OTLP_ENDPOINT to put it on the call's trace",
+            file=err,
+        )
     try:
         item = _review.verdict(
             args.queue,
@@ -92,5 +109,22 @@ def _judge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 1
     finally:
         aiguard.shutdown()
+        if logs is not None:
+            logs.shutdown()
     print(f"recorded {args.verdict} for {item['id']} (model {item.get('model')})", file=out)
     return 0
+
+
+def _otlp_logs() -> Any:
+    """An OTLP logs pipeline for this process: the verdict is a log event (the application's
+    own pipeline does this job in a served app)."""
+    from opentelemetry import _logs
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    protocol = "grpc" if _grpc("LOGS") else "http"
+    module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.{protocol}._log_exporter")
+    provider = LoggerProvider()
+    provider.add_log_record_processor(BatchLogRecordProcessor(module.OTLPLogExporter()))
+    _logs.set_logger_provider(provider)
+    return provider

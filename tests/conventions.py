@@ -102,6 +102,7 @@ AIGUARD_ATTRIBUTES: dict[str, str] = {
     "aiguard.reasks": INT,
     "aiguard.stream.chunks": INT,
     "aiguard.stream.abandoned": BOOL,
+    "aiguard.evaluation.passed": BOOL,
 }
 ENUMS: dict[str, set[str]] = {
     "gen_ai.operation.name": {
@@ -149,6 +150,9 @@ AIGUARD_METRICS = {
     "aiguard.cost",
     "aiguard.refusals",
     "aiguard.reasks",
+    "aiguard.evaluation.score",
+    "aiguard.evaluations",
+    "aiguard.evaluations.dropped",
 }
 DETAILED_USAGE = "gen_ai.client.inference.usage.detailed."
 
@@ -325,4 +329,33 @@ def _log_problems(logs: Iterable[Any]) -> list[str]:
                     out.append(f"the details event has {key} as a JSON string, not structure")
         elif event == sc.EVENT_EXCEPTION and "error.type" not in attrs:
             out.append("the exception event lacks error.type")
+        elif event == "gen_ai.evaluation.result":
+            out += _evaluation_problems(attrs, record.span_id)
+    return out
+
+
+EVALUATION_ATTRIBUTES = {
+    "gen_ai.evaluation.name": STR,
+    "gen_ai.evaluation.score.value": DOUBLE,
+    "gen_ai.evaluation.score.label": STR,
+    "gen_ai.evaluation.explanation": STR,
+    "gen_ai.response.id": STR,
+}
+
+
+def _evaluation_problems(attrs: Mapping[str, Any], span_id: int | None) -> list[str]:
+    """``gen_ai.evaluation.result``: a name, a score and/or a label, linked to the call."""
+    out: list[str] = []
+    for key, value in attrs.items():
+        kind = EVALUATION_ATTRIBUTES.get(key) or AIGUARD_ATTRIBUTES.get(key)
+        if kind is None:
+            out.append(f"the evaluation event has {key}, in no table of the conventions")
+        elif not _typed(value, kind):
+            out.append(f"the evaluation event's {key}={value!r} is not a {kind}")
+    if "gen_ai.evaluation.name" not in attrs:
+        out.append("the evaluation event lacks gen_ai.evaluation.name")
+    if not {"gen_ai.evaluation.score.value", "gen_ai.evaluation.score.label"} & set(attrs):
+        out.append("the evaluation event has neither a score value nor a label")
+    if span_id in (None, 0) and "gen_ai.response.id" not in attrs:
+        out.append("the evaluation event is in no span's context and has no gen_ai.response.id")
     return out

@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "aiguard"
 # Lower layers first; a module may import its own layer and those before it.
 LAYERS: list[set[str]] = [
     {"_errors", "_types", "_messages", "_semconv", "_version"},
-    {"_policy", "_budget", "_breaker", "_output"},
+    {"_policy", "_budget", "_breaker", "_output", "_quality_spec"},
     {
         "prices",
         "_patterns",
@@ -21,6 +21,12 @@ LAYERS: list[set[str]] = [
         "_http",
         "_jsonl",
         "_pretty",
+        "_calls",
+        "_evaluation",
+        "_worker",
+        "_online",
+        "_review",
+        "evaluators",
     },
     {"_engine"},
     {"adapters"},
@@ -31,6 +37,7 @@ LAYERS: list[set[str]] = [
         "_config",
         "_policy_file",
         "_policy_schema",
+        "_policy_quality",
         "_toml_lines",
         "_classify",
     },
@@ -44,6 +51,8 @@ LAYERS: list[set[str]] = [
         "_report_html",
         "_svg",
         "_serve",
+        "_review_cli",
+        "_report_quality",
     },
 ]
 

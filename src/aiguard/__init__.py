@@ -28,10 +28,11 @@ TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing ``typing`` cost
 if TYPE_CHECKING:
     from typing import Any
 
-    from aiguard import checks, prices
+    from aiguard import checks, evaluators, prices
     from aiguard import testing as testing  # not in __all__: the test kit, loaded on use
     from aiguard._breaker import Breaker
     from aiguard._budget import Budget, budget, tag
+    from aiguard._calls import CallInfo, call_info, call_ref
     from aiguard._config import configure, flush, shutdown
     from aiguard._decorator import guard
     from aiguard._errors import (
@@ -43,10 +44,12 @@ if TYPE_CHECKING:
         OutputInvalid,
         StreamTruncated,
     )
+    from aiguard._evaluation import feedback
     from aiguard._instrument import instrument, uninstrument
     from aiguard._policy import Failure, Policy, Retry, Target
     from aiguard._policy_file import PolicyFileError
     from aiguard._policy_file import reload as reload_policies
+    from aiguard._quality_spec import Review
     from aiguard._types import Usage
     from aiguard._wrap import wrap
 
@@ -57,6 +60,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Breaker": ("aiguard._breaker", "Breaker"),
     "Budget": ("aiguard._budget", "Budget"),
     "BudgetExceeded": ("aiguard._errors", "BudgetExceeded"),
+    "CallInfo": ("aiguard._calls", "CallInfo"),
     "CheckFailed": ("aiguard._errors", "CheckFailed"),
     "CircuitOpen": ("aiguard._errors", "CircuitOpen"),
     "DeadlineExceeded": ("aiguard._errors", "DeadlineExceeded"),
@@ -65,10 +69,15 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Policy": ("aiguard._policy", "Policy"),
     "PolicyFileError": ("aiguard._policy_file", "PolicyFileError"),
     "Retry": ("aiguard._policy", "Retry"),
+    "Review": ("aiguard._quality_spec", "Review"),
     "StreamTruncated": ("aiguard._errors", "StreamTruncated"),
     "Target": ("aiguard._policy", "Target"),
     "Usage": ("aiguard._types", "Usage"),
     "budget": ("aiguard._budget", "budget"),
+    "call_info": ("aiguard._calls", "call_info"),
+    "call_ref": ("aiguard._calls", "call_ref"),
+    "evaluators": ("aiguard.evaluators", None),
+    "feedback": ("aiguard._evaluation", "feedback"),
     "checks": ("aiguard.checks", None),
     "configure": ("aiguard._config", "configure"),
     "flush": ("aiguard._config", "flush"),
@@ -104,6 +113,7 @@ __all__ = [
     "Breaker",
     "Budget",
     "BudgetExceeded",
+    "CallInfo",
     "CheckFailed",
     "CircuitOpen",
     "DeadlineExceeded",
@@ -112,13 +122,18 @@ __all__ = [
     "Policy",
     "PolicyFileError",
     "Retry",
+    "Review",
     "StreamTruncated",
     "Target",
     "Usage",
     "__version__",
     "budget",
+    "call_info",
+    "call_ref",
     "checks",
     "configure",
+    "evaluators",
+    "feedback",
     "flush",
     "guard",
     "instrument",

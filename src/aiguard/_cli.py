@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import ReadableSpan
 
 import aiguard
-from aiguard import _report, _report_html, _serve
+from aiguard import _report, _report_html, _review_cli, _serve
 from aiguard._pretty import Style, print_tree
 from aiguard.testing import Capture, MockServer
 
@@ -338,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _serve.add_arguments(
         commands.add_parser("serve", help="run the fault-injecting test server until Ctrl-C")
     )
+    _review_cli.add_arguments(commands.add_parser("review", help="work through a review queue"))
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -350,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return doctor(sys.stdout)
         if args.command == "serve":
             return _serve.run(args)
+        if args.command == "review":
+            return _review_cli.run(args, sys.stdout, sys.stderr)
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0

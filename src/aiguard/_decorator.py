@@ -40,6 +40,7 @@ from aiguard._errors import CheckFailed, DeadlineExceeded
 from aiguard._messages import Message, Part
 from aiguard._policy import Policy, Retry, Target
 from aiguard._policy_file import resolve
+from aiguard._quality_spec import Review
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
 
@@ -175,6 +176,9 @@ def guard(
     checks: Any = ...,
     output: Any = ...,
     reasks: int | None = ...,
+    evaluate: Any = ...,
+    sample: float = ...,
+    review: Review | None = ...,
     name: str | None = None,
     validate_args: bool = True,
     kind: Literal["tool", "agent"] | None = None,
@@ -196,6 +200,9 @@ def guard(
     checks: Any = ...,
     output: Any = ...,
     reasks: Any = ...,
+    evaluate: Any = ...,
+    sample: Any = ...,
+    review: Any = ...,
     name: str | None = None,
     validate_args: bool = True,
     kind: Literal["tool", "agent"] | None = None,
@@ -210,6 +217,8 @@ def guard(
     return value (a JSON string or dict becomes the model, which is returned); when it is wrong
     the function is called again, up to ``reasks`` times. ``policy`` is an :class:`aiguard.Policy`
     or the name of one in the policy file (``aiguard.toml``); keywords override it.
+    ``evaluate``, ``sample`` and ``review`` evaluate the return value off the call path, as on
+    :func:`aiguard.wrap` (see docs/quality.md).
 
     ``kind="tool"`` declares the function a tool a model calls: its span is the conventions'
     ``execute_tool {name}`` with ``gen_ai.tool.name``; ``kind="agent"`` an in-process agent:
@@ -235,6 +244,9 @@ def guard(
         checks=checks,
         output=output,
         reasks=reasks,
+        evaluate=evaluate,
+        sample=sample,
+        review=review,
     )
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"guard(name=...) must be a non-empty string, got {name!r}")

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
@@ -51,6 +52,13 @@ _KINDS = {
 _INT64 = range(-(2**63), 2**63)
 
 Json = dict[str, Any]
+_open_exporters: weakref.WeakSet[JsonlSpanExporter] = weakref.WeakSet()
+
+
+def write_evaluation(evaluation: Json) -> None:
+    """Append an evaluation result to every open JSONL span file of this process."""
+    for exporter in list(_open_exporters):
+        exporter.write_evaluation(evaluation)
 
 
 class JsonlSpanExporter(SpanExporter):
@@ -69,6 +77,7 @@ class JsonlSpanExporter(SpanExporter):
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        _open_exporters.add(self)  # evaluation results of its calls go to the same file
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._file: TextIO | None = None
@@ -85,9 +94,19 @@ class JsonlSpanExporter(SpanExporter):
         except Exception as exc:  # a span this encoder cannot read must not break the app
             report_fault("encoding spans for the JSONL file", exc)
             return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS if self._write(text) else SpanExportResult.FAILURE
+
+    def write_evaluation(self, evaluation: Json) -> None:
+        """Append an evaluation result line: ``{"evaluation": {"traceId", "spanId",
+        "timeUnixNano", "attributes"}}`` (the ``gen_ai.evaluation.result`` event's)."""
+        if not self._closed:
+            line = {"evaluation": evaluation}
+            self._write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+    def _write(self, text: str) -> bool:
         with self._lock:
             if self._closed:
-                return SpanExportResult.FAILURE
+                return False
             try:
                 if self._file is None:
                     self._file = self._open()
@@ -97,9 +116,9 @@ class JsonlSpanExporter(SpanExporter):
             except (OSError, ValueError) as exc:  # ValueError: a file closed under us
                 self._broken = True
                 report_fault(f"writing spans to {self.path}", exc)
-                return SpanExportResult.FAILURE
+                return False
             self._broken = False
-        return SpanExportResult.SUCCESS
+        return True
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True  # every export is flushed before it returns

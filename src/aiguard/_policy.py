@@ -16,6 +16,8 @@ from typing import Any
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget, _check_tag
 from aiguard._output import OutputSpec
+from aiguard._quality_spec import Review, evaluators, fraction
+from aiguard._quality_spec import review as _review
 
 # Content capture modes (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT); a policy may set one.
 MODES = ("NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT")
@@ -177,6 +179,10 @@ class Policy:
     sdk_retries: bool
     # Content capture for this policy's calls (a mode or True/False); None: the process's.
     capture: str | bool | None
+    # Online evaluators, run off the call path on a ``sample`` fraction of calls; human review.
+    evaluate: tuple[Callable[..., Any], ...]
+    sample: float
+    review: Review | None
 
     def __init__(
         self,
@@ -194,6 +200,9 @@ class Policy:
         reasks: int | None = None,
         sdk_retries: bool = False,
         capture: str | bool | None = None,
+        evaluate: Iterable[Callable[..., Any]] | Callable[..., Any] | None = (),
+        sample: float = 1.0,
+        review: Review | None = None,
     ) -> None:
         set_ = object.__setattr__
         set_(self, "retry", _retry(retry))
@@ -235,6 +244,9 @@ class Policy:
         if capture is not None:
             parse_mode(capture)  # refuses an unknown mode at wrap time
         set_(self, "capture", capture)
+        set_(self, "evaluate", evaluators(evaluate))
+        set_(self, "sample", fraction("sample=", sample))
+        set_(self, "review", _review(review))
 
     def retry_for(self, target: Target | None) -> Retry:
         """The retry policy of a fallback target (its own, else the policy's)."""

@@ -67,10 +67,13 @@ from pydantic import (
     ValidationError,
 )
 
+from aiguard import _policy_quality
 from aiguard._budget import Budget
 from aiguard._errors import AIGuardError
 from aiguard._policy import Policy
-from aiguard._policy_schema import _CHECKS, _BudgetTable, _FileTable, _PolicyTable
+from aiguard._policy_quality import FileTable as _FileTable
+from aiguard._policy_quality import PolicyTable as _PolicyTable
+from aiguard._policy_schema import _CHECKS, _BudgetTable
 from aiguard._toml_lines import Key, _line_of, _locate
 
 ENV_VAR = "AIGUARD_CONFIG"
@@ -232,6 +235,8 @@ def _policy(source: _Source, name: str, table: _PolicyTable) -> Policy:
                 given[key] = [check.build() for check in value]
             elif key == "budget":
                 given[key] = _budget(source.path, name, value)
+            elif key in _policy_quality.QUALITY_KEYS:
+                given[key] = _policy_quality.build(key, value)
             else:
                 given[key] = value
         except (TypeError, ValueError) as error:  # the schema should have caught it first

@@ -28,6 +28,11 @@ Costs are summed as ``Decimal`` from the values written in the file. The table s
 six decimals; ``--json`` gives them as **strings** holding the exact decimal sum (``"0.015"``;
 parse with ``decimal.Decimal``), or ``null`` for a model or tag with no priced attempt.
 
+The evaluation results in the file (feedback, online evaluators, review verdicts) make the
+``quality`` part: per model, tag and time window (``--window`` minutes), each evaluation's mean
+score, pass rate and cost per well-rated answer, and a quality-decay flag (see
+:mod:`aiguard._report_quality`).
+
 Exit codes: 0 a report was printed; 1 the file holds no aiguard span; 2 the file cannot be read.
 """
 
@@ -42,6 +47,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TextIO
 
+from aiguard import _report_quality
 from aiguard import _semconv as sc
 from aiguard._report_read import (
     _MAX_DEPTH,
@@ -113,6 +119,7 @@ class Summary:
     by_model: dict[str, _Usage] = field(default_factory=dict)
     by_tag: dict[str, _Usage] = field(default_factory=dict)
     total: _Usage = field(default_factory=_Usage)
+    quality: dict[str, Any] = field(default_factory=dict)  # see aiguard._report_quality
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -154,6 +161,7 @@ class Summary:
             "by_model": {name: usage.as_json() for name, usage in sorted(self.by_model.items())},
             "by_tag": {name: usage.as_json() for name, usage in _tags(self.by_tag)},
             "total": self.total.as_json(),
+            "quality": self.quality,
         }
 
 
@@ -163,6 +171,7 @@ def report(
     as_json: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    window_minutes: float = 60.0,
 ) -> int:
     """Print a summary of the aiguard spans in a JSONL span file; return the exit code.
 
@@ -179,7 +188,7 @@ def report(
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     try:
-        summary = summarise(path)
+        summary = summarise(path, window_minutes * 60)
     except ReportError as exc:
         print(f"aiguard report: {exc}", file=err)
         return 2
@@ -213,21 +222,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="as_json",
         help="print one JSON document instead of tables (costs as exact decimal strings)",
     )
+    parser.add_argument(
+        "--window",
+        type=_minutes,
+        default=60.0,
+        metavar="MINUTES",
+        help="the time window of the quality numbers (default 60)",
+    )
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"--window takes a number of minutes > 0, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``report`` with the arguments :func:`add_arguments` defined."""
-    return report(args.file, as_json=args.as_json)
+    return report(args.file, as_json=args.as_json, window_minutes=args.window)
 
 
 # -- reading -------------------------------------------------------------------------------------
 
 
-def summarise(path: str) -> Summary:
-    """Read ``path`` and add up its aiguard spans. Raises :class:`ReportError`."""
+def summarise(path: str, window_s: float = 3600.0) -> Summary:
+    """Read ``path`` and add up its aiguard spans and the evaluations of their calls (quality
+    numbers per ``window_s`` seconds). Raises :class:`ReportError`."""
     skipped, spans = collect(path)
     summary = Summary(path, skipped)
     add_up(summary, spans.values(), spans)
+    summary.quality = _report_quality.summarise(path, spans, window_s)
     return summary
 
 
@@ -423,6 +451,7 @@ def _print_table(summary: Summary, out: TextIO) -> None:
     _table(out, headers, [[m, *_usage_cells(u)] for m, u in data["by_model"].items()] + [total])
     print("\nBy tag", file=out)
     _table(out, headers, [[t, *_usage_cells(u)] for t, u in data["by_tag"].items()] + [total])
+    _report_quality.print_quality(data["quality"], out, _table)
 
 
 def _latency_cells(p: dict[str, Any]) -> list[str]:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
-from aiguard import _report, _svg
+from aiguard import _report, _report_quality, _svg
 from aiguard._report_read import ReportError
 from aiguard._svg import Series, esc
 
@@ -69,13 +69,14 @@ def write(path: str, html_path: str, err: TextIO) -> int:
 
 
 def summarise_windows(
-    path: str,
+    path: str, window_s: float = 3600.0
 ) -> tuple[_report.Summary, list[tuple[int, int, _report.Summary]]]:
     """The whole file's summary, and one per time window of the calls that started in it (a
     span without a start time counts in the first). Raises :class:`~aiguard._report.ReportError`."""
     skipped, spans = _report.collect(path)
     whole = _report.Summary(path, skipped)
     _report.add_up(whole, spans.values(), spans)
+    whole.quality = _report_quality.summarise(path, spans, window_s)
     starts = [span.start for span in spans.values() if span.start > 0]
     if not starts:
         return whole, []
@@ -422,8 +423,9 @@ def _refusals(data: dict[str, Any], windows: Sequence[Window], labels: list[str]
 def _quality(quality: Any) -> str:
     """Quality numbers as the JSON gives them (their shape is the evaluations' own): nested
     objects as tables, numbers in the ``mean`` column as bars."""
-    if quality is None:
-        return ""
+
+    if not quality or (isinstance(quality, dict) and not quality.get("results", True)):
+        return ""  # no evaluation recorded
     return "<h2>Quality</h2>" + _any_value(quality, (QUALITY_KEY,), 0)
 
 

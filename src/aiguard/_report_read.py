@@ -114,6 +114,8 @@ def _spans_of(record: Any) -> list[_Span] | None:
     """The spans of one line, or None when the line is not one of the two shapes."""
     if not isinstance(record, dict):
         return None
+    if isinstance(record.get("evaluation"), dict) or isinstance(record.get("resourceLogs"), list):
+        return []  # evaluation results: read by the quality part (aiguard._report_quality)
     if "span" in record:
         scope = record.get("scope")
         span = _span(record["span"], scope.get("name") if isinstance(scope, dict) else None)

@@ -63,6 +63,7 @@ class Telemetry:
         self._explicit_metrics = meter_provider is not None
         self.tracer = trace.get_tracer("aiguard", __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter("aiguard", __version__, meter_provider=meter_provider)
+        self.meter = meter  # for instruments made elsewhere (evaluation scores)
         # The switch OpenTelemetry instrumentations use to move to the newest GenAI names.
         opt_in = os.environ.get(sc.OPT_IN_ENV, "")
         self.latest = sc.OPT_IN_LATEST in {part.strip() for part in opt_in.split(",")}

@@ -13,6 +13,7 @@ from aiguard._breaker import Breaker
 from aiguard._budget import Budget
 from aiguard._policy import Policy, Retry, Target
 from aiguard._policy_file import resolve
+from aiguard._quality_spec import Review
 from aiguard.adapters._proxy import GuardedProxy, unwrap
 
 C = TypeVar("C")
@@ -35,6 +36,9 @@ def wrap(
     output: Any = ...,
     reasks: int | None = ...,  # type: ignore[assignment]
     capture: str | bool | None = ...,  # type: ignore[assignment]
+    evaluate: Any = ...,
+    sample: float = ...,  # type: ignore[assignment]
+    review: Review | None = ...,  # type: ignore[assignment]
     provider: str | None = None,
 ) -> C:
     """Return ``client`` guarded: same type, same API, same results, with policies and telemetry.
@@ -55,7 +59,9 @@ def wrap(
     (a pydantic model or a validating callable) validates each answer's text; a wrong answer is
     re-asked with the errors, up to ``reasks`` times (default: the retry attempts less one).
     ``capture`` sets content capture for this client's calls (a mode such as ``"SPAN_ONLY"``),
-    over the process's setting.
+    over the process's setting. ``evaluate`` (evaluators, see :mod:`aiguard.evaluators`) judge
+    a ``sample`` fraction of answers off the call path; ``review`` (an :class:`aiguard.Review`)
+    sends calls to a human review queue (see docs/quality.md).
     ``policy`` is an :class:`aiguard.Policy` or the name of one in the policy file
     (``policy="default"`` reads ``[policies.default]`` of ``aiguard.toml``); keywords override it.
 
@@ -90,6 +96,9 @@ def wrap(
         output=output,
         reasks=reasks,
         capture=capture,
+        evaluate=evaluate,
+        sample=sample,
+        review=review,
     )
     if provider is not None and (not isinstance(provider, str) or not provider.strip()):
         raise TypeError(f"provider= must be a non-empty string, got {provider!r}")

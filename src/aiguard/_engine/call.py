@@ -20,6 +20,8 @@ from opentelemetry.trace import Span
 
 from aiguard import _budget, _capture
 from aiguard import _semconv as sc
+from aiguard._calls import CallFacts
+from aiguard._engine import quality
 from aiguard._engine.checking import check_name, run_checks
 from aiguard._engine.contract import Endpoint, Reader, Route
 from aiguard._engine.decisions import Routing
@@ -72,6 +74,15 @@ class GuardedCall:
     checked: list[str] | None = None
     failed_check: str | None = None
     deferred: bool = False  # a stream was handed to the user: it ends the call
+    # call_info / call_ref and online evaluation (see aiguard._engine.quality)
+    facts: CallFacts | None = None
+    result: Any = None  # the answer, kept for the evaluators until the call ends
+    streamed: str | None = None  # a stream's text, kept for the evaluators
+    redacted: bool = False  # a check redacted the request
+
+    @property
+    def _evaluated(self) -> bool:
+        return bool(self.policy.evaluate) or self.policy.review is not None
 
     @property
     def span(self) -> Span:
@@ -101,7 +112,9 @@ class GuardedCall:
         }
         checks = self.policy.checks
         messages = self.route.messages(self.request)
+        before = self.request
         self.request = yield from run_checks(checks, messages, self.request, context, self._refused)
+        self.redacted = self.request is not before
         self.checked = [check_name(check) for check in checks]
 
     def _refused(self, name: str) -> None:
@@ -188,7 +201,11 @@ class GuardedCall:
         self.routing.breaker_record(attempt.endpoint, True)
         record = self.record
         if not self.inference or not (
-            record.tracing or record.measuring or self.ledger.budgets or record.capture
+            record.tracing
+            or record.measuring
+            or self.ledger.budgets
+            or record.capture
+            or self._evaluated
         ):
             return
         seconds = time.perf_counter() - attempt.started
@@ -292,7 +309,7 @@ class GuardedCall:
         self._detach(attempt)  # the user iterates in their own context
         self.deferred = True
         record = self.record
-        kept = list(held) if record.capture is not None else None
+        kept = list(held) if record.capture is not None or self._evaluated else None
 
         def ended(how: Ended, kept: list[Any] | None) -> None:
             self.stream_ended(attempt, reader, how, kept)
@@ -340,7 +357,13 @@ class GuardedCall:
             record.attempt_failed(
                 self.routing.attempts, endpoint.model, recorded, kind, now - attempt.started
             )
-        if record.tracing or record.measuring or self.ledger.budgets or record.capture:
+        if (
+            record.tracing
+            or record.measuring
+            or self.ledger.budgets
+            or record.capture
+            or self._evaluated
+        ):
             try:
                 attrs, usage = reader.result()
             except Exception as exc:
@@ -350,6 +373,7 @@ class GuardedCall:
             if how.abandoned:
                 stream[sc.STREAM_ABANDONED] = True
             answer = "".join(map(chunk_text, kept)) if kept is not None else None
+            self.streamed = answer
             self._answered(attempt, attrs, usage, now - attempt.started, answer, stream)
         self.finish(recorded, "abandoned" if how.abandoned else None)
 
@@ -396,6 +420,7 @@ class GuardedCall:
         ledger.close()
         record = self.record
         if not (record.tracing or record.measuring):
+            quality.ended(self, error)
             return
         cancelled = error is not None and not isinstance(error, Exception)
         if cancelled:
@@ -415,3 +440,4 @@ class GuardedCall:
         if self.failed_check is not None:
             attrs[sc.CHECK_FAILED] = self.failed_check
         record.end(error, attrs, cancelled)
+        quality.ended(self, error)

@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind
 from aiguard import _budget, _capture
 from aiguard import _semconv as sc
 from aiguard._capture import CaptureSettings
+from aiguard._engine import quality
 from aiguard._engine.call import REASK, GuardedCall
 from aiguard._engine.contract import Endpoint, Reader, Route
 from aiguard._engine.decisions import Routing
@@ -321,7 +322,8 @@ def run_sync(run: GuardedCall) -> Any:
         result = drive_sync(attempts(run))
         if isinstance(result, Started):
             assert result.life is not None
-            return GuardedStream(result.result, result.iterator, result.held, result.life)
+            result = GuardedStream(result.result, result.iterator, result.held, result.life)
+        quality.returned(run, result)
         return result
     except BaseException as exc:
         error = exc
@@ -338,7 +340,8 @@ async def run_async(run: GuardedCall) -> Any:
         result = await drive_async(attempts(run))
         if isinstance(result, Started):
             assert result.life is not None
-            return AsyncGuardedStream(result.result, result.iterator, result.held, result.life)
+            result = AsyncGuardedStream(result.result, result.iterator, result.held, result.life)
+        quality.returned(run, result)
         return result
     except BaseException as exc:
         error = exc

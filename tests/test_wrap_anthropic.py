@@ -142,7 +142,8 @@ def test_with_options_and_copy_return_guarded_clients(make, server):
 
 def test_fallback_to_a_client_of_another_kind_is_refused_at_wrap_time(raw, server):
     raw_async = anthropic.AsyncAnthropic(base_url=server.anthropic_url, api_key=API_KEY)
-    gpt = openai.OpenAI(base_url=server.url, api_key="k")
+    # Another SDK's client answers through the pivot, but only of the same kind (sync here).
+    gpt = openai.AsyncOpenAI(base_url=server.url, api_key="k")
     for target, kind in ((raw_async, "Anthropic"), (gpt, "Anthropic")):
         with pytest.raises(TypeError, match=f"only to another {kind} client"):
             aiguard.wrap(raw, fallback=[aiguard.Target(model="x", client=target)])

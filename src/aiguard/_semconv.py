@@ -117,3 +117,7 @@ DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01 ... 81.92 s
 # The streaming timings use the same advised buckets as the duration.
 CHUNK_BUCKETS = DURATION_BUCKETS
 TOKEN_BUCKETS = [4**i for i in range(14)]  # 1 ... 67108864
+# Fallback across providers (aiguard.adapters._pivot): what a translation left out, and for whom.
+TRANSLATION_DROPPED_EVENT = "aiguard.translation.dropped"
+TRANSLATION_FIELDS = "aiguard.translation.fields"
+TRANSLATION_TARGET = "aiguard.translation.target"

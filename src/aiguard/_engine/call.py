@@ -343,7 +343,7 @@ class GuardedCall:
         failure = None
         if error is not None and not isinstance(error, StreamTruncated):
             try:
-                failure, _ = self.route.classify(error)
+                failure, _ = (endpoint.classify or self.route.classify)(error)
             except Exception as exc:
                 report_fault("classifying an error", exc)
                 failure = Failure.FATAL
@@ -397,7 +397,7 @@ class GuardedCall:
             if isinstance(error, StreamTruncated):  # ended before its first chunk
                 failure, retry_after = Failure.OUTAGE, None
             else:
-                failure, retry_after = self.route.classify(error)
+                failure, retry_after = (endpoint.classify or self.route.classify)(error)
         except Exception as exc:
             report_fault("classifying an error", exc)
             failure, retry_after = Failure.FATAL, None

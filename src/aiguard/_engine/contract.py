@@ -5,9 +5,22 @@ provider. For each guarded method it gives a :class:`Route` (how to read that me
 answers and errors); for each target a call may go to, an :class:`Endpoint` (how to send the
 request there); for a streamed answer, a :class:`Reader` per attempt (what the chunks say).
 Besides, an adapter module has ``supports(client) -> bool`` and ``wrap(client, policy,
-provider)``, and may have ``classify(error)``, ``openai_chat(client)`` (it can answer OpenAI
-chat requests, so an OpenAI client can fall back to it) and ``PATCHES`` (its zero-code
-instrumentation table): see ``aiguard/adapters/__init__.py``.
+provider)``, and may have ``classify(error)`` and ``PATCHES`` (its zero-code instrumentation
+table): see ``aiguard/adapters/__init__.py``.
+
+**Fallback across providers** goes through one pivot: the OpenAI chat-completions request and
+answer, as plain dicts. An adapter module may provide either side or both (the members of
+:class:`PivotTarget` and :class:`PivotPrimary`, all optional, read only by
+``aiguard.adapters._pivot``):
+
+- as a fallback *target*, ``openai_chat(client, timeout)`` and ``openai_chat_async(client,
+  timeout)``: answer an OpenAI chat request dict with ``client``;
+- as a *primary*, ``to_openai_chat(request)``, ``from_openai_chat(answer)``,
+  ``from_openai_chunks(chunks)`` and ``from_openai_chunks_async(chunks)``: its chat request in
+  the pivot, and the pivot's answers back in its own SDK's types.
+
+A client of any SDK whose adapter is a target can then be the fallback of a client whose
+adapter is a primary, and the caller gets the primary's own types, streams included.
 
 Every member below has a default unless it says it must be given; an adapter overrides what
 its provider needs. Nothing here may raise into the user's call: the engine catches and logs a
@@ -16,9 +29,9 @@ fault in any of them and goes on with less telemetry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind
 
@@ -114,6 +127,9 @@ class Endpoint:
     # The provider whose prices apply, when not ``provider`` (an OpenAI client talking to Groq
     # reports ``openai`` in telemetry and is priced as Groq).
     pricing: str | None = None
+    # How this target's errors are classified, when not by the route (a fallback client of
+    # another SDK: its own adapter's ``classify``).
+    classify: Callable[[BaseException], tuple[Failure, float | None]] | None = None
     # The provider and server attributes, made on first use.
     _target: Attrs | None = None
 
@@ -127,3 +143,59 @@ class Endpoint:
         if attrs is None:
             attrs = self._target = {sc.PROVIDER: self.provider, **self.server}
         return attrs
+
+
+# -- the pivot: fallback across providers --------------------------------------------------------
+
+# An OpenAI chat request or answer (``chat.completion``) or stream chunk (``chat.completion.chunk``)
+# as plain JSON-like dicts.
+Chat = dict[str, Any]
+# What a target answers: a ``chat.completion`` dict, or for ``stream=True`` the chunk dicts.
+Answer = Callable[[Chat], Chat | Iterator[Chat]]
+AsyncAnswer = Callable[[Chat], Awaitable[Chat | AsyncIterator[Chat]]]
+
+
+class PivotTarget(Protocol):
+    """An adapter module whose clients can answer OpenAI chat requests (a fallback target).
+
+    ``openai_chat(client, timeout)`` returns ``(answer, provider)``: ``answer(request)`` sends
+    an OpenAI chat request dict with ``client`` (a raw client, never a wrapped one) and returns
+    a ``chat.completion`` dict or, for ``stream=True``, an iterator of ``chat.completion.chunk``
+    dicts (closing it closes the provider's stream; a usage chunk ends it when the request asks
+    with ``stream_options.include_usage``); ``provider`` is its ``gen_ai.provider.name``. The
+    client's SDK errors propagate unchanged: the module's ``classify`` reads them. A request
+    field it cannot honour is dropped and named in an ``aiguard.translation.dropped`` span
+    event, or, when dropping it would change the answer's meaning, refused with
+    ``aiguard.adapters._pivot.Untranslatable`` (nothing is sent). ``timeout`` is the guarded
+    call's, for a target that waits for a local model; the request's ``timeout`` key is the
+    time left for this attempt. ``openai_chat_async`` is the same for async primaries
+    (``answer`` is a coroutine function; streams are async iterators). Either raises TypeError
+    for a client it cannot use that way (an async client for a sync primary).
+
+    ``server_attributes(client)``, optional: ``server.address`` / ``server.port`` of the client.
+    """
+
+    def openai_chat(self, client: Any, timeout: float | None) -> tuple[Answer, str]: ...
+
+    def openai_chat_async(self, client: Any, timeout: float | None) -> tuple[AsyncAnswer, str]: ...
+
+
+class PivotPrimary(Protocol):
+    """An adapter module whose chat calls can fall back to any :class:`PivotTarget`.
+
+    ``to_openai_chat(request)`` is its chat request (the keywords of its chat method, ``model``
+    set to the target's) as an OpenAI chat request dict; what has no equivalent and may be left
+    out is dropped and named in an ``aiguard.translation.dropped`` span event, anything else
+    raises ``Untranslatable`` (never a wrong request). ``from_openai_chat(answer)`` is a
+    ``chat.completion`` dict as its SDK's response type; ``from_openai_chunks(chunks)`` and
+    ``from_openai_chunks_async(chunks)`` are chunk dicts as the chunks (events) its SDK's
+    stream yields, closing ``chunks`` when closed.
+    """
+
+    def to_openai_chat(self, request: dict[str, Any]) -> Chat: ...
+
+    def from_openai_chat(self, answer: Chat) -> Any: ...
+
+    def from_openai_chunks(self, chunks: Iterator[Chat]) -> Iterator[Any]: ...
+
+    def from_openai_chunks_async(self, chunks: AsyncIterator[Chat]) -> AsyncIterator[Any]: ...

@@ -65,7 +65,7 @@ def begin(
     if policy.budget is not None and policy.budget not in budgets:
         budgets = (*budgets, policy.budget)
     if function is None:
-        record = _inference_record(telemetry, route, policy, endpoints[0], request)
+        record = _inference_record(telemetry, route, policy, endpoints, request)
     else:
         name, attrs = function
         record = CallRecord(
@@ -80,16 +80,30 @@ def begin(
 
 
 def _inference_record(
-    telemetry: Telemetry, route: Route, policy: Policy, primary: Endpoint, request: dict[str, Any]
+    telemetry: Telemetry,
+    route: Route,
+    policy: Policy,
+    endpoints: list[Endpoint],
+    request: dict[str, Any],
 ) -> CallRecord:
-    """The record of a model call: its inference span, started with what samplers see."""
+    """The record of a model call: its inference span, started with what samplers see.
+
+    The primary's server starts the span unless a fallback has none (an in-process model): a
+    span attribute cannot be removed, so then the answering target's server (or, when none
+    answered, the primary's) is set at the end.
+    """
     tracing = telemetry.tracing()
     measuring = telemetry.measuring()
+    primary = endpoints[0]
     # No model in the request (a stored prompt names it): the operation alone.
     name = f"{route.operation} {primary.model}" if primary.model else route.operation
     attrs: Attrs = {}
+    server = primary.server
+    later: Attrs | None = None
+    if server and any(not endpoint.server for endpoint in endpoints[1:]):
+        server, later = {}, server
     if tracing or measuring:
-        attrs = {sc.OPERATION: route.operation, sc.PROVIDER: primary.provider, **primary.server}
+        attrs = {sc.OPERATION: route.operation, sc.PROVIDER: primary.provider, **server}
         if primary.model:
             attrs[sc.REQUEST_MODEL] = primary.model
         if tracing:
@@ -107,9 +121,11 @@ def _inference_record(
         capture = _capture.current(policy.capture)
     if capture is not None:
         input_attrs = _captured_input(route, request, capture)
-    return CallRecord(
+    record = CallRecord(
         telemetry, tracing, measuring, name, route.span_kind, attrs, True, capture, input_attrs
     )
+    record.unanswered = later
+    return record
 
 
 def _captured_input(route: Route, request: dict[str, Any], capture: CaptureSettings) -> Attrs:

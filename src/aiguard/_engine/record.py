@@ -60,6 +60,7 @@ class CallRecord:
         "target",
         "telemetry",
         "tracing",
+        "unanswered",
         "usage",
     )
 
@@ -98,6 +99,9 @@ class CallRecord:
         self.usage: Usage | None = None
         self.target: Attrs | None = None  # the answering target's provider and server
         self.answer: Attrs | None = None  # the output messages, when captured
+        # The primary's server, left out of the start attributes because a fallback has none:
+        # the call's unless a target answers.
+        self.unanswered: Attrs | None = None
         self.started = time.perf_counter()
         self.done = False
 
@@ -174,6 +178,10 @@ class CallRecord:
         if self.done:
             return
         self.done = True
+        if self.target is None and self.unanswered is not None:  # no target answered
+            self.response.update(self.unanswered)
+            if self.metric_attrs is not None:
+                self.metric_attrs.update(self.unanswered)
         seconds = time.perf_counter() - self.started
         if self.metric_attrs is not None and not cancelled:
             self._measure(seconds, error)

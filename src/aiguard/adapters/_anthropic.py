@@ -24,12 +24,22 @@ from opentelemetry.trace import SpanKind
 
 from aiguard import _semconv as sc
 from aiguard._engine.contract import Endpoint, Reader, Route
-from aiguard._http import failure_for_status, retry_after, server_attributes, timeout_seconds
+from aiguard._http import failure_for_status, retry_after, timeout_seconds
+from aiguard._http import server_attributes as url_server
 from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import DEFAULT_RETRY, Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard.adapters import _stainless
+from aiguard.adapters import _anthropic_pivot, _pivot, _stainless
+from aiguard.adapters._anthropic_pivot import (
+    from_openai_chat,
+    from_openai_chunks,
+    from_openai_chunks_async,
+    openai_chat,
+    openai_chat_async,
+    server_attributes,
+    to_openai_chat,
+)
 from aiguard.adapters._proxy import (
     SDK_VIEW,
     Guard,
@@ -38,7 +48,6 @@ from aiguard.adapters._proxy import (
     guarded_method,
     is_wrapped,
     resource_class,
-    same_kind_clients,
     unwrap,
 )
 
@@ -350,6 +359,19 @@ class MessagesReader(Reader):
         return attrs, message_usage(self.usage, self.delta)
 
 
+_PIVOT = _pivot.primary(_anthropic_pivot)
+# The pivot: a client of another SDK answers this adapter's calls, and this adapter's clients
+# answer other adapters' calls (see aiguard._engine.contract.PivotPrimary and PivotTarget).
+__all__ = [
+    "from_openai_chat",
+    "from_openai_chunks",
+    "from_openai_chunks_async",
+    "openai_chat",
+    "openai_chat_async",
+    "server_attributes",
+    "to_openai_chat",
+]
+
 _CREATE = MessagesRoute(helper=False)
 _HELPER = MessagesRoute(helper=True)
 
@@ -393,7 +415,7 @@ class _Client:
         client = self.client
         url = client.base_url  # may be changed on the client at any time
         if url is not self.url:
-            self.server = server_attributes(url)
+            self.server = url_server(url)
             self.url = url
         retry = _stainless.retry(client, policy, target)
         call = self.call
@@ -482,11 +504,13 @@ def wrap(
     is_async = isinstance(client, anthropic.AsyncAnthropic)
     primary = _Client(client, provider, policy)
     kind = "AsyncAnthropic client" if is_async else "Anthropic client"
-    others = same_kind_clients(
+    others = _pivot.fallback_clients(
         policy,
         lambda other: supports(other) and isinstance(other, anthropic.AsyncAnthropic) == is_async,
         lambda other: _Client(other, None, policy),
         kind,
+        is_async,
+        _PIVOT,
     )
 
     def endpoints(name: str) -> Callable[[Callable[..., Any], str], list[Endpoint]]:
@@ -494,6 +518,9 @@ def wrap(
             out = [primary.endpoint(method, model, policy)]
             for t in policy.fallback:
                 owner = others[id(unwrap(t.client))] if t.client is not None else primary
+                if isinstance(owner, _pivot.Foreign):  # another SDK's client, via the pivot
+                    out.append(owner.streaming(name == "stream").endpoint(t, policy))
+                    continue
                 send = method
                 if owner is not primary:
                     send = getattr(owner.client.messages, name)

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from opentelemetry.trace import SpanKind
 
-from aiguard import _budget, adapters
+from aiguard import _budget
 from aiguard import _semconv as sc
 from aiguard._engine.contract import Endpoint, Reader, Route
 from aiguard._errors import AIGuardError
-from aiguard._http import failure_for_status, retry_after, server_attributes, timeout_seconds
+from aiguard._http import failure_for_status, retry_after, timeout_seconds
+from aiguard._http import server_attributes as url_server
 from aiguard._messages import (
     Message,
     Part,
@@ -31,7 +31,17 @@ from aiguard._messages import (
 from aiguard._policy import DEFAULT_RETRY, Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard.adapters import _stainless
+from aiguard.adapters import _openai_pivot, _pivot, _stainless
+from aiguard.adapters._openai_pivot import (
+    from_openai_chat,
+    from_openai_chunks,
+    from_openai_chunks_async,
+    openai_chat,
+    openai_chat_async,
+    server_attributes,
+    telemetry_provider,
+    to_openai_chat,
+)
 from aiguard.adapters._proxy import (
     SDK_VIEW,
     Guard,
@@ -62,22 +72,6 @@ _PORTS = {11434: "ollama", 1234: "lm_studio"}
 
 def supports(client: object) -> bool:
     return isinstance(client, openai.OpenAI | openai.AsyncOpenAI)
-
-
-def telemetry_provider(client: openai.OpenAI | openai.AsyncOpenAI) -> str:
-    """``gen_ai.provider.name`` for traffic through the openai SDK, whatever server it reaches.
-
-    The conventions make the attribute the format flavour of the telemetry, consistent with the
-    ``openai.*`` attributes: ``openai``, or ``azure.ai.openai`` for an Azure OpenAI client. The
-    real host is in ``server.address``; pricing uses :func:`detect_provider`.
-    """
-    if isinstance(client, openai.AzureOpenAI | openai.AsyncAzureOpenAI):
-        return "azure.ai.openai"
-    return (
-        "azure.ai.openai"
-        if (client.base_url.host or "").endswith(".openai.azure.com")
-        else "openai"
-    )
 
 
 def detect_provider(client: openai.OpenAI | openai.AsyncOpenAI) -> str:
@@ -579,7 +573,7 @@ class _Client:
             # host.
             self.provider = self.given_provider or telemetry_provider(self.client)
             self.pricing = self.given_provider or detect_provider(self.client)
-            self.server = server_attributes(url)
+            self.server = url_server(url)
             self.url = url
 
     def endpoint(
@@ -601,97 +595,18 @@ class _Client:
         )
 
 
-class _Foreign:
-    """A fallback client of another SDK that answers OpenAI chat requests (a local model).
-
-    Its adapter's ``openai_chat`` (``openai_chat_async`` for async clients) takes the OpenAI
-    request and answers in OpenAI's format as dicts; here they become the openai SDK's own
-    types, so the user gets what the primary client returns. Only ``chat.completions.create``
-    falls back to it. The adapter runs the model (off the event loop, one call at a time).
-    """
-
-    def __init__(self, client: Any, is_async: bool) -> None:
-        adapter = adapters.for_client(client)
-        name = "openai_chat_async" if is_async else "openai_chat"
-        translate = getattr(adapter, name, None)
-        if translate is None:
-            raise TypeError(
-                f"a fallback client of type {type(client).__qualname__} cannot answer OpenAI "
-                "chat requests; use another OpenAI client or a llama_cpp.Llama"
-            )
-        self.translate: Callable[..., Any] = translate
-        self.client = client
-        self.is_async = is_async
-
-    def endpoint(self, target: Target, policy: Policy) -> Endpoint:
-        answer, provider = self.translate(self.client, policy.timeout)
-
-        def invoke(request: dict[str, Any]) -> Any:
-            result = answer(request)
-            if isinstance(result, dict):
-                return ChatCompletion.model_validate(result)
-            return _chunks_sync(result)
-
-        async def invoke_async(request: dict[str, Any]) -> Any:
-            result = await answer(request)
-            if isinstance(result, dict):
-                return ChatCompletion.model_validate(result)
-            return _chunks(result)
-
-        return Endpoint(
-            invoke=invoke_async if self.is_async else invoke,
-            model=target.model,
-            provider=provider,
-            server={},
-            retry=policy.retry_for(target),
-            breaker_key=(id(self.client), target.model),
-            timeout_param=None,
-        )
-
-
-def _chunks_sync(dicts: Iterator[dict[str, Any]]) -> Iterator[ChatCompletionChunk]:
-    """OpenAI chunk dicts as the SDK's chunks; closing this closes the source (the model)."""
-    try:
-        for chunk in dicts:
-            yield ChatCompletionChunk.model_validate(chunk)
-    finally:
-        close = getattr(dicts, "close", None)
-        if close is not None:
-            close()
-
-
-async def _chunks(dicts: AsyncIterator[dict[str, Any]]) -> AsyncIterator[ChatCompletionChunk]:
-    """OpenAI chunk dicts as the SDK's chunks; closing this closes the source (the model)."""
-    try:
-        async for chunk in dicts:
-            yield ChatCompletionChunk.model_validate(chunk)
-    finally:
-        aclose = getattr(dicts, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
 def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: str | None) -> Any:
     is_async = isinstance(client, openai.AsyncOpenAI)
     primary = _Client(client, provider, policy)
-    others: dict[int, _Client | _Foreign] = {}
-    for target in policy.fallback:
-        if target.client is None:
-            continue
-        other = unwrap(target.client)
-        if id(other) in others:
-            continue
-        if supports(other):
-            if isinstance(other, openai.AsyncOpenAI) != is_async:
-                kind = "AsyncOpenAI" if is_async else "OpenAI"
-                raise TypeError(
-                    f"fallback Target(model={target.model!r}) has a client of type "
-                    f"{type(other).__qualname__}; a wrapped {kind} client can fall back only to "
-                    f"another {kind} client, a local model, or another model on the same client"
-                )
-            others[id(other)] = _Client(other, None, policy)
-        else:
-            others[id(other)] = _Foreign(other, is_async)
+    kind = "AsyncOpenAI client" if is_async else "OpenAI client"
+    others = _pivot.fallback_clients(
+        policy,
+        lambda other: supports(other) and isinstance(other, openai.AsyncOpenAI) == is_async,
+        lambda other: _Client(other, None, policy),
+        kind,
+        is_async,
+        _PIVOT,
+    )
 
     tree: dict[str, Any] = {}
 
@@ -723,6 +638,19 @@ def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: s
     return GuardedProxy(client, tree, policy, provider)
 
 
+_PIVOT = _pivot.primary(_openai_pivot)
+
+__all__ = [
+    "from_openai_chat",
+    "from_openai_chunks",
+    "from_openai_chunks_async",
+    "openai_chat",
+    "openai_chat_async",
+    "server_attributes",
+    "to_openai_chat",
+]
+
+
 def _budgeted(guard: Guard) -> Guard:
     """Refuse a call without ``model=`` while a budget is in force: its cost cannot be held.
 
@@ -743,13 +671,18 @@ def _budgeted(guard: Guard) -> Guard:
 
 
 def _endpoints(
-    path: tuple[str, ...], primary: _Client, others: dict[int, _Client | _Foreign], policy: Policy
+    path: tuple[str, ...],
+    primary: _Client,
+    others: dict[int, _Client | _pivot.Foreign],
+    policy: Policy,
 ) -> Callable[[Callable[..., Any], str], list[Endpoint]]:
-    """The targets of one call of the method at ``path``: the method called, then fallbacks."""
-    fallbacks: list[tuple[Target, _Client | _Foreign]] = []
+    """The targets of one call of the method at ``path``: the method called, then fallbacks.
+
+    A client of another SDK answers ``chat.completions.create`` only (through the pivot)."""
+    fallbacks: list[tuple[Target, _Client | _pivot.Foreign]] = []
     for t in policy.fallback:
         owner = others[id(unwrap(t.client))] if t.client is not None else primary
-        if not isinstance(owner, _Foreign) or path == _CREATE:
+        if not isinstance(owner, _pivot.Foreign) or path == _CREATE:
             fallbacks.append((t, owner))
 
     if not fallbacks:
@@ -758,7 +691,7 @@ def _endpoints(
     def endpoints(method: Callable[..., Any], model: str) -> list[Endpoint]:
         found = [primary.endpoint(method, model, policy)]
         for target, owner in fallbacks:
-            if isinstance(owner, _Foreign):
+            if isinstance(owner, _pivot.Foreign):
                 found.append(owner.endpoint(target, policy))
             elif owner is primary:  # another model through the same method
                 found.append(primary.endpoint(method, target.model, policy, target))

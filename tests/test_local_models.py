@@ -233,9 +233,10 @@ def test_a_client_that_speaks_no_openai_is_refused_as_fallback(raw_client):
         aiguard.wrap(raw_client, fallback=[aiguard.Target(client=object(), model="x")])
 
 
-def test_llama_falls_back_only_to_llamas(llm, raw_client):
+def test_llama_falls_back_only_to_llamas(llm, raw_async_client):
+    # Another SDK's client answers a Llama's chats through the pivot, if it is a sync one.
     with pytest.raises(TypeError, match=r"only to another llama_cpp\.Llama"):
-        aiguard.wrap(llm, fallback=[aiguard.Target(client=raw_client, model="gpt-4o")])
+        aiguard.wrap(llm, fallback=[aiguard.Target(client=raw_async_client, model="gpt-4o")])
 
 
 # -- one model, many callers: calls are serialised per Llama (issue 13, points 1 and 2) ---------

@@ -335,14 +335,15 @@ def test_fallback_to_another_ollama_client(raw, server, telemetry):
 
 
 def test_fallback_to_another_kind_of_client_is_refused_at_wrap_time(raw, server):
+    # Another SDK's client answers chats through the pivot, if it is a sync one.
     others = [
         ollama.AsyncClient(host=server.ollama_url),
-        openai.OpenAI(base_url=server.url, api_key="test"),
+        openai.AsyncOpenAI(base_url=server.url, api_key="test"),
     ]
     for other in others:
         with pytest.raises(TypeError, match=r"ollama\.Client can fall back only"):
             aiguard.wrap(raw, fallback=[aiguard.Target(client=other, model="x")])
-    others[1].close()
+    asyncio.run(others[1].close())
 
 
 async def test_an_async_client_falls_back_only_to_async_clients(raw, raw_async):

@@ -6,24 +6,19 @@ process, so its spans are INTERNAL and carry no server address; usage comes from
 dicts (llama.cpp reports none for streams). Model names: the call's ``model=``, else the model
 file's name without extension.
 
-It also lets another adapter fall back to a local model: :func:`openai_chat` (and
-:func:`openai_chat_async`) turn a ``Llama`` into a callable that takes an OpenAI chat request and
-answers in OpenAI's format.
+Its chats fall back to clients of other SDKs, and other adapters' chats to a local model,
+through the pivot (:mod:`aiguard.adapters._llama_cpp_pivot`).
 
 A ``Llama`` is not thread-safe, so every call aiguard makes on one holds that model's lock (see
-:func:`call_locked`): concurrent requests queue for the model instead of crashing the process.
+:mod:`aiguard.adapters._llama_lock`): concurrent requests queue for the model instead of
+crashing the process.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import inspect
 import os
-import threading
-import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
 
 import llama_cpp
@@ -31,18 +26,25 @@ from opentelemetry.trace import SpanKind
 
 from aiguard import _semconv as sc
 from aiguard._engine.contract import Endpoint, Reader, Route
-from aiguard._engine.state import current_deadline
-from aiguard._errors import DeadlineExceeded
 from aiguard._messages import Message, Part, estimate_input_tokens, openai_messages, to_json
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
+from aiguard.adapters import _llama_cpp_pivot, _pivot
+from aiguard.adapters._llama_cpp_pivot import (
+    from_openai_chat,
+    from_openai_chunks,
+    from_openai_chunks_async,
+    openai_chat,
+    openai_chat_async,
+    to_openai_chat,
+)
+from aiguard.adapters._llama_lock import call_locked
 from aiguard.adapters._proxy import (
     GuardedProxy,
     Patch,
     binder,
     guarded_method,
-    same_kind_clients,
     the_class,
     unwrap,
 )
@@ -214,6 +216,18 @@ class DictReader(Reader):
         return attrs, dict_usage(self.usage)
 
 
+_PIVOT = _pivot.primary(_llama_cpp_pivot)
+# The pivot: a client of another SDK answers this adapter's chats, and a local model answers
+# other adapters' chats (see aiguard._engine.contract.PivotPrimary and PivotTarget).
+__all__ = [
+    "from_openai_chat",
+    "from_openai_chunks",
+    "from_openai_chunks_async",
+    "openai_chat",
+    "openai_chat_async",
+    "to_openai_chat",
+]
+
 _CHAT = ChatRoute("chat")
 _COMPLETION = CompletionRoute("text_completion")
 _EMBEDDING = EmbeddingRoute("embeddings")
@@ -235,7 +249,7 @@ def _endpoint(
     method: Callable[..., Any] | None = None,
 ) -> Endpoint:
     """``method`` is the one the call was made with; by default the model's ``name``. One call
-    at a time per model (see :func:`call_locked`)."""
+    at a time per model (see :mod:`aiguard.adapters._llama_lock`)."""
     call = getattr(llm, name) if method is None else method
     timeout = policy.timeout
     return Endpoint(
@@ -250,20 +264,19 @@ def _endpoint(
 
 
 def wrap(client: llama_cpp.Llama, policy: Policy, provider: str | None) -> Any:
-    others = same_kind_clients(policy, supports, lambda other: other, "llama_cpp.Llama")
+    others = _pivot.fallback_clients(
+        policy, supports, lambda other: other, "llama_cpp.Llama", False, _PIVOT
+    )
     default = model_name(client)
     tree: dict[str, Any] = {}
     for name, route in _METHODS:
-        fallbacks = [
-            _endpoint(
-                others[id(unwrap(t.client))] if t.client is not None else client,
-                name,
-                t.model,
-                policy,
-                t,
-            )
-            for t in policy.fallback
-        ]
+        fallbacks = []
+        for t in policy.fallback:
+            owner = others[id(unwrap(t.client))] if t.client is not None else client
+            if not isinstance(owner, _pivot.Foreign):
+                fallbacks.append(_endpoint(owner, name, t.model, policy, t))
+            elif name == "create_chat_completion":  # another SDK's client, via the pivot
+                fallbacks.append(owner.endpoint(t, policy))
 
         def endpoints(
             method: Callable[..., Any],
@@ -284,34 +297,6 @@ def wrap(client: llama_cpp.Llama, policy: Policy, provider: str | None) -> Any:
     return _LlamaProxy(client, tree, policy, provider)
 
 
-class _LlamaProxy(GuardedProxy):
-    """``llm(prompt)`` is ``create_completion``: calling the proxy goes through the guard."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__getattr__("__call__")(*args, **kwargs)
-
-
-# -- a local model as another adapter's fallback --------------------------------------------------
-
-
-def _parameters(llm: llama_cpp.Llama, name: str) -> frozenset[str]:
-    """The keywords a method takes: its own and ``llama_cpp.Llama``'s. A subclass or a decorator
-    without ``functools.wraps`` may show only ``*args, **kwargs``; the request's ``messages``
-    must still reach the model."""
-    names: set[str] = set()
-    for fn in (getattr(llm, name), getattr(llama_cpp.Llama, name)):
-        try:
-            parameters = inspect.signature(fn).parameters.values()
-        except (TypeError, ValueError):
-            continue
-        names.update(
-            p.name
-            for p in parameters
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"
-        )
-    return frozenset(names)
-
-
 def _bindable(llm: llama_cpp.Llama, name: str) -> Callable[..., Any]:
     """The method whose signature binds positional arguments: ``llm``'s own, or when it hides
     its parameters behind ``*args`` (a decorator without ``functools.wraps``), llama_cpp's."""
@@ -325,271 +310,11 @@ def _bindable(llm: llama_cpp.Llama, name: str) -> Callable[..., Any]:
     return cast(Callable[..., Any], method)
 
 
-def _chat_kwargs(known: frozenset[str], request: dict[str, Any]) -> dict[str, Any]:
-    kwargs = {k: v for k, v in request.items() if k in known}
-    if "max_tokens" not in kwargs and isinstance(request.get("max_completion_tokens"), int):
-        kwargs["max_tokens"] = request["max_completion_tokens"]
-    return kwargs
+class _LlamaProxy(GuardedProxy):
+    """``llm(prompt)`` is ``create_completion``: calling the proxy goes through the guard."""
 
-
-def openai_chat(
-    llm: llama_cpp.Llama, timeout: float | None = None
-) -> tuple[Callable[[dict[str, Any]], dict[str, Any] | Iterator[dict[str, Any]]], str]:
-    """A callable taking an OpenAI chat request and answering as OpenAI would (as dicts).
-
-    Request fields llama.cpp does not know (``n``, ``stream_options``, ``timeout``, headers)
-    are dropped; the answer is the OpenAI-format dict (or iterator of chunk dicts) llama.cpp
-    already produces. Calls hold the model's lock; ``timeout`` is the guarded call's, named in
-    the :class:`aiguard.DeadlineExceeded` raised when its deadline passes while waiting.
-    """
-    known = _parameters(llm, "create_chat_completion")
-
-    def invoke(request: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
-        kwargs = _chat_kwargs(known, request)
-        answer: Any = call_locked(llm, lambda: llm.create_chat_completion(**kwargs), timeout)
-        return cast(dict[str, Any] | Iterator[dict[str, Any]], answer)  # TypedDicts: dicts
-
-    return invoke, PROVIDER
-
-
-def openai_chat_async(
-    llm: llama_cpp.Llama, timeout: float | None = None
-) -> tuple[
-    Callable[[dict[str, Any]], Awaitable[dict[str, Any] | AsyncIterator[dict[str, Any]]]], str
-]:
-    """:func:`openai_chat` for async callers: waits for the model in the event loop, runs it
-    in a worker thread, and streams as an async iterator that holds the model until it ends."""
-    known = _parameters(llm, "create_chat_completion")
-
-    async def invoke(request: dict[str, Any]) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
-        kwargs = _chat_kwargs(known, request)
-        answer: Any = await call_locked_async(
-            llm, lambda: llm.create_chat_completion(**kwargs), timeout
-        )
-        return cast(dict[str, Any] | AsyncIterator[dict[str, Any]], answer)
-
-    return invoke, PROVIDER
-
-
-# -- one call at a time per model ----------------------------------------------------------------
-#
-# A ``Llama`` is not thread-safe: two calls on one instance at once abort the process
-# (``GGML_ASSERT``) or hang. Every call aiguard makes on a model holds that model's lock, a
-# stream until it ends or is closed. Sync callers wait on the lock (until the guarded call's
-# deadline); async callers wait in the event loop (one task per loop at a time, cancellable,
-# until the deadline), then hand the work to a worker thread, so neither the loop nor the
-# executor fills up with waiting calls. Work already handed to a thread cannot be stopped, so
-# the lock is released by the thread once it is done, whatever happened to the caller.
-
-_POLL_S = (0.001, 0.05)  # an async waiter re-tries a lock held by another thread or loop
-
-
-class _ModelLock:
-    """The lock of one ``Llama``: a thread lock, with an asyncio lock per event loop in front."""
-
-    __slots__ = ("_loops", "_mutex", "lock")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self._mutex = threading.Lock()
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def acquire(self, timeout: float | None) -> None:
-        """Wait for the model in this thread, until the guarded call's deadline."""
-        deadline = current_deadline()
-        if deadline is None:
-            self.lock.acquire()
-        elif not self.lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
-            raise _passed(timeout)
-
-    async def acquire_async(self, timeout: float | None) -> None:
-        """Wait for the model in the event loop (cancellable), until the deadline."""
-        deadline = current_deadline()
-        loop = asyncio.get_running_loop()
-        with self._mutex:
-            queue = self._loops.get(loop)
-            if queue is None:
-                queue = self._loops[loop] = asyncio.Lock()
-        try:
-            if deadline is None:
-                await queue.acquire()
-            else:
-                await asyncio.wait_for(queue.acquire(), max(deadline - time.monotonic(), 0.0))
-        except TimeoutError:
-            raise _passed(timeout) from None
-        try:
-            pause = _POLL_S[0]
-            while not self.lock.acquire(blocking=False):  # held by another thread or loop
-                if deadline is not None and time.monotonic() + pause >= deadline:
-                    raise _passed(timeout)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, _POLL_S[1])
-        finally:
-            queue.release()  # the next task of this loop may now wait on the thread lock
-
-
-def _passed(timeout: float | None) -> DeadlineExceeded:
-    return DeadlineExceeded(timeout if timeout is not None else 0.0, 0)
-
-
-_locks: weakref.WeakKeyDictionary[Any, _ModelLock] = weakref.WeakKeyDictionary()
-_locks_mutex = threading.Lock()
-
-
-def model_lock(llm: llama_cpp.Llama) -> _ModelLock:
-    """The one lock of ``llm``, shared by every wrapper and fallback that uses it."""
-    with _locks_mutex:
-        found = _locks.get(llm)
-        if found is None:
-            found = _locks[llm] = _ModelLock()
-        return found
-
-
-def _is_stream(result: Any) -> bool:
-    return isinstance(result, Iterator) and not isinstance(result, dict)
-
-
-class _HeldStream(Iterator[Any]):
-    """A sync stream that holds its model's lock until it ends, fails, is closed or dropped."""
-
-    __slots__ = ("__weakref__", "_chunks", "_lock")
-
-    def __init__(self, chunks: Iterator[Any], lock: threading.Lock) -> None:
-        self._chunks = chunks
-        self._lock: threading.Lock | None = lock
-
-    def __iter__(self) -> _HeldStream:
-        return self
-
-    def __next__(self) -> Any:
-        if self._lock is None:
-            raise StopIteration
-        try:
-            return next(self._chunks)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        lock, self._lock = self._lock, None
-        if lock is None:
-            return
-        try:
-            close = getattr(self._chunks, "close", None)
-            if close is not None:
-                close()  # the model's generator cleans up while the lock is still held
-        finally:
-            lock.release()
-
-    def __del__(self) -> None:
-        self.close()
-
-
-def call_locked(llm: llama_cpp.Llama, fn: Callable[[], Any], timeout: float | None) -> Any:
-    """Call ``fn`` (a call on ``llm``) holding the model's lock; a stream keeps it to its end."""
-    lock = model_lock(llm)
-    lock.acquire(timeout)
-    try:
-        result = fn()
-    except BaseException:
-        lock.lock.release()
-        raise
-    if _is_stream(result):
-        return _HeldStream(result, lock.lock)
-    lock.lock.release()
-    return result
-
-
-class _Turn:
-    """An async call's hold on a model's lock, across the jobs it hands to worker threads.
-
-    The lock is released once: when the call is over and no job of it is still running in a
-    thread. Its jobs run one after the other (closing a stream waits for a chunk still being
-    made); a job the call no longer wants (it was cancelled) is skipped when it starts.
-    """
-
-    __slots__ = ("_ended", "_lock", "_mutex", "_running", "_serial")
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
-        self._mutex = threading.Lock()
-        self._serial = threading.Lock()
-        self._running = 0
-        self._ended = False
-
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` in a worker thread. Cancelling the caller does not cancel the job
-        (a thread cannot be stopped); the lock waits for the job either way."""
-        with self._mutex:
-            self._running += 1
-        context = contextvars.copy_context()
-        job = asyncio.get_running_loop().run_in_executor(None, context.run, self._job, fn, args)
-        return await asyncio.shield(job)
-
-    def _job(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        try:
-            with self._serial:
-                if self._ended:  # the call gave up before this job started: skip it
-                    return None
-                return fn(*args)
-        finally:
-            with self._mutex:
-                self._running -= 1
-                release = self._ended and self._running == 0
-            if release:
-                self._lock.release()
-
-    def end(self) -> None:
-        """The call is over: release now, or when its last job in a thread finishes."""
-        with self._mutex:
-            if self._ended:
-                return
-            self._ended = True
-            release = self._running == 0
-        if release:
-            self._lock.release()
-
-
-async def call_locked_async(
-    llm: llama_cpp.Llama, fn: Callable[[], Any], timeout: float | None
-) -> Any:
-    """Wait for ``llm`` in the event loop, then run ``fn`` in a worker thread. A non-stream
-    result is returned as is; a stream becomes an async iterator that holds the lock until it
-    ends or is closed."""
-    lock = model_lock(llm)
-    await lock.acquire_async(timeout)
-    turn = _Turn(lock.lock)
-    try:
-        result = await turn.run(fn)
-    except BaseException:
-        turn.end()
-        raise
-    if _is_stream(result):
-        return _held_async(result, turn)
-    turn.end()
-    return result
-
-
-_DONE = object()
-
-
-async def _held_async(chunks: Iterator[Any], turn: _Turn) -> AsyncIterator[Any]:
-    """Iterate a model's blocking stream from async code, one chunk per worker-thread hop."""
-    try:
-        while True:
-            item = await turn.run(next, chunks, _DONE)
-            if item is _DONE:
-                return
-            yield item
-    finally:
-        close = getattr(chunks, "close", None)
-        try:
-            if close is not None:
-                await turn.run(close)  # cleans up while the lock is still held
-        finally:
-            turn.end()
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__getattr__("__call__")(*args, **kwargs)
 
 
 # Zero-code instrumentation (``aiguard.instrument()``): the SDK methods it patches.

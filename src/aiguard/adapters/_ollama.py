@@ -7,7 +7,6 @@ wrapped client itself is called (no retry-free copy is needed).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,17 +16,29 @@ from opentelemetry.trace import SpanKind
 
 from aiguard import _semconv as sc
 from aiguard._engine.contract import Endpoint, Reader, Route
-from aiguard._http import failure_for_status, server_attributes
+from aiguard._http import failure_for_status
+from aiguard._http import server_attributes as url_server
 from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
+from aiguard.adapters import _ollama_pivot, _pivot
+from aiguard.adapters._ollama_pivot import (
+    from_openai_chat,
+    from_openai_chunks,
+    from_openai_chunks_async,
+    ollama_plain,
+    openai_chat,
+    openai_chat_async,
+    server_attributes,
+    to_openai_chat,
+    tool_schema,
+)
 from aiguard.adapters._proxy import (
     GuardedProxy,
     Patch,
     binder,
     guarded_method,
-    same_kind_clients,
     the_class,
     unwrap,
 )
@@ -273,34 +284,29 @@ def chat_messages(messages: Any) -> list[Message]:
         if isinstance(thinking, str):
             parts.append(Part("other", thinking))
         parts += [Part("image") for _ in message.get("images") or ()]
-        parts += [Part("tool_call", to_json(_plain(c))) for c in message.get("tool_calls") or ()]
+        parts += [
+            Part("tool_call", to_json(ollama_plain(c))) for c in message.get("tool_calls") or ()
+        ]
         out.append(Message(role if isinstance(role, str) else "user", parts))
     return out
 
 
-def _plain(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)
-    return dump(exclude_none=True) if callable(dump) else value
-
-
 def _tool_json(tool: Any) -> str:
-    if callable(tool):
-        # The client sends a function as a schema of its name, docstring and parameters.
-        params = list(inspect.signature(tool).parameters)
-        tool = {
-            "type": "function",
-            "function": {
-                "name": getattr(tool, "__name__", ""),
-                "description": inspect.getdoc(tool) or "",
-                "parameters": {
-                    "type": "object",
-                    "required": params,
-                    "properties": {p: {"description": "", "type": "string"} for p in params},
-                },
-            },
-        }
-    return to_json(_plain(tool))
+    return to_json(tool_schema(tool))
 
+
+_PIVOT = _pivot.primary(_ollama_pivot)
+# The pivot: a client of another SDK answers this adapter's chats, and this adapter's clients
+# answer other adapters' chats (see aiguard._engine.contract.PivotPrimary and PivotTarget).
+__all__ = [
+    "from_openai_chat",
+    "from_openai_chunks",
+    "from_openai_chunks_async",
+    "openai_chat",
+    "openai_chat_async",
+    "server_attributes",
+    "to_openai_chat",
+]
 
 _CHAT = ChatRoute()
 _GENERATE = GenerateRoute()
@@ -321,7 +327,7 @@ class _Client:
         self.provider = provider or PROVIDER
         # The client keeps its host as the base URL of its httpx client.
         base_url = getattr(getattr(client, "_client", None), "base_url", None)
-        self.server = server_attributes(base_url)
+        self.server = url_server(base_url)
 
     def endpoint(
         self,
@@ -348,21 +354,24 @@ def wrap(client: ollama.Client | ollama.AsyncClient, policy: Policy, provider: s
     is_async = isinstance(client, ollama.AsyncClient)
     primary = _Client(client, provider)
     kind = "ollama.AsyncClient" if is_async else "ollama.Client"
-    others = same_kind_clients(
+    others = _pivot.fallback_clients(
         policy,
         lambda other: supports(other) and isinstance(other, ollama.AsyncClient) == is_async,
         lambda other: _Client(other, None),
         kind,
+        is_async,
+        _PIVOT,
     )
 
     tree: dict[str, Any] = {}
     for name, route in _METHODS:
-        fallbacks = [
-            (others[id(unwrap(t.client))] if t.client is not None else primary).endpoint(
-                name, t.model, policy, t
-            )
-            for t in policy.fallback
-        ]
+        fallbacks = []
+        for t in policy.fallback:
+            owner = others[id(unwrap(t.client))] if t.client is not None else primary
+            if not isinstance(owner, _pivot.Foreign):
+                fallbacks.append(owner.endpoint(name, t.model, policy, t))
+            elif name == "chat":  # another SDK's client answers chats, through the pivot
+                fallbacks.append(owner.endpoint(t, policy))
 
         def endpoints(
             method: Callable[..., Any],

@@ -48,12 +48,12 @@ def test_nothing_is_captured_by_default(make_client, telemetry):
 
 def test_capture_off_reads_no_message_text(make_client, telemetry, monkeypatch):
     from aiguard import checks
-    from aiguard._engine import call, contract
+    from aiguard.adapters import _shapes  # the openai adapter reads its shapes through it
 
     reads = []
     for module, name in (
-        (contract, "request_messages"),
-        (call, "answer_messages"),
+        (_shapes, "request_messages"),
+        (_shapes, "answer_messages"),
         (checks, "scrub"),
     ):
         real = getattr(module, name)
@@ -242,9 +242,9 @@ async def test_async_anthropic_stream_answers_are_captured(server, telemetry):
 
 
 def test_streams_keep_nothing_with_capture_off(make_client, telemetry, monkeypatch):
-    from aiguard._engine import call
+    from aiguard.adapters import _shapes
 
-    monkeypatch.setattr(call, "chunk_text", lambda chunk: pytest.fail("read with capture off"))
+    monkeypatch.setattr(_shapes, "chunk_text", lambda chunk: pytest.fail("read with capture off"))
     list(make_client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
 
 

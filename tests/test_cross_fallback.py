@@ -398,3 +398,20 @@ def test_openai_tools_and_system_reach_ollama(server, telemetry):
     assert body["tools"] == [TOOL]
     assert body["options"] == {"temperature": 0.2, "num_predict": 12}
     assert json.dumps(body)  # plain JSON on the wire
+
+
+def test_every_adapter_answers_the_pivot_and_classifies_its_errors():
+    import importlib
+
+    from aiguard.adapters import ADAPTERS
+
+    for sdk, (name, _) in ADAPTERS.items():
+        pytest.importorskip(sdk)
+        module = importlib.import_module(name)
+        for member in ("classify", "openai_chat", "openai_chat_async"):
+            assert callable(getattr(module, member, None)), f"{name}.{member}"
+    for name in ("_openai", "_anthropic", "_ollama", "_llama_cpp"):
+        module = importlib.import_module(f"aiguard.adapters.{name}")
+        for member in ("to_openai_chat", "from_openai_chat", "from_openai_chunks"):
+            assert callable(getattr(module, member, None)), f"{name}.{member}"
+        assert callable(module.from_openai_chunks_async)

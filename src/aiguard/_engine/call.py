@@ -35,7 +35,7 @@ from aiguard._errors import (
     StreamTruncated,
 )
 from aiguard._messages import Message, Part
-from aiguard._output import InvalidOutput, answer_messages, answer_text, chunk_text, reask_request
+from aiguard._output import InvalidOutput
 from aiguard._policy import Failure, Policy
 from aiguard._telemetry import Attrs, Telemetry, report_fault
 from aiguard._types import Usage
@@ -279,7 +279,7 @@ class GuardedCall:
                 reason = reasons[0] if isinstance(reasons, list | tuple) and reasons else ""
                 message = Message("assistant", [Part("text", answer)] if answer else [])
                 return _capture.output_attributes([(message, str(reason))], capture)
-            return _capture.output_attributes(answer_messages(answer), capture)
+            return _capture.output_attributes(self.route.answer_messages(answer), capture)
         except Exception as exc:
             report_fault("capturing message content", exc)
             return None
@@ -290,7 +290,7 @@ class GuardedCall:
         """The value to return, or :data:`REASK` to ask again; raises :class:`OutputInvalid`."""
         spec = self.policy.output
         assert spec is not None
-        raw = answer_text(result)
+        raw = self.route.answer_text(result)
         function = self.route.returns_output
         try:
             value = spec.validate(raw)
@@ -298,7 +298,7 @@ class GuardedCall:
             if not self.routing.reask(len(bad.errors)):
                 raise OutputInvalid(raw, bad.errors, self.routing.attempts) from None
             if not function:
-                self.request = reask_request(self.request, raw, bad.errors)
+                self.request = self.route.reask(self.request, raw, bad.errors)
             return REASK
         return value if function else result
 
@@ -372,7 +372,7 @@ class GuardedCall:
             stream: Attrs = {sc.STREAM_CHUNKS: reader.chunks}
             if how.abandoned:
                 stream[sc.STREAM_ABANDONED] = True
-            answer = "".join(map(chunk_text, kept)) if kept is not None else None
+            answer = "".join(map(reader.text, kept)) if kept is not None else None
             self.streamed = answer
             self._answered(attempt, attrs, usage, now - attempt.started, answer, stream)
         self.finish(recorded, "abandoned" if how.abandoned else None)

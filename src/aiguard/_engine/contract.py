@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from opentelemetry.trace import SpanKind
 
 from aiguard import _semconv as sc
-from aiguard._messages import Message, request_messages
+from aiguard._messages import Message
 from aiguard._policy import Failure, Retry
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
@@ -76,8 +76,24 @@ class Route:
         return 0, None
 
     def messages(self, request: dict[str, Any]) -> list[Message]:
-        """The request's messages in the neutral form: what checks read and capture records."""
-        return request_messages(request)
+        """The request's messages in the neutral form: what checks read and capture records
+        (read only when a check, a budget or content capture asks)."""
+        return []
+
+    def answer_text(self, result: Any) -> Any:
+        """What output validation checks in an answer: its text (or an object the SDK parsed
+        already). By default the answer itself (a decorated function's return value)."""
+        return result
+
+    def answer_messages(self, result: Any) -> list[tuple[Message, str]]:
+        """The answer's messages, each with its finish reason, for content capture."""
+        return []
+
+    def reask(self, request: dict[str, Any], answer: Any, errors: list[str]) -> dict[str, Any]:
+        """The request asking again after an answer that failed output validation: with
+        ``answer`` (what :meth:`answer_text` read) and ``aiguard._output.feedback(errors)``
+        appended as the next turns. By default the request as it was (called again)."""
+        return request
 
     def stream(
         self, request: dict[str, Any], include_usage: bool
@@ -107,6 +123,10 @@ class Reader:
     def result(self) -> tuple[Attrs, Usage | None]:
         """The response attributes and usage seen so far."""
         return {}, None
+
+    def text(self, item: Any) -> str:
+        """The answer text one chunk carries ("" if none), for content capture."""
+        return ""
 
 
 @dataclass(slots=True)

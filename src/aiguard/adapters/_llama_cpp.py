@@ -30,7 +30,7 @@ from aiguard._messages import Message, Part, estimate_input_tokens, openai_messa
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard.adapters import _llama_cpp_pivot, _pivot
+from aiguard.adapters import _llama_cpp_pivot, _pivot, _shapes
 from aiguard.adapters._llama_cpp_pivot import (
     from_openai_chat,
     from_openai_chunks,
@@ -96,6 +96,20 @@ class _Route(Route):
         self.operation = operation
 
     classify = staticmethod(classify)
+
+    def messages(self, request: dict[str, Any]) -> list[Message]:
+        return _shapes.request_messages(request)
+
+    def answer_text(self, result: Any) -> Any:
+        return _shapes.answer_text(result)
+
+    def answer_messages(self, result: Any) -> list[tuple[Message, str]]:
+        return _shapes.answer_messages(result)
+
+    def reask(self, request: dict[str, Any], answer: Any, errors: list[str]) -> dict[str, Any]:
+        if isinstance(request.get("messages"), list | tuple):
+            return _shapes.reask_messages(request, answer, errors)
+        return _shapes.reask_prompt(request, answer, errors)
 
     def request_attributes(self, request: dict[str, Any]) -> Attrs:
         attrs: Attrs = {}
@@ -204,6 +218,9 @@ class DictReader(Reader):
         if item.get("usage") is not None:
             self.usage = item["usage"]
         return True
+
+    def text(self, item: Any) -> str:
+        return _shapes.chunk_text(item)
 
     def result(self) -> tuple[Attrs, Usage | None]:
         attrs: Attrs = {}

@@ -22,7 +22,7 @@ from aiguard._messages import Message, Part, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard.adapters import _ollama_pivot, _pivot
+from aiguard.adapters import _ollama_pivot, _pivot, _shapes
 from aiguard.adapters._ollama_pivot import (
     from_openai_chat,
     from_openai_chunks,
@@ -149,6 +149,18 @@ class StreamReader(Reader):
             return generation_attributes(self.last)
         return ({sc.RESPONSE_MODEL: self.model} if isinstance(self.model, str) else {}), None
 
+    def text(self, item: Any) -> str:
+        return _answer(item) or ""
+
+
+def _answer(response: Any) -> str | None:
+    """The text of a ``chat`` answer (its message) or a ``generate`` one; None: neither."""
+    message = getattr(response, "message", None)
+    if message is not None and isinstance(getattr(message, "content", None), str):
+        return str(message.content)
+    text = getattr(response, "response", None)
+    return text if isinstance(text, str) else None
+
 
 class _Route(Route):
     span_kind = SpanKind.CLIENT
@@ -158,6 +170,9 @@ class _Route(Route):
         self.operation = operation
 
     classify = staticmethod(classify)
+
+    def messages(self, request: dict[str, Any]) -> list[Message]:
+        return _shapes.request_messages(request)
 
     def stream(
         self, request: dict[str, Any], include_usage: bool
@@ -193,6 +208,24 @@ class _GenerationRoute(_Route):
 
     def response_attributes(self, result: Any) -> tuple[Attrs, Usage | None]:
         return generation_attributes(result)
+
+    def answer_text(self, result: Any) -> Any:
+        text = _answer(result)
+        return result if text is None else text
+
+    def answer_messages(self, result: Any) -> list[tuple[Message, str]]:
+        text = _answer(result)
+        if text is None:
+            return []
+        parts = _shapes.text_parts(text)
+        calls = getattr(getattr(result, "message", None), "tool_calls", None) or ()
+        parts += [Part("tool_call", to_json(ollama_plain(c))) for c in calls]
+        return [(Message("assistant", parts), _shapes.reason(getattr(result, "done_reason", None)))]
+
+    def reask(self, request: dict[str, Any], answer: Any, errors: list[str]) -> dict[str, Any]:
+        if isinstance(request.get("messages"), list | tuple):
+            return _shapes.reask_messages(request, answer, errors)
+        return _shapes.reask_prompt(request, answer, errors)
 
     def stream(
         self, request: dict[str, Any], include_usage: bool

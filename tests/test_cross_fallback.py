@@ -415,3 +415,15 @@ def test_every_adapter_answers_the_pivot_and_classifies_its_errors():
         for member in ("to_openai_chat", "from_openai_chat", "from_openai_chunks"):
             assert callable(getattr(module, member, None)), f"{name}.{member}"
         assert callable(module.from_openai_chunks_async)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_an_instrumented_target_is_not_recorded_twice(is_async, server, telemetry):
+    aiguard.instrument()
+    try:
+        first, then = SIDES["openai"], SIDES["ollama"]
+        assert _ask(first, _wrapped(server, None, first, then, is_async), is_async, False)
+    finally:
+        aiguard.uninstrument()
+    [span] = telemetry.spans()  # the fallback's own SDK call is no call of its own
+    assert span.attributes["gen_ai.provider.name"] == "ollama"

@@ -27,6 +27,7 @@ from opentelemetry import trace
 from aiguard import _semconv as sc
 from aiguard import adapters
 from aiguard._engine.contract import Answer, AsyncAnswer, Chat, Endpoint
+from aiguard._engine.state import in_sdk
 from aiguard._errors import AIGuardError
 from aiguard._policy import Failure, Policy, Target
 from aiguard._telemetry import Attrs, add_event
@@ -170,7 +171,13 @@ class Foreign:
             answer_async: AsyncAnswer = answer
 
             async def invoke_async(request: dict[str, Any]) -> Any:
-                result = await answer_async(self._pivot(dict(request)))
+                # While awaited, as a guarded client's own SDK call: zero-code
+                # instrumentation leaves the target's call alone (one span per call).
+                inside = in_sdk.set(True)
+                try:
+                    result = await answer_async(self._pivot(dict(request)))
+                finally:
+                    in_sdk.reset(inside)
                 if isinstance(result, dict):
                     return side.from_openai_chat(result)
                 return side.from_openai_chunks_async(result)

@@ -427,3 +427,16 @@ def test_an_instrumented_target_is_not_recorded_twice(is_async, server, telemetr
         aiguard.uninstrument()
     [span] = telemetry.spans()  # the fallback's own SDK call is no call of its own
     assert span.attributes["gen_ai.provider.name"] == "ollama"
+
+
+def test_a_translated_stream_closed_early_closes_the_targets(server, telemetry, llm):
+    from aiguard.adapters._llama_lock import model_lock
+
+    first, then = SIDES["anthropic"], SIDES["llama_cpp"]
+    client = _wrapped(server, llm, first, then, False)
+    stream = first.call(client, first.model, True)
+    assert next(iter(stream)).type == "message_start"
+    assert model_lock(llm).lock.locked()  # the local model streams for this call
+    stream.close()
+    assert not model_lock(llm).lock.locked()
+    assert telemetry.span("chat claude-x").attributes["aiguard.stream.abandoned"] is True

@@ -42,7 +42,14 @@ from aiguard.adapters._anthropic_blocks import (
     chat_tool_choice,
     chat_tools,
 )
-from aiguard.adapters._pivot import Untranslatable, split
+from aiguard.adapters._pivot import (
+    Untranslatable,
+    arguments_of,
+    converted,
+    converted_async,
+    include_usage,
+    split,
+)
 
 PIVOT = "OpenAI chat format"
 TARGET = "anthropic"
@@ -100,14 +107,6 @@ def _message_usage(usage: Any) -> dict[str, int]:
     }
 
 
-def _arguments(text: Any) -> Any:
-    try:
-        value = json.loads(text) if isinstance(text, str) and text else {}
-    except ValueError:
-        return {"arguments": text}
-    return value if isinstance(value, dict) else {"arguments": value}
-
-
 def from_openai_chat(answer: Chat) -> Message:
     choice = (answer.get("choices") or [{}])[0]
     message = choice.get("message") or {}
@@ -121,7 +120,7 @@ def from_openai_chat(answer: Chat) -> Message:
                 "type": "tool_use",
                 "id": call.get("id") or f"toolu_{len(content)}",
                 "name": function.get("name") or "",
-                "input": _arguments(function.get("arguments")),
+                "input": arguments_of(function.get("arguments")),
             }
         )
     return Message.model_validate(
@@ -218,28 +217,12 @@ class _Events:
 def from_openai_chunks(chunks: Iterator[Chat]) -> Iterator[Any]:
     """Chunk dicts as the SDK's stream events; closing this closes the source."""
     events = _Events()
-    try:
-        for chunk in chunks:
-            yield from events.feed(chunk)
-        yield from events.end()
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
+    return converted(chunks, events.feed, events.end)
 
 
-async def from_openai_chunks_async(chunks: AsyncIterator[Chat]) -> AsyncIterator[Any]:
+def from_openai_chunks_async(chunks: AsyncIterator[Chat]) -> AsyncIterator[Any]:
     events = _Events()
-    try:
-        async for chunk in chunks:
-            for event in events.feed(chunk):
-                yield event
-        for event in events.end():
-            yield event
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    return converted_async(chunks, events.feed, events.end)
 
 
 # -- as a fallback target -------------------------------------------------------------------
@@ -394,33 +377,6 @@ class _Totals:
         self.output_tokens = getattr(delta, "output_tokens", None)
 
 
-def _include_usage(pivot: Chat) -> bool:
-    options = pivot.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def _chunks(events: Any, include_usage: bool) -> Iterator[Chat]:
-    frames = _Chunks(include_usage)
-    try:
-        for event in events:
-            yield from frames.feed(event)
-        yield from frames.end()
-    finally:
-        events.close()
-
-
-async def _chunks_async(events: Any, include_usage: bool) -> AsyncIterator[Chat]:
-    frames = _Chunks(include_usage)
-    try:
-        async for event in events:
-            for frame in frames.feed(event):
-                yield frame
-        for frame in frames.end():
-            yield frame
-    finally:
-        await events.close()
-
-
 def openai_chat(
     client: anthropic.Anthropic, timeout: float | None = None
 ) -> tuple[Callable[[Chat], Chat | Iterator[Chat]], str]:
@@ -434,7 +390,8 @@ def openai_chat(
         request = messages_request(pivot)
         result = _stainless.call(client, False, tries, client.messages.create, request)
         if request.get("stream") is True:
-            return _chunks(result, _include_usage(pivot))
+            frames = _Chunks(include_usage(pivot))
+            return converted(result, frames.feed, frames.end)
         return _completion(result)
 
     return answer, "anthropic"
@@ -453,7 +410,8 @@ def openai_chat_async(
         method = client.messages.create
         result = await _stainless.call_async(client, False, tries, method, request)
         if request.get("stream") is True:
-            return _chunks_async(result, _include_usage(pivot))
+            frames = _Chunks(include_usage(pivot))
+            return converted_async(result, frames.feed, frames.end)
         return _completion(result)
 
     return answer, "anthropic"

@@ -17,7 +17,7 @@ import llama_cpp
 
 from aiguard._engine.contract import Chat
 from aiguard.adapters._llama_lock import call_locked, call_locked_async
-from aiguard.adapters._pivot import Untranslatable, dropped, split
+from aiguard.adapters._pivot import Untranslatable, converted, converted_async, dropped, split
 
 PROVIDER = "llama_cpp"
 PIVOT = "OpenAI chat format"
@@ -46,23 +46,16 @@ def from_openai_chat(answer: Chat) -> Chat:
     return answer  # what llama.cpp returns: OpenAI's format as dicts
 
 
+def _same(chunk: Chat) -> tuple[Chat]:
+    return (chunk,)
+
+
 def from_openai_chunks(chunks: Iterator[Chat]) -> Iterator[Chat]:
-    try:
-        yield from chunks
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
+    return converted(chunks, _same)
 
 
-async def from_openai_chunks_async(chunks: AsyncIterator[Chat]) -> AsyncIterator[Chat]:
-    try:
-        async for chunk in chunks:
-            yield chunk
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+def from_openai_chunks_async(chunks: AsyncIterator[Chat]) -> AsyncIterator[Chat]:
+    return converted_async(chunks, _same)
 
 
 # -- as a fallback target -------------------------------------------------------------------

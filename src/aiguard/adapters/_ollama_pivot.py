@@ -24,7 +24,15 @@ import ollama
 from aiguard._engine.contract import Chat
 from aiguard._http import server_attributes as _server
 from aiguard._telemetry import Attrs
-from aiguard.adapters._pivot import Untranslatable, dropped, split
+from aiguard.adapters._pivot import (
+    Untranslatable,
+    arguments_of,
+    converted,
+    converted_async,
+    dropped,
+    include_usage,
+    split,
+)
 
 PIVOT = "OpenAI chat format"
 TARGET = "ollama"
@@ -120,19 +128,11 @@ def to_openai_chat(request: dict[str, Any]) -> Chat:
 _DONE = {"stop": "stop", "length": "length", "tool_calls": "stop", "content_filter": "stop"}
 
 
-def _arguments(text: Any) -> Any:
-    try:
-        value = json.loads(text) if isinstance(text, str) and text else {}
-    except ValueError:
-        return {"arguments": text}
-    return value if isinstance(value, dict) else {"arguments": value}
-
-
 def _ollama_calls(calls: Any) -> list[dict[str, Any]]:
     out = []
     for call in calls or ():
         function = call.get("function") or {}
-        arguments = _arguments(function.get("arguments"))
+        arguments = arguments_of(function.get("arguments"))
         out.append({"function": {"name": function.get("name") or "", "arguments": arguments}})
     return out
 
@@ -208,28 +208,12 @@ class _Lines:
 
 def from_openai_chunks(chunks: Iterator[Chat]) -> Iterator[Any]:
     lines = _Lines()
-    try:
-        for chunk in chunks:
-            yield from lines.feed(chunk)
-        yield from lines.end()
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
+    return converted(chunks, lines.feed, lines.end)
 
 
-async def from_openai_chunks_async(chunks: AsyncIterator[Chat]) -> AsyncIterator[Any]:
+def from_openai_chunks_async(chunks: AsyncIterator[Chat]) -> AsyncIterator[Any]:
     lines = _Lines()
-    try:
-        async for chunk in chunks:
-            for line in lines.feed(chunk):
-                yield line
-        for line in lines.end():
-            yield line
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    return converted_async(chunks, lines.feed, lines.end)
 
 
 # -- as a fallback target -------------------------------------------------------------------
@@ -384,30 +368,6 @@ class _Chunks:
         return out
 
 
-def _include_usage(pivot: Chat) -> bool:
-    options = pivot.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def _chunks(lines: Any, include_usage: bool) -> Iterator[Chat]:
-    frames = _Chunks(include_usage)
-    try:
-        for line in lines:
-            yield from frames.feed(line)
-    finally:
-        lines.close()
-
-
-async def _chunks_async(lines: Any, include_usage: bool) -> AsyncIterator[Chat]:
-    frames = _Chunks(include_usage)
-    try:
-        async for line in lines:
-            for frame in frames.feed(line):
-                yield frame
-    finally:
-        await lines.aclose()
-
-
 def openai_chat(
     client: ollama.Client, timeout: float | None = None
 ) -> tuple[Callable[[Chat], Chat | Iterator[Chat]], str]:
@@ -419,7 +379,7 @@ def openai_chat(
         request = chat_request(pivot)
         result = client.chat(**request)
         if request.get("stream") is True:
-            return _chunks(result, _include_usage(pivot))
+            return converted(result, _Chunks(include_usage(pivot)).feed)
         return _completion(result)
 
     return answer, TARGET
@@ -435,7 +395,7 @@ def openai_chat_async(
         request = chat_request(pivot)
         result = await client.chat(**request)
         if request.get("stream") is True:
-            return _chunks_async(result, _include_usage(pivot))
+            return converted_async(result, _Chunks(include_usage(pivot)).feed)
         return _completion(result)
 
     return answer, TARGET

@@ -18,6 +18,7 @@ from aiguard._engine.contract import Chat
 from aiguard._http import server_attributes as _server
 from aiguard._telemetry import Attrs
 from aiguard.adapters import _stainless
+from aiguard.adapters._pivot import converted, converted_async
 
 
 def telemetry_provider(client: openai.OpenAI | openai.AsyncOpenAI) -> str:
@@ -48,27 +49,17 @@ def from_openai_chat(answer: Chat) -> ChatCompletion:
     return ChatCompletion.model_validate(answer)
 
 
+def _chunk(chunk: Chat) -> tuple[ChatCompletionChunk]:
+    return (ChatCompletionChunk.model_validate(chunk),)
+
+
 def from_openai_chunks(chunks: Iterator[Chat]) -> Iterator[ChatCompletionChunk]:
     """Chunk dicts as the SDK's chunks; closing this closes the source."""
-    try:
-        for chunk in chunks:
-            yield ChatCompletionChunk.model_validate(chunk)
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
+    return converted(chunks, _chunk)
 
 
-async def from_openai_chunks_async(
-    chunks: AsyncIterator[Chat],
-) -> AsyncIterator[ChatCompletionChunk]:
-    try:
-        async for chunk in chunks:
-            yield ChatCompletionChunk.model_validate(chunk)
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+def from_openai_chunks_async(chunks: AsyncIterator[Chat]) -> AsyncIterator[ChatCompletionChunk]:
+    return converted_async(chunks, _chunk)
 
 
 # -- as a fallback target -------------------------------------------------------------------
@@ -82,20 +73,8 @@ def _dict(item: Any) -> Chat:
     return item.model_dump(mode="json", exclude_unset=True)  # type: ignore[no-any-return]
 
 
-def _dicts(stream: Any) -> Iterator[Chat]:
-    try:
-        for chunk in stream:
-            yield _dict(chunk)
-    finally:
-        stream.close()
-
-
-async def _dicts_async(stream: Any) -> AsyncIterator[Chat]:
-    try:
-        async for chunk in stream:
-            yield _dict(chunk)
-    finally:
-        await stream.close()
+def _dicts(chunk: Any) -> tuple[Chat]:
+    return (_dict(chunk),)
 
 
 def openai_chat(
@@ -110,7 +89,7 @@ def openai_chat(
     def answer(request: Chat) -> Chat | Iterator[Chat]:
         method = client.chat.completions.create
         result = _stainless.call(client, False, tries, method, request)
-        return _dicts(result) if request.get("stream") is True else _dict(result)
+        return converted(result, _dicts) if request.get("stream") is True else _dict(result)
 
     return answer, telemetry_provider(client)
 
@@ -126,6 +105,8 @@ def openai_chat_async(
     async def answer(request: Chat) -> Chat | AsyncIterator[Chat]:
         method = client.chat.completions.create
         result = await _stainless.call_async(client, False, tries, method, request)
-        return _dicts_async(result) if request.get("stream") is True else _dict(result)
+        if request.get("stream") is True:
+            return converted_async(result, _dicts)
+        return _dict(result)
 
     return answer, telemetry_provider(client)

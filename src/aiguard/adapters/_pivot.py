@@ -17,6 +17,9 @@ timeout, checks, budgets, capture) is the primary's policy, as for any fallback 
 
 from __future__ import annotations
 
+import copy
+import inspect
+import json
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -53,7 +56,7 @@ class Untranslatable(AIGuardError, ValueError):
         )
 
 
-def _untranslatable(error: BaseException) -> tuple[Failure, float | None]:
+def _fatal(error: BaseException) -> tuple[Failure, float | None]:
     return Failure.FATAL, None
 
 
@@ -93,6 +96,58 @@ def split(
 def _given(value: Any) -> bool:
     """False for the SDKs' "not given" sentinels (``openai.NOT_GIVEN``, ``omit``)."""
     return type(value).__name__ not in ("NotGiven", "Omit")
+
+
+def arguments_of(text: Any) -> dict[str, Any]:
+    """A tool call's JSON arguments as an object (``{"arguments": ...}`` for anything else)."""
+    try:
+        value = json.loads(text) if isinstance(text, str) and text else {}
+    except ValueError:
+        return {"arguments": text}
+    return value if isinstance(value, dict) else {"arguments": value}
+
+
+def include_usage(pivot: Chat) -> bool:
+    """Does a streamed pivot request ask for a closing usage chunk?"""
+    options = pivot.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def converted(
+    source: Iterator[Any],
+    feed: Callable[[Any], Iterable[V]],
+    end: Callable[[], Iterable[V]] = tuple,
+) -> Iterator[V]:
+    """``feed(item)`` for each item of a stream, then ``end()``; closing this closes ``source``
+    (an SDK stream: its connection, or a local model: its lock)."""
+    try:
+        for item in source:
+            yield from feed(item)
+        yield from end()
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+async def converted_async(
+    source: AsyncIterator[Any],
+    feed: Callable[[Any], Iterable[V]],
+    end: Callable[[], Iterable[V]] = tuple,
+) -> AsyncIterator[V]:
+    """:func:`converted` for async streams."""
+    try:
+        async for item in source:
+            for out in feed(item):
+                yield out
+        for out in end():
+            yield out
+    finally:
+        close = getattr(source, "aclose", None) or getattr(source, "close", None)
+        if close is not None:
+            closing = close()
+            if inspect.isawaitable(closing):
+                await closing
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +193,7 @@ class Foreign:
         self.is_async = is_async
         self.side = side
         self.stream = stream  # the primary's method always streams (Anthropic's helper)
-        self.classify: Classify = getattr(adapter, "classify", None) or _untranslatable
+        self.classify: Classify = getattr(adapter, "classify", None) or _fatal
         self.given_provider: str | None = (
             given._self_provider if isinstance(given, GuardedProxy) else None
         )
@@ -149,9 +204,7 @@ class Foreign:
         """This target for a primary method that always streams."""
         if stream == self.stream:
             return self
-        other = object.__new__(Foreign)
-        for key in ("make", "client", "is_async", "side", "classify", "given_provider", "server"):
-            setattr(other, key, getattr(self, key))
+        other = copy.copy(self)
         other.stream = stream
         return other
 

@@ -52,13 +52,17 @@ def llm() -> Any:
 
 @dataclass(frozen=True)
 class Side:
+    """One SDK in the pairs; a fallback target needs only the first three fields."""
+
     provider: str  # gen_ai.provider.name
     model: str
     client: Callable[[MockServer, bool, Any], Any]  # (server, is_async, llm) -> its client
-    call: Callable[[Any, str, bool], Any]  # (client, model, stream) -> answer or stream
-    answer: type  # the SDK's answer type, and its stream's chunk type
-    chunk: Any
-    text: Callable[[list[Any]], str]  # the text of [answer] or of the chunks
+    # As a primary: (client, model, stream) -> answer or stream; its answer and chunk types; the
+    # text of [answer] or of the chunks.
+    call: Callable[[Any, str, bool], Any] | None = None
+    answer: Any = None
+    chunk: Any = None
+    text: Callable[[list[Any]], str] | None = None
     remote: bool = True
     is_async: bool = True  # has an async client
 
@@ -135,7 +139,9 @@ SIDES = {
     ),
 }
 
-# (primary, fallback target). OpenAI -> Gemini and -> Bedrock join here with their adapters.
+# (primary, fallback target). A target-only adapter joins with a short Side and a row, e.g.
+#   SIDES["gemini"] = Side("gcp.gen_ai", "gemini-2.0-flash", lambda s, a, _: genai.Client(...))
+#   ("openai", "gemini"), ("openai", "bedrock")
 PAIRS = [
     ("openai", "anthropic"),
     ("anthropic", "openai"),
@@ -150,7 +156,10 @@ PAIRS = [
 
 
 def _ask(side: Side, client: Any, is_async: bool, stream: bool) -> list[Any]:
+    assert side.call is not None, "a primary needs its call"
+
     async def run_async() -> list[Any]:
+        assert side.call is not None
         result = await side.call(client, side.model, stream)
         return [chunk async for chunk in result] if stream else [result]
 
@@ -185,6 +194,7 @@ def test_the_target_answers_in_the_primary_types(
     items = _ask(first, _wrapped(server, llm, first, then, is_async), is_async, stream)
     kinds = first.chunk if stream else first.answer
     assert items and all(isinstance(item, kinds) for item in items)
+    assert first.text is not None
     text = first.text(items)
     assert text == f"Hello from {then.model}." if then.remote else text
     span = telemetry.span(
@@ -440,3 +450,98 @@ def test_a_translated_stream_closed_early_closes_the_targets(server, telemetry, 
     stream.close()
     assert not model_lock(llm).lock.locked()
     assert telemetry.span("chat claude-x").attributes["aiguard.stream.abandoned"] is True
+
+
+# -- streamed tool calls, translated (unit tests of the converters: the kit streams no tools) --
+
+TOOL_CHUNKS = [
+    {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+    {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"content": "Let me see."}}]},
+    {
+        "id": "c1",
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_1",
+                            "function": {"name": "weather", "arguments": ""},
+                        }
+                    ]
+                },
+            }
+        ],
+    },
+    *(
+        {
+            "id": "c1",
+            "model": "m",
+            "choices": [
+                {"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": a}}]}}
+            ],
+        }
+        for a in ('{"city"', ': "Paris"}')
+    ),
+    {
+        "id": "c1",
+        "model": "m",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+    },
+    {
+        "id": "c1",
+        "model": "m",
+        "choices": [],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 4},
+    },
+]
+
+
+def test_streamed_tool_calls_become_anthropic_events_the_sdk_accumulates():
+    from anthropic.lib.streaming import MessageStream
+
+    from aiguard.adapters import _anthropic
+
+    events = list(_anthropic.from_openai_chunks(iter(TOOL_CHUNKS)))
+    assert [e.type for e in events] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    stream = MessageStream(iter(events), output_format=anthropic.NOT_GIVEN)
+    final = stream.get_final_message()
+    text, use = final.content
+    assert text.text == "Let me see."
+    assert (use.id, use.name, use.input) == ("call_1", "weather", {"city": "Paris"})
+    assert final.stop_reason == "tool_use"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (9, 4)
+
+
+def test_streamed_tool_calls_reach_ollama_whole_on_the_last_line():
+    from aiguard.adapters import _ollama
+
+    lines = list(_ollama.from_openai_chunks(iter(TOOL_CHUNKS)))
+    assert all(isinstance(line, ollama.ChatResponse) for line in lines)
+    assert "".join(line.message.content for line in lines) == "Let me see."
+    last = lines[-1]
+    assert last.done and last.done_reason == "stop"
+    [call] = last.message.tool_calls
+    assert (call.function.name, call.function.arguments) == ("weather", {"city": "Paris"})
+    assert (last.prompt_eval_count, last.eval_count) == (9, 4)
+
+
+def test_a_cut_translated_stream_does_not_say_it_finished():
+    from aiguard.adapters import _anthropic, _ollama
+
+    cut = TOOL_CHUNKS[:3]
+    assert [e.type for e in _anthropic.from_openai_chunks(iter(cut))][-1] == "content_block_stop"
+    assert not any(line.done for line in _ollama.from_openai_chunks(iter(cut)))

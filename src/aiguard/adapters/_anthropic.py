@@ -367,6 +367,33 @@ def _stream_helper(guard: Guard, is_async: bool) -> Guard:
     return stream
 
 
+def _endpoints(
+    name: str,
+    primary: _Client,
+    others: dict[int, _Client | _pivot.Foreign],
+    policy: Policy,
+    is_async: bool,
+) -> Callable[[Callable[..., Any], str], list[Endpoint]]:
+    """The targets of one call of ``messages.<name>``: the method called, then fallbacks."""
+
+    def found(method: Callable[..., Any], model: str) -> list[Endpoint]:
+        out = [primary.endpoint(method, model, policy)]
+        for t in policy.fallback:
+            owner = others[id(unwrap(t.client))] if t.client is not None else primary
+            if isinstance(owner, _pivot.Foreign):  # another SDK's client, via the pivot
+                out.append(owner.streaming(name == "stream").endpoint(t, policy))
+                continue
+            send = method
+            if owner is not primary:
+                send = getattr(owner.client.messages, name)
+                if name == "stream":
+                    send = _opening(send, is_async)
+            out.append(owner.endpoint(send, t.model, policy, t))
+        return out
+
+    return found
+
+
 def wrap(
     client: anthropic.Anthropic | anthropic.AsyncAnthropic, policy: Policy, provider: str | None
 ) -> Any:
@@ -383,22 +410,7 @@ def wrap(
     )
 
     def endpoints(name: str) -> Callable[[Callable[..., Any], str], list[Endpoint]]:
-        def found(method: Callable[..., Any], model: str) -> list[Endpoint]:
-            out = [primary.endpoint(method, model, policy)]
-            for t in policy.fallback:
-                owner = others[id(unwrap(t.client))] if t.client is not None else primary
-                if isinstance(owner, _pivot.Foreign):  # another SDK's client, via the pivot
-                    out.append(owner.streaming(name == "stream").endpoint(t, policy))
-                    continue
-                send = method
-                if owner is not primary:
-                    send = getattr(owner.client.messages, name)
-                    if name == "stream":
-                        send = _opening(send, is_async)
-                out.append(owner.endpoint(send, t.model, policy, t))
-            return out
-
-        return found
+        return _endpoints(name, primary, others, policy, is_async)
 
     create = guarded_method(_CREATE, policy, endpoints("create"), is_async)
     helper = guarded_method(_HELPER, policy, endpoints("stream"), is_async)

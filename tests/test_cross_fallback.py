@@ -545,3 +545,21 @@ def test_a_cut_translated_stream_does_not_say_it_finished():
     cut = TOOL_CHUNKS[:3]
     assert [e.type for e in _anthropic.from_openai_chunks(iter(cut))][-1] == "content_block_stop"
     assert not any(line.done for line in _ollama.from_openai_chunks(iter(cut)))
+
+
+def test_the_answering_target_is_priced_as_its_own_provider(server, telemetry):
+    from aiguard import prices
+
+    # An OpenAI client on an unnamed OpenAI-compatible server: priced as such, not as Anthropic.
+    prices.register(
+        "gpt-x", input_per_mtok=1000, output_per_mtok=1000, provider="openai_compatible"
+    )
+    try:
+        _anthropic_to_openai(server).messages.create(
+            model="claude-x", max_tokens=30, messages=MESSAGES
+        )
+    finally:
+        prices.unregister("gpt-x", provider="openai_compatible")
+    a = telemetry.span("chat claude-x").attributes
+    assert a["gen_ai.provider.name"] == "openai"
+    assert a["aiguard.cost.usd"] > 0 and a["aiguard.cost.basis"] == "tokens"

@@ -31,6 +31,7 @@ from anthropic.types import (
 
 from aiguard._engine.contract import Chat
 from aiguard._http import server_attributes as _server
+from aiguard._http import timeout_seconds
 from aiguard._messages import DEFAULT_MAX_OUTPUT_TOKENS, plain
 from aiguard._telemetry import Attrs
 from aiguard.adapters import _stainless
@@ -241,6 +242,10 @@ _CHAT_DROPPED = frozenset(
 
 def server_attributes(client: anthropic.Anthropic | anthropic.AsyncAnthropic) -> Attrs:
     return _server(client.base_url)
+
+
+def client_timeout(client: anthropic.Anthropic | anthropic.AsyncAnthropic) -> float | None:
+    return timeout_seconds(client.timeout)
 
 
 def messages_request(pivot: Chat) -> dict[str, Any]:

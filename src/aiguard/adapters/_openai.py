@@ -23,11 +23,14 @@ from aiguard._telemetry import Attrs
 from aiguard.adapters import _openai_pivot, _pivot, _stainless
 from aiguard.adapters._openai_chat import ChatReader, ChatRoute, EmbeddingsRoute, classify
 from aiguard.adapters._openai_pivot import (
+    client_timeout,
+    detect_provider,
     from_openai_chat,
     from_openai_chunks,
     from_openai_chunks_async,
     openai_chat,
     openai_chat_async,
+    price_provider,
     server_attributes,
     telemetry_provider,
     to_openai_chat,
@@ -44,36 +47,6 @@ from aiguard.adapters._proxy import (
     resource_class,
     unwrap,
 )
-
-# Well-known hosts and ports; anything else is an unnamed OpenAI-compatible server.
-_HOSTS = {
-    "api.openai.com": "openai",
-    "api.groq.com": "groq",
-    "api.deepseek.com": "deepseek",
-    "api.mistral.ai": "mistral_ai",
-    "api.x.ai": "x_ai",
-    "api.perplexity.ai": "perplexity",
-    "openrouter.ai": "openrouter",
-}
-_PORTS = {11434: "ollama", 1234: "lm_studio"}
-
-
-def supports(client: object) -> bool:
-    return isinstance(client, openai.OpenAI | openai.AsyncOpenAI)
-
-
-def detect_provider(client: openai.OpenAI | openai.AsyncOpenAI) -> str:
-    """The vendor behind a client's base URL, for prices (``openai_compatible`` if unknown)."""
-    url = client.base_url
-    host = url.host or ""
-    if host in _HOSTS:
-        return _HOSTS[host]
-    if host.endswith(".openai.azure.com"):
-        return "azure.ai.openai"
-    if url.port in _PORTS:
-        return _PORTS[url.port]
-    return "openai_compatible"
-
 
 _CHAT = ChatRoute()
 _EMBEDDINGS = EmbeddingsRoute()
@@ -195,16 +168,23 @@ def wrap(client: openai.OpenAI | openai.AsyncOpenAI, policy: Policy, provider: s
     return GuardedProxy(client, tree, policy, provider)
 
 
+def supports(client: object) -> bool:
+    return isinstance(client, openai.OpenAI | openai.AsyncOpenAI)
+
+
 _PIVOT = _pivot.primary(_openai_pivot)
 
 __all__ = [
     "ChatReader",
     "classify",
+    "client_timeout",
+    "detect_provider",
     "from_openai_chat",
     "from_openai_chunks",
     "from_openai_chunks_async",
     "openai_chat",
     "openai_chat_async",
+    "price_provider",
     "server_attributes",
     "to_openai_chat",
 ]

@@ -16,6 +16,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from aiguard._engine.contract import Chat
 from aiguard._http import server_attributes as _server
+from aiguard._http import timeout_seconds
 from aiguard._telemetry import Attrs
 from aiguard.adapters import _stainless
 from aiguard.adapters._pivot import converted, converted_async
@@ -35,6 +36,32 @@ def telemetry_provider(client: openai.OpenAI | openai.AsyncOpenAI) -> str:
         if (client.base_url.host or "").endswith(".openai.azure.com")
         else "openai"
     )
+
+
+# Well-known hosts and ports; anything else is an unnamed OpenAI-compatible server.
+_HOSTS = {
+    "api.openai.com": "openai",
+    "api.groq.com": "groq",
+    "api.deepseek.com": "deepseek",
+    "api.mistral.ai": "mistral_ai",
+    "api.x.ai": "x_ai",
+    "api.perplexity.ai": "perplexity",
+    "openrouter.ai": "openrouter",
+}
+_PORTS = {11434: "ollama", 1234: "lm_studio"}
+
+
+def detect_provider(client: openai.OpenAI | openai.AsyncOpenAI) -> str:
+    """The vendor behind a client's base URL, for prices (``openai_compatible`` if unknown)."""
+    url = client.base_url
+    host = url.host or ""
+    if host in _HOSTS:
+        return _HOSTS[host]
+    if host.endswith(".openai.azure.com"):
+        return "azure.ai.openai"
+    if url.port in _PORTS:
+        return _PORTS[url.port]
+    return "openai_compatible"
 
 
 # -- as a primary ---------------------------------------------------------------------------
@@ -67,6 +94,14 @@ def from_openai_chunks_async(chunks: AsyncIterator[Chat]) -> AsyncIterator[ChatC
 
 def server_attributes(client: openai.OpenAI | openai.AsyncOpenAI) -> Attrs:
     return _server(client.base_url)
+
+
+def price_provider(client: openai.OpenAI | openai.AsyncOpenAI) -> str:
+    return detect_provider(client)
+
+
+def client_timeout(client: openai.OpenAI | openai.AsyncOpenAI) -> float | None:
+    return timeout_seconds(client.timeout)
 
 
 def _dict(item: Any) -> Chat:

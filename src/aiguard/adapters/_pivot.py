@@ -18,6 +18,7 @@ timeout, checks, budgets, capture) is the primary's policy, as for any fallback 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -197,8 +198,17 @@ class Foreign:
         self.given_provider: str | None = (
             given._self_provider if isinstance(given, GuardedProxy) else None
         )
+        # Optional facts of the target (see PivotTarget): read once, or at each call.
         server = getattr(adapter, "server_attributes", None)
         self.server: Attrs = server(client) if server is not None else {}
+        pricing = getattr(adapter, "price_provider", None)
+        self.pricing: str | None = self.given_provider or (
+            pricing(client) if pricing is not None else None
+        )
+        timeout = getattr(adapter, "client_timeout", None)
+        self.client_timeout: Callable[[], float | None] | None = (
+            None if timeout is None else functools.partial(timeout, client)
+        )
 
     def streaming(self, stream: bool) -> Foreign:
         """This target for a primary method that always streams."""
@@ -252,6 +262,8 @@ class Foreign:
             server=self.server,
             retry=policy.retry_for(target),
             breaker_key=(id(self.client), target.model),
+            client_timeout=self.client_timeout,
+            pricing=self.pricing,
             classify=self.classify,
         )
 

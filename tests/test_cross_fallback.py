@@ -139,9 +139,24 @@ SIDES = {
     ),
 }
 
+
+def _bedrock(server: MockServer, is_async: bool, llm: Any) -> Any:
+    boto3 = pytest.importorskip("boto3")
+    return boto3.client(
+        "bedrock-runtime",
+        endpoint_url=server.anthropic_url,
+        region_name="eu-west-1",
+        aws_access_key_id="AKIDAIGUARDTEST",
+        aws_secret_access_key="aiguard-test-secret",
+    )
+
+
+# A fallback target only: a Side of three fields.
+SIDES["bedrock"] = Side("aws.bedrock", "anthropic.claude-3-5-haiku-20241022-v1:0", _bedrock)
+
 # (primary, fallback target). A target-only adapter joins with a short Side and a row, e.g.
 #   SIDES["gemini"] = Side("gcp.gen_ai", "gemini-2.0-flash", lambda s, a, _: genai.Client(...))
-#   ("openai", "gemini"), ("openai", "bedrock")
+#   ("openai", "gemini")
 PAIRS = [
     ("openai", "anthropic"),
     ("anthropic", "openai"),
@@ -152,6 +167,8 @@ PAIRS = [
     ("anthropic", "llama_cpp"),
     ("ollama", "llama_cpp"),
     ("ollama", "anthropic"),
+    ("openai", "bedrock"),
+    ("anthropic", "bedrock"),
 ]
 
 

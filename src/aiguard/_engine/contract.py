@@ -192,9 +192,9 @@ class PivotTarget(Protocol):
     (``answer`` is a coroutine function; streams are async iterators). Either raises TypeError
     for a client it cannot use that way (an async client for a sync primary).
 
-    Optional: ``server_attributes(client)`` (``server.address`` / ``server.port``, read once),
-    ``price_provider(client)`` (whose prices apply, when not ``provider``: an OpenAI client on
-    Groq) and ``client_timeout(client)`` (its own per-request timeout, never widened by a
+    Optional: ``pivot_server(client)`` (``server.address`` / ``server.port``, read once),
+    ``pivot_pricing(client)`` (whose prices apply, when not ``provider``: an OpenAI client on
+    Groq) and ``pivot_timeout(client)`` (its own per-request timeout, never widened by a
     deadline), as for an :class:`Endpoint`.
     """
 

@@ -41,13 +41,13 @@ from aiguard.adapters._anthropic_messages import (
     message_usage,
 )
 from aiguard.adapters._anthropic_pivot import (
-    client_timeout,
     from_openai_chat,
     from_openai_chunks,
     from_openai_chunks_async,
     openai_chat,
     openai_chat_async,
-    server_attributes,
+    pivot_server,
+    pivot_timeout,
     to_openai_chat,
 )
 from aiguard.adapters._proxy import (
@@ -233,13 +233,13 @@ _PIVOT = _pivot.primary(_anthropic_pivot)
 # The pivot: a client of another SDK answers this adapter's calls, and this adapter's clients
 # answer other adapters' calls (see aiguard._engine.contract.PivotPrimary and PivotTarget).
 __all__ = [
-    "client_timeout",
     "from_openai_chat",
     "from_openai_chunks",
     "from_openai_chunks_async",
     "openai_chat",
     "openai_chat_async",
-    "server_attributes",
+    "pivot_server",
+    "pivot_timeout",
     "to_openai_chat",
 ]
 

@@ -240,11 +240,11 @@ _CHAT_DROPPED = frozenset(
 )
 
 
-def server_attributes(client: anthropic.Anthropic | anthropic.AsyncAnthropic) -> Attrs:
+def pivot_server(client: anthropic.Anthropic | anthropic.AsyncAnthropic) -> Attrs:
     return _server(client.base_url)
 
 
-def client_timeout(client: anthropic.Anthropic | anthropic.AsyncAnthropic) -> float | None:
+def pivot_timeout(client: anthropic.Anthropic | anthropic.AsyncAnthropic) -> float | None:
     return timeout_seconds(client.timeout)
 
 

@@ -42,7 +42,13 @@ from aiguard.adapters._bedrock_from_openai import (
     from_openai_chunks,
     to_openai_chat,
 )
-from aiguard.adapters._bedrock_messages import converse_messages
+from aiguard.adapters._bedrock_messages import (
+    answer_messages,
+    answer_text,
+    converse_messages,
+    event_text,
+    reask,
+)
 from aiguard.adapters._bedrock_openai import openai_chat, openai_chat_async
 from aiguard.adapters._proxy import (
     Guard,
@@ -245,6 +251,9 @@ class StreamReader(Reader):
     def result(self) -> tuple[Attrs, Usage | None]:
         return dict(self.attrs), self.usage
 
+    def text(self, item: Any) -> str:
+        return event_text(item)
+
 
 # -- routes ------------------------------------------------------------------------------------
 
@@ -294,6 +303,15 @@ class ConverseRoute(Route):
 
     def messages(self, request: dict[str, Any]) -> list[Message]:
         return converse_messages(request)
+
+    def answer_text(self, result: Any) -> Any:
+        return answer_text(result)
+
+    def answer_messages(self, result: Any) -> list[tuple[Message, str]]:
+        return answer_messages(result)
+
+    def reask(self, request: dict[str, Any], answer: Any, errors: list[str]) -> dict[str, Any]:
+        return reask(request, answer, errors)
 
     def stream(
         self, request: dict[str, Any], include_usage: bool
@@ -407,6 +425,11 @@ def _dispatch(guards: dict[str, Guard]) -> Guard:
         return found(proxy, call, instance, (), dict(args[1]))
 
     return guard
+
+
+def pivot_server(client: Any) -> Attrs:
+    """``server.*`` of a client answering another adapter's calls (see ``PivotTarget``)."""
+    return server_attributes(client.meta.endpoint_url)
 
 
 def wrap(client: Any, policy: Policy, provider: str | None) -> Any:

@@ -1,5 +1,6 @@
 """A Bedrock converse request's ``system`` and ``messages`` in aiguard's neutral form: what
-checks read (and redact) and content capture records."""
+checks read (and redact) and content capture records; and its answers' shapes: their text and
+messages, a stream event's text, the re-ask (content blocks keyed by kind)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiguard._messages import Message, Part, to_json
+from aiguard._output import feedback, previous_text
+from aiguard.adapters import _shapes
 
 
 def _block_part(block: Mapping[str, Any]) -> Part | None:
@@ -65,3 +68,46 @@ def converse_messages(request: Mapping[str, Any]) -> list[Message]:
             parts = _parts(message.get("content"))
             out.append(Message(role if isinstance(role, str) else "user", parts))
     return out
+
+
+def _answer_blocks(result: Any) -> list[dict[str, Any]] | None:
+    """The content blocks of a converse answer (a dict), or None for another shape."""
+    output = result.get("output") if isinstance(result, Mapping) else None
+    message = output.get("message") if isinstance(output, Mapping) else None
+    content = message.get("content") if isinstance(message, Mapping) else None
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else None
+
+
+def answer_text(result: Any) -> Any:
+    blocks = _answer_blocks(result)
+    if blocks is None:
+        return result
+    return "".join(b["text"] for b in blocks if isinstance(b.get("text"), str))
+
+
+def answer_messages(result: Any) -> list[tuple[Message, str]]:
+    blocks = _answer_blocks(result)
+    if blocks is None:
+        return []
+    parts = _shapes.text_parts("".join(b["text"] for b in blocks if isinstance(b.get("text"), str)))
+    parts += [Part("tool_call", to_json(b["toolUse"])) for b in blocks if "toolUse" in b]
+    return [(Message("assistant", parts), _shapes.reason(result.get("stopReason")))]
+
+
+def event_text(event: Any) -> str:
+    """The text a ``converse_stream`` event carries ("" if none)."""
+    try:
+        return str(event["contentBlockDelta"]["delta"].get("text") or "")
+    except (KeyError, TypeError, AttributeError):
+        return ""
+
+
+def reask(request: dict[str, Any], raw: Any, errors: list[str]) -> dict[str, Any]:
+    """The request with the wrong answer and the errors appended, as content blocks."""
+    if not isinstance(request.get("messages"), list | tuple):
+        return request
+    turn = [
+        {"role": "assistant", "content": [{"text": previous_text(raw)}]},
+        {"role": "user", "content": [{"text": feedback(errors)}]},
+    ]
+    return {**request, "messages": [*request["messages"], *turn]}

@@ -30,7 +30,7 @@ from aiguard.adapters._ollama_pivot import (
     ollama_plain,
     openai_chat,
     openai_chat_async,
-    server_attributes,
+    pivot_server,
     to_openai_chat,
     tool_schema,
 )
@@ -337,7 +337,7 @@ __all__ = [
     "from_openai_chunks_async",
     "openai_chat",
     "openai_chat_async",
-    "server_attributes",
+    "pivot_server",
     "to_openai_chat",
 ]
 

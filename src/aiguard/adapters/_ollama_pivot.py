@@ -230,7 +230,7 @@ _CHAT_DROPPED = frozenset(
 )
 
 
-def server_attributes(client: ollama.Client | ollama.AsyncClient) -> Attrs:
+def pivot_server(client: ollama.Client | ollama.AsyncClient) -> Attrs:
     # The client keeps its host as the base URL of its httpx client.
     return _server(getattr(getattr(client, "_client", None), "base_url", None))
 

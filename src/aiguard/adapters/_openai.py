@@ -23,15 +23,15 @@ from aiguard._telemetry import Attrs
 from aiguard.adapters import _openai_pivot, _pivot, _stainless
 from aiguard.adapters._openai_chat import ChatReader, ChatRoute, EmbeddingsRoute, classify
 from aiguard.adapters._openai_pivot import (
-    client_timeout,
     detect_provider,
     from_openai_chat,
     from_openai_chunks,
     from_openai_chunks_async,
     openai_chat,
     openai_chat_async,
-    price_provider,
-    server_attributes,
+    pivot_pricing,
+    pivot_server,
+    pivot_timeout,
     telemetry_provider,
     to_openai_chat,
 )
@@ -177,15 +177,15 @@ _PIVOT = _pivot.primary(_openai_pivot)
 __all__ = [
     "ChatReader",
     "classify",
-    "client_timeout",
     "detect_provider",
     "from_openai_chat",
     "from_openai_chunks",
     "from_openai_chunks_async",
     "openai_chat",
     "openai_chat_async",
-    "price_provider",
-    "server_attributes",
+    "pivot_pricing",
+    "pivot_server",
+    "pivot_timeout",
     "to_openai_chat",
 ]
 

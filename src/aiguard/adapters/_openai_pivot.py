@@ -92,15 +92,15 @@ def from_openai_chunks_async(chunks: AsyncIterator[Chat]) -> AsyncIterator[ChatC
 # -- as a fallback target -------------------------------------------------------------------
 
 
-def server_attributes(client: openai.OpenAI | openai.AsyncOpenAI) -> Attrs:
+def pivot_server(client: openai.OpenAI | openai.AsyncOpenAI) -> Attrs:
     return _server(client.base_url)
 
 
-def price_provider(client: openai.OpenAI | openai.AsyncOpenAI) -> str:
+def pivot_pricing(client: openai.OpenAI | openai.AsyncOpenAI) -> str:
     return detect_provider(client)
 
 
-def client_timeout(client: openai.OpenAI | openai.AsyncOpenAI) -> float | None:
+def pivot_timeout(client: openai.OpenAI | openai.AsyncOpenAI) -> float | None:
     return timeout_seconds(client.timeout)
 
 

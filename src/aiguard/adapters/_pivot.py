@@ -199,13 +199,13 @@ class Foreign:
             given._self_provider if isinstance(given, GuardedProxy) else None
         )
         # Optional facts of the target (see PivotTarget): read once, or at each call.
-        server = getattr(adapter, "server_attributes", None)
+        server = getattr(adapter, "pivot_server", None)
         self.server: Attrs = server(client) if server is not None else {}
-        pricing = getattr(adapter, "price_provider", None)
+        pricing = getattr(adapter, "pivot_pricing", None)
         self.pricing: str | None = self.given_provider or (
             pricing(client) if pricing is not None else None
         )
-        timeout = getattr(adapter, "client_timeout", None)
+        timeout = getattr(adapter, "pivot_timeout", None)
         self.client_timeout: Callable[[], float | None] | None = (
             None if timeout is None else functools.partial(timeout, client)
         )

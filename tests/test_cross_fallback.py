@@ -151,12 +151,16 @@ def _bedrock(server: MockServer, is_async: bool, llm: Any) -> Any:
     )
 
 
-# A fallback target only: a Side of three fields.
-SIDES["bedrock"] = Side("aws.bedrock", "anthropic.claude-3-5-haiku-20241022-v1:0", _bedrock)
+def _gemini(server: MockServer, is_async: bool, llm: Any) -> Any:
+    genai = pytest.importorskip("google.genai")
+    return genai.Client(api_key=API_KEY, http_options={"base_url": server.gemini_url})
 
-# (primary, fallback target). A target-only adapter joins with a short Side and a row, e.g.
-#   SIDES["gemini"] = Side("gcp.gen_ai", "gemini-2.0-flash", lambda s, a, _: genai.Client(...))
-#   ("openai", "gemini")
+
+# Fallback targets only: a Side of three fields (and a row below) each.
+SIDES["bedrock"] = Side("aws.bedrock", "anthropic.claude-3-5-haiku-20241022-v1:0", _bedrock)
+SIDES["gemini"] = Side("gcp.gen_ai", "gemini-2.0-flash", _gemini)
+
+# (primary, fallback target).
 PAIRS = [
     ("openai", "anthropic"),
     ("anthropic", "openai"),
@@ -169,6 +173,8 @@ PAIRS = [
     ("ollama", "anthropic"),
     ("openai", "bedrock"),
     ("anthropic", "bedrock"),
+    ("openai", "gemini"),
+    ("anthropic", "gemini"),
 ]
 
 

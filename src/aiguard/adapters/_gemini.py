@@ -27,12 +27,19 @@ from opentelemetry.trace import SpanKind
 
 from aiguard import _semconv as sc
 from aiguard._engine.contract import Endpoint, Reader, Route
-from aiguard._http import failure_for_status
+from aiguard._http import failure_for_status, server_attributes
 from aiguard._messages import Message, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
-from aiguard.adapters._gemini_parts import gemini_messages, plain
+from aiguard.adapters._gemini_parts import (
+    answer_messages,
+    answer_text,
+    chunk_text,
+    gemini_messages,
+    plain,
+    reask,
+)
 from aiguard.adapters._gemini_pivot import openai_chat as openai_chat
 from aiguard.adapters._gemini_pivot import openai_chat_async as openai_chat_async
 from aiguard.adapters._gemini_reverse import from_openai_chat as from_openai_chat
@@ -238,6 +245,15 @@ class GenerateRoute(Route):
             request.get("contents"), _field(_config(request), "system_instruction")
         )
 
+    def answer_text(self, result: Any) -> Any:
+        return answer_text(result)
+
+    def answer_messages(self, result: Any) -> list[tuple[Message, str]]:
+        return answer_messages(result)
+
+    def reask(self, request: dict[str, Any], answer: Any, errors: list[str]) -> dict[str, Any]:
+        return reask(request, answer, errors)
+
     def estimate(self, request: dict[str, Any]) -> tuple[int, int | None]:
         config = _config(request)
         extra = [to_json(plain(_field(config, key))) for key in _EXTRA_INPUT if _field(config, key)]
@@ -324,6 +340,9 @@ class StreamReader(Reader):
     def result(self) -> tuple[Attrs, Usage | None]:
         return dict(self.attrs), usage_of(self.usage)
 
+    def text(self, item: Any) -> str:
+        return chunk_text(item)
+
 
 _GENERATE = GenerateRoute(streamed=False)
 _STREAM = GenerateRoute(streamed=True)
@@ -351,6 +370,12 @@ def _models_tree(
 
         tree[name] = asking(guarded_method(route, policy, endpoints, is_async), is_async)
     return tree
+
+
+def pivot_server(client: Any) -> Attrs:
+    """``server.*`` of a client answering another adapter's calls (see ``PivotTarget``)."""
+    options = getattr(getattr(client, "_api_client", None), "_http_options", None)
+    return server_attributes(getattr(options, "base_url", None))
 
 
 def wrap(client: Any, policy: Policy, provider: str | None) -> Any:

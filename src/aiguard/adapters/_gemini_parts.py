@@ -1,4 +1,5 @@
-"""Gemini contents in the neutral message form, for checks, budgets and content capture.
+"""Gemini contents in the neutral message form, for checks, budgets and content capture; and
+the shapes of its answers: their text and messages, a chunk's text, the re-ask (its contents).
 
 ``contents`` may be a string, a ``Part``, a ``Content``, a dict of either, or a list mixing them
 (consecutive parts make one message); the SDK's own normalisation reads them, as it does before
@@ -13,6 +14,8 @@ from typing import Any
 from google.genai import _transformers, types
 
 from aiguard._messages import Message, Part, to_json
+from aiguard._output import feedback, previous_text
+from aiguard.adapters import _shapes
 
 
 def plain(value: Any) -> Any:
@@ -72,3 +75,82 @@ def gemini_messages(contents: Any, system_instruction: Any) -> list[Message]:
         parts = [_part(p) for p in content.parts or ()]
         out.append(Message(_role(content, parts), parts))
     return out
+
+
+# -- answers -------------------------------------------------------------------------------
+
+
+def _parts_of(candidate: Any) -> list[Any]:
+    content = getattr(candidate, "content", None)
+    return list(getattr(content, "parts", None) or ())
+
+
+def _texts(candidate: Any) -> list[str]:
+    """A candidate's answer text (its thoughts left out)."""
+    return [
+        p.text
+        for p in _parts_of(candidate)
+        if isinstance(getattr(p, "text", None), str) and not getattr(p, "thought", None)
+    ]
+
+
+def answer_text(result: Any) -> Any:
+    """The first candidate's text, or what the SDK parsed (``response_schema``)."""
+    candidates = getattr(result, "candidates", None)
+    if not isinstance(candidates, list) or not candidates:
+        return result
+    parsed = getattr(result, "parsed", None)
+    return parsed if parsed is not None else "".join(_texts(candidates[0]))
+
+
+def _answer(candidate: Any) -> tuple[Message, str]:
+    parts = _shapes.text_parts("".join(_texts(candidate)))
+    for part in _parts_of(candidate):
+        call = getattr(part, "function_call", None)
+        if call is not None:
+            data = {"id": call.id, "name": call.name, "arguments": call.args}
+            parts.append(Part("tool_call", to_json(data)))
+    reason = getattr(candidate, "finish_reason", None)
+    name = getattr(reason, "name", reason)
+    return Message("assistant", parts), name.lower() if isinstance(name, str) else ""
+
+
+def answer_messages(result: Any) -> list[tuple[Message, str]]:
+    """One message per candidate: text and function calls, with its finish reason."""
+    candidates = getattr(result, "candidates", None)
+    return [_answer(c) for c in candidates] if isinstance(candidates, list) else []
+
+
+def chunk_text(chunk: Any) -> str:
+    try:
+        candidates = getattr(chunk, "candidates", None)
+        return "".join(_texts(candidates[0])) if candidates else ""
+    except (AttributeError, IndexError, TypeError):
+        return ""
+
+
+def reask(request: dict[str, Any], raw: Any, errors: list[str]) -> dict[str, Any]:
+    """Gemini ``contents`` with the wrong answer and the errors after them. A string or a
+    single part or content is one user turn; a list of parts is too (the SDK sends consecutive
+    parts as one user content)."""
+    if "contents" not in request:
+        return request
+    contents = request["contents"]
+    given = contents if isinstance(contents, list) else [contents]
+    if not all(_is_content(item) for item in given):
+        given = [{"role": "user", "parts": [_part_of(item) for item in given]}]
+    turn = [
+        {"role": "model", "parts": [{"text": previous_text(raw)}]},
+        {"role": "user", "parts": [{"text": feedback(errors)}]},
+    ]
+    return {**request, "contents": [*given, *turn]}
+
+
+def _is_content(item: Any) -> bool:
+    if isinstance(item, dict):
+        return "role" in item or "parts" in item
+    return hasattr(item, "parts") and hasattr(item, "role")
+
+
+def _part_of(item: Any) -> Any:
+    return {"text": item} if isinstance(item, str) else item

@@ -97,6 +97,24 @@ def feedback(errors: list[str]) -> str:
     )
 
 
+# How each adapter reads its provider's answer text (registered when the adapter is imported;
+# see aiguard.adapters._shapes.reads): the text, or None for another provider's answer.
+ANSWER_READERS: list[Callable[[Any], Any]] = []
+
+
+def answer_text(result: Any) -> Any:
+    """The text of a model client's answer, read by its adapter's reader; else the value itself.
+
+    For code below the adapters that holds an answer but not its route (a judge's reply); a
+    guarded call asks its route (``Route.answer_text``).
+    """
+    for read in ANSWER_READERS:
+        text = read(result)
+        if text is not None:
+            return text
+    return result
+
+
 def previous_text(raw: Any) -> str:
     """A wrong answer as the text a re-ask sends back to the model."""
     return raw if isinstance(raw, str) else _to_json(raw)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from aiguard import _calls, _online, _worker
 from aiguard import _semconv as sc
 from aiguard._calls import CallFacts
-from aiguard._output import answer_text
 from aiguard._telemetry import report_fault
 
 if TYPE_CHECKING:
@@ -84,7 +83,9 @@ def _evaluate(run: GuardedCall, facts: CallFacts) -> None:
     }
 
     def answer() -> str:
-        return streamed if streamed is not None else _online.answer_string(answer_text(result))
+        if streamed is not None:
+            return streamed
+        return _online.answer_string(route.answer_text(result))
 
     job = _online.Job(
         evaluators,

@@ -196,3 +196,6 @@ def answer_messages(result: Any) -> list[tuple[Message, str]]:
         elif block.get("type") == "tool_use":
             parts.append(Part("tool_call", to_json(block)))
     return [(Message("assistant", parts), _shapes.reason(getattr(result, "stop_reason", None)))]
+
+
+_shapes.reads(answer_text)

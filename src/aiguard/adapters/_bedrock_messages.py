@@ -111,3 +111,6 @@ def reask(request: dict[str, Any], raw: Any, errors: list[str]) -> dict[str, Any
         {"role": "user", "content": [{"text": feedback(errors)}]},
     ]
     return {**request, "messages": [*request["messages"], *turn]}
+
+
+_shapes.reads(answer_text)

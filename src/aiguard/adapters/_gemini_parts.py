@@ -154,3 +154,6 @@ def _is_content(item: Any) -> bool:
 
 def _part_of(item: Any) -> Any:
     return {"text": item} if isinstance(item, str) else item
+
+
+_shapes.reads(answer_text)

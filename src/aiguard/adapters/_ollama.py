@@ -429,3 +429,6 @@ PATCHES = tuple(
     Patch(the_class(client_cls), ("chat", "generate", "embed"))
     for client_cls in (ollama.Client, ollama.AsyncClient)
 )
+
+
+_shapes.reads(_CHAT.answer_text)  # chat and generate answers alike

@@ -201,3 +201,4 @@ def output_messages(result: Any) -> list[tuple[Message, str]]:
 
 
 _RESPONSES = ResponsesRoute()
+_shapes.reads(_RESPONSES.answer_text)

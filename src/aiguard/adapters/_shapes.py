@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aiguard import _output
 from aiguard._messages import Message, Part, plain, to_json
 from aiguard._output import feedback, previous_text
 
@@ -115,6 +116,17 @@ def _tool_response(content: Any, call_id: Any) -> list[Part]:
     ]
 
 
+def reads(answer_text: Callable[[Any], Any]) -> None:
+    """Register an adapter's ``answer_text`` (which returns an answer not of its provider
+    unchanged) for :func:`aiguard._output.answer_text`."""
+
+    def read(result: Any) -> Any:
+        text = answer_text(result)
+        return None if text is result else text
+
+    _output.ANSWER_READERS.append(read)
+
+
 # -- OpenAI chat-completions answers (the openai SDK's objects, llama.cpp's dicts) -------------
 
 
@@ -201,3 +213,6 @@ def reask_prompt(request: dict[str, Any], raw: Any, errors: list[str]) -> dict[s
         return request
     prompt = f"{request['prompt']}{previous_text(raw)}\n\n{feedback(errors)}\n"
     return {**request, "prompt": prompt}
+
+
+reads(answer_text)  # the openai SDK's chat completions and llama.cpp's dicts

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
         CircuitOpen,
         DeadlineExceeded,
         OutputInvalid,
+        RateLimited,
+        StoreUnavailable,
         StreamTruncated,
     )
     from aiguard._evaluation import feedback
@@ -71,6 +73,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Retry": ("aiguard._policy", "Retry"),
     "Review": ("aiguard._quality_spec", "Review"),
     "StreamTruncated": ("aiguard._errors", "StreamTruncated"),
+    "RateLimited": ("aiguard._errors", "RateLimited"),
+    "StoreUnavailable": ("aiguard._errors", "StoreUnavailable"),
     "Target": ("aiguard._policy", "Target"),
     "Usage": ("aiguard._types", "Usage"),
     "budget": ("aiguard._budget", "budget"),
@@ -121,8 +125,10 @@ __all__ = [
     "OutputInvalid",
     "Policy",
     "PolicyFileError",
+    "RateLimited",
     "Retry",
     "Review",
+    "StoreUnavailable",
     "StreamTruncated",
     "Target",
     "Usage",

@@ -32,6 +32,7 @@ from aiguard._engine.stream import Ended, Lifecycle
 from aiguard._errors import (
     BudgetExceeded,
     OutputInvalid,
+    StoreUnavailable,
     StreamTruncated,
 )
 from aiguard._messages import Message, Part
@@ -179,7 +180,7 @@ class GuardedCall:
             return ZERO
         try:
             return self.ledger.reserve(endpoint, lambda: self.route.estimate(self.request))
-        except BudgetExceeded:
+        except (BudgetExceeded, StoreUnavailable):
             self.telemetry.count(
                 self.telemetry.refusals,
                 {sc.REQUEST_MODEL: endpoint.model, sc.REFUSAL_KIND: "budget"},

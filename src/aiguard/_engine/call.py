@@ -383,7 +383,7 @@ class GuardedCall:
         self._detach(attempt)
         self.ledger.release(attempt.reserved)
         if self.policy.breaker is not None:
-            self.policy.breaker.release(attempt.endpoint.breaker_key)
+            self.policy.breaker.release(attempt.endpoint.breaker_key, attempt.endpoint.fleet_key)
 
     def failed(self, attempt: _Attempt, error: BaseException) -> float:
         """Record a failed attempt and decide: the seconds to wait before the next attempt.

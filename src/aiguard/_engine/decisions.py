@@ -56,7 +56,7 @@ class Routing:
             endpoint = self.endpoints[self.index]
             if breaker is None:
                 break
-            allowed, wait, transition = breaker.acquire(endpoint.breaker_key)
+            allowed, wait, transition = breaker.acquire(endpoint.breaker_key, endpoint.fleet_key)
             if transition is not None:
                 self.breaker_changed(endpoint, transition)
             if allowed:
@@ -96,7 +96,7 @@ class Routing:
     def breaker_record(self, endpoint: Endpoint, ok: bool) -> None:
         """Tell the target's circuit how an attempt went."""
         if self.policy.breaker is not None:
-            state = self.policy.breaker.record(endpoint.breaker_key, ok)
+            state = self.policy.breaker.record(endpoint.breaker_key, ok, endpoint.fleet_key)
             if state is not None:
                 self.breaker_changed(endpoint, state)
 

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from aiguard._policy_file import PolicyFileError
     from aiguard._policy_file import reload as reload_policies
     from aiguard._quality_spec import Review
+    from aiguard._ratelimit import RateLimit
     from aiguard._types import Usage
     from aiguard._wrap import wrap
 
@@ -74,6 +75,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Review": ("aiguard._quality_spec", "Review"),
     "StreamTruncated": ("aiguard._errors", "StreamTruncated"),
     "RateLimited": ("aiguard._errors", "RateLimited"),
+    "RateLimit": ("aiguard._ratelimit", "RateLimit"),
     "StoreUnavailable": ("aiguard._errors", "StoreUnavailable"),
     "Target": ("aiguard._policy", "Target"),
     "Usage": ("aiguard._types", "Usage"),
@@ -125,6 +127,7 @@ __all__ = [
     "OutputInvalid",
     "Policy",
     "PolicyFileError",
+    "RateLimit",
     "RateLimited",
     "Retry",
     "Review",

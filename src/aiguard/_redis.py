@@ -122,6 +122,82 @@ return out
 
 _RELEASE = "redis.call('HSET', KEYS[1], 'probe', 0) return 1"
 
+# Rate limits: KEYS log, tokens, learned. Returns 0 (counted) or the ms until room.
+_RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+for _, id in ipairs(old) do
+  local n = tonumber(redis.call('HGET', KEYS[2], id) or '0')
+  redis.call('HINCRBY', KEYS[2], '_total', -n)
+  redis.call('HDEL', KEYS[2], id)
+end
+if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000) end
+local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local wait = 0
+local count = redis.call('ZCARD', KEYS[1])
+if rpm > 0 and count + 1 > rpm then
+  local e = redis.call('ZRANGE', KEYS[1], count - rpm, count - rpm, 'WITHSCORES')
+  wait = tonumber(e[2]) + 60000 - now
+end
+if tpm > 0 then
+  local need = tonumber(redis.call('HGET', KEYS[2], '_total') or '0') + math.min(tokens, tpm) - tpm
+  if need > 0 then
+    local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+    local freed = 0
+    for i = 1, #all, 2 do
+      freed = freed + tonumber(redis.call('HGET', KEYS[2], all[i]) or '0')
+      if freed >= need then
+        wait = math.max(wait, tonumber(all[i + 1]) + 60000 - now)
+        break
+      end
+    end
+  end
+end
+local l = redis.call('HMGET', KEYS[3], 'rr', 'ru', 'tr', 'tu')
+local rr, ru = tonumber(l[1] or '0'), tonumber(l[2] or '0')
+local tr, tu = tonumber(l[3] or '0'), tonumber(l[4] or '0')
+if ru > now and rr < 1 then wait = math.max(wait, ru - now) end
+if tu > now and tr < tokens then wait = math.max(wait, tu - now) end
+if wait > 0 then return math.max(wait, 1) end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[4], tokens)
+redis.call('HINCRBY', KEYS[2], '_total', tokens)
+if ru > now then redis.call('HINCRBY', KEYS[3], 'rr', -1) end
+if tu > now then redis.call('HINCRBY', KEYS[3], 'tr', -tokens) end
+redis.call('PEXPIRE', KEYS[1], 61000)
+redis.call('PEXPIRE', KEYS[2], 61000)
+return 0
+"""
+
+_CORRECT = """
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if not old then return 0 end
+local delta = tonumber(ARGV[2]) - tonumber(old)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[2], '_total', delta)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(redis.call('HGET', KEYS[3], 'tu') or '0') > now then
+  redis.call('HINCRBY', KEYS[3], 'tr', -delta)
+end
+return 1
+"""
+
+# ARGV: requests remaining, ms to reset, tokens remaining, ms to reset (-1: not said).
+_LEARN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(ARGV[1]) >= 0 then
+  redis.call('HSET', KEYS[1], 'rr', ARGV[1], 'ru', now + tonumber(ARGV[2]))
+end
+if tonumber(ARGV[3]) >= 0 then
+  redis.call('HSET', KEYS[1], 'tr', ARGV[3], 'tu', now + tonumber(ARGV[4]))
+end
+redis.call('PEXPIRE', KEYS[1], 61000)
+return 1
+"""
+
 
 class RedisStore(_store.Store):
     """A Redis server (or a Cluster's node for each hash tag) as the shared store."""
@@ -140,6 +216,9 @@ class RedisStore(_store.Store):
                 ("acquire", _ACQUIRE),
                 ("record", _RECORD),
                 ("release", _RELEASE),
+                ("rate", _RATE),
+                ("correct", _CORRECT),
+                ("learn", _LEARN),
             )
         }
         self._pending: collections.deque[tuple[list[str], list[Any]]] = collections.deque(
@@ -234,6 +313,31 @@ class RedisStore(_store.Store):
     def release(self, name: str, target: str) -> None:
         keys = [f"aiguard:{{c:{name}|{target}}}"]
         self.run("breaker.release", self._scripts["release"], keys, [])
+
+    # -- rate limits ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _rate_keys(name: str, target: str) -> list[str]:
+        tag = f"aiguard:{{r:{name}|{target}}}"
+        return [f"{tag}:log", f"{tag}:tokens", f"{tag}:learned"]
+
+    def rate_acquire(
+        self, name: str, target: str, rpm: int, tpm: int, tokens: int, entry: str
+    ) -> float:
+        """Count a request on a shared limit: 0, or the seconds until room."""
+        keys = self._rate_keys(name, target)
+        args = [rpm, tpm, tokens, entry]
+        return int(self.run("rate.acquire", self._scripts["rate"], keys, args)) / 1000
+
+    def rate_correct(self, name: str, target: str, entry: str, tokens: int) -> None:
+        keys = self._rate_keys(name, target)
+        self.run("rate.correct", self._scripts["correct"], keys, [entry, tokens])
+
+    def rate_learn(self, name: str, target: str, said: dict[str, tuple[int, float]]) -> None:
+        requests, tokens = said.get("requests", (-1, 0.0)), said.get("tokens", (-1, 0.0))
+        args = [requests[0], int(requests[1] * 1000), tokens[0], int(tokens[1] * 1000)]
+        keys = self._rate_keys(name, target)[2:]
+        self.run("rate.learn", self._scripts["learn"], keys, args)
 
     # -- the doctor ----------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from aiguard._engine.contract import Endpoint, Reader, Route
 from aiguard._engine.decisions import Routing
 from aiguard._engine.ledger import ZERO, Ledger, cost_basis
 from aiguard._engine.record import CallRecord
-from aiguard._engine.state import frame
+from aiguard._engine.state import frame, rate_headers
 from aiguard._engine.stream import Ended, Lifecycle
 from aiguard._errors import (
     BudgetExceeded,
@@ -35,9 +35,10 @@ from aiguard._errors import (
     StoreUnavailable,
     StreamTruncated,
 )
-from aiguard._messages import Message, Part
+from aiguard._messages import DEFAULT_MAX_OUTPUT_TOKENS, Message, Part
 from aiguard._output import InvalidOutput, answer_messages, answer_text, chunk_text, reask_request
 from aiguard._policy import Failure, Policy
+from aiguard._ratelimit import Ticket
 from aiguard._telemetry import Attrs, Telemetry, report_fault
 from aiguard._types import Usage
 
@@ -75,6 +76,7 @@ class GuardedCall:
     checked: list[str] | None = None
     failed_check: str | None = None
     deferred: bool = False  # a stream was handed to the user: it ends the call
+    ticket: Ticket | None = None  # the attempt's count on its rate limit
     # call_info / call_ref and online evaluation (see aiguard._engine.quality)
     facts: CallFacts | None = None
     result: Any = None  # the answer, kept for the evaluators until the call ends
@@ -98,8 +100,35 @@ class GuardedCall:
         return self.routing.endpoints
 
     def next_endpoint(self) -> tuple[Endpoint, float | None]:
-        """The target of the next attempt and the seconds left; raises when none is left."""
-        return self.routing.next_endpoint()
+        """The target of the next attempt and the seconds left; raises when none is left, or
+        :class:`WaitForRoom` when a rate limit's room is worth waiting for."""
+        while True:
+            endpoint, remaining = self.routing.next_endpoint()
+            limit = self.policy.rate_limit
+            if limit is None:
+                return endpoint, remaining
+            ticket, wait = limit.acquire(endpoint.fleet_key, self._tokens())
+            if ticket is not None:
+                self.ticket = ticket
+                return endpoint, remaining
+            self.routing.rate_limited(endpoint, wait, remaining, limit.max_wait)
+
+    def _tokens(self) -> int:
+        """The request's tokens as providers' rate limits count them: prompt + max output."""
+        if not self.route.priced:
+            return 0
+        ledger = self.ledger
+        try:
+            if ledger.estimate is None:
+                inputs, outputs = self.route.estimate(self.request)
+                ledger.estimate = (
+                    inputs,
+                    DEFAULT_MAX_OUTPUT_TOKENS if outputs is None else outputs,
+                )
+            return sum(ledger.estimate)
+        except Exception as exc:  # a fault in aiguard's estimate must not stop the call
+            report_fault("estimating a call's tokens", exc)
+            return 0
 
     # -- input checks, before anything is sent or reserved --------------------------------------
 
@@ -153,7 +182,13 @@ class GuardedCall:
                 token = otel_context.attach(trace.set_span_in_context(self.record.span))
             except Exception as exc:
                 report_fault("attaching the span context", exc)
-        attempt = _Attempt(endpoint, token, self.enter(), time.perf_counter(), reserved)
+        scope = self.enter()
+        limit = self.policy.rate_limit
+        if limit is not None:  # the provider's rate-limit headers tighten the limit
+            target = endpoint.fleet_key
+            sink = rate_headers.set(lambda headers: limit.learn(target, headers))
+            scope.append((rate_headers, sink))
+        attempt = _Attempt(endpoint, token, scope, time.perf_counter(), reserved)
         return attempt, request
 
     def enter(self) -> list[tuple[ContextVar[Any], Token[Any]]]:
@@ -207,6 +242,7 @@ class GuardedCall:
             or self.ledger.budgets
             or record.capture
             or self._evaluated
+            or self.ticket
         ):
             return
         seconds = time.perf_counter() - attempt.started
@@ -235,6 +271,11 @@ class GuardedCall:
         record = self.record
         if self.route.priced:
             self._price(attempt, attrs, usage, seconds, stream is not None)
+        ticket, self.ticket = self.ticket, None
+        if ticket is not None and usage is not None and usage.input_tokens is not None:
+            assert self.policy.rate_limit is not None
+            used = usage.input_tokens + (usage.output_tokens or 0)
+            self.policy.rate_limit.correct(ticket, used)
         if stream is not None:
             attrs.update(stream)
         output = None
@@ -364,6 +405,7 @@ class GuardedCall:
             or self.ledger.budgets
             or record.capture
             or self._evaluated
+            or self.ticket
         ):
             try:
                 attrs, usage = reader.result()

@@ -193,10 +193,22 @@ def resolve(given: object, what: str = "store=") -> Store | None:
     return store
 
 
+_explicit: list[bool] = []  # configure(store=...) was called: it wins over the others
+
+
 def configure(store: object) -> None:
     """Set the default store of every named budget, breaker and rate limit (None: in-process)."""
     resolve(store, "configure(store=...)")
     _default[:] = [store]
+    _explicit[:] = [True]
+
+
+def file_default(url: str) -> None:
+    """The policy file's ``[store]``: the default unless ``configure(store=...)`` or
+    ``AIGUARD_STORE`` set one (they win)."""
+    resolve(url, "[store] url")
+    if not _explicit and not os.environ.get("AIGUARD_STORE"):
+        _default[:] = [url]
 
 
 def default() -> Store | None:
@@ -219,3 +231,16 @@ def check_name(name: object, what: str) -> str:
     if "{" in name or "}" in name:
         raise ValueError(f"{what}(name={name!r}) may not contain '{{' or '}}' (Redis hash tags)")
     return name
+
+
+def doctor() -> tuple[str, bool]:
+    """``aiguard doctor``'s line about the default store, and whether it is usable."""
+    store = default()
+    if store is None:
+        return "in-process (set AIGUARD_STORE, configure(store=...) or [store] to share)", True
+    try:
+        started = time.perf_counter()
+        found = store.check()
+        return f"{found}, answering in {1000 * (time.perf_counter() - started):.1f} ms", True
+    except StoreDown:
+        return f"{store.label}: NOT reachable", False

@@ -149,6 +149,7 @@ class Budget:
         store = self._store()
         if store is not None:
             try:
+                store.flush()  # this process's settles first
                 _, spent, held = store.reserve(self.name, window(self.per)[0], 0, 0, "", 0)
                 return Decimal(spent) / _NANO, Decimal(held) / _NANO
             except _store.StoreDown:

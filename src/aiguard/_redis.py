@@ -24,6 +24,7 @@ in every process.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import threading
 from typing import Any
@@ -225,6 +226,12 @@ class RedisStore(_store.Store):
             maxlen=100_000
         )
         self._pending_lock = threading.Lock()
+        # Settles and corrections, sent off the call path by one daemon thread.
+        self._queue: list[tuple[str, list[str], list[Any]]] = []
+        self._ready = threading.Condition()
+        self._flushing = threading.Lock()
+        self._writer: threading.Thread | None = None
+        atexit.register(self.flush)
 
     @classmethod
     def make(cls, given: object, what: str) -> RedisStore:
@@ -273,29 +280,63 @@ class RedisStore(_store.Store):
         return bool(ok), int(spent), int(reserved)
 
     def settle(self, name: str, window: str, expire_at: int, lease: str, cost: int) -> None:
-        """Release ``lease`` and charge ``cost`` nano-USD, once; kept for later if the store
-        is down (a settle retried later never charges twice)."""
+        """Release ``lease`` and charge ``cost`` nano-USD, once, off the call path. Raises
+        StoreDown (the settle kept for when the store answers again: a settle sent twice never
+        charges twice) while the store is down."""
         keys = self._budget_keys(name, window, lease)
         args = [lease, cost, expire_at]
-        try:
-            self.run("budget.settle", self._scripts["settle"], keys, args)
-        except _store.StoreDown:
-            self._pending.append((keys, args))
-            raise
+        if self.down:
+            with self._pending_lock:
+                self._pending.append((keys, args))
+            raise _store.StoreDown(self.label)
+        self._later("settle", keys, args)
+
+    def _later(self, script: str, keys: list[str], args: list[Any]) -> None:
+        with self._ready:
+            self._queue.append((script, keys, args))
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write, name="aiguard-store-writer", daemon=True
+                )
+                self._writer.start()
+            self._ready.notify()
+
+    def _write(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue:
+                    self._ready.wait()
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the settles and corrections waiting in the queue, in one pipelined round trip
+        (a read that must see them calls it first)."""
+        with self._flushing:
+            with self._ready:
+                batch, self._queue = self._queue, []
+            if not batch:
+                return
+            try:
+                self.run("store.flush", self._send, batch)
+            except _store.StoreDown:
+                with self._pending_lock:
+                    self._pending.extend((k, a) for script, k, a in batch if script == "settle")
+
+    def _send(self, batch: list[tuple[str, list[str], list[Any]]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for script, keys, args in batch:
+            self._scripts[script](keys, args, client=pipe)
+        pipe.execute()
 
     def recovered(self) -> None:
         with self._pending_lock:
-            pending = list(self._pending)
-            self._pending.clear()
-        if not pending:
-            return
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for keys, args in pending:
-                self._scripts["settle"](keys, args, client=pipe)
-            pipe.execute()
-        except Exception:
-            self._pending.extend(pending)  # tried again when the store next recovers
+            pending, self._pending = list(self._pending), collections.deque(maxlen=100_000)
+        if pending:
+            try:
+                self._send([("settle", keys, args) for keys, args in pending])
+            except Exception:  # tried again when the store next recovers
+                with self._pending_lock:
+                    self._pending.extend(pending)
 
     # -- circuits ------------------------------------------------------------------------------
 
@@ -330,8 +371,10 @@ class RedisStore(_store.Store):
         return int(self.run("rate.acquire", self._scripts["rate"], keys, args)) / 1000
 
     def rate_correct(self, name: str, target: str, entry: str, tokens: int) -> None:
-        keys = self._rate_keys(name, target)
-        self.run("rate.correct", self._scripts["correct"], keys, [entry, tokens])
+        """Count a request's real tokens instead of its estimate (off the call path)."""
+        if self.down:
+            raise _store.StoreDown(self.label)
+        self._later("correct", self._rate_keys(name, target), [entry, tokens])
 
     def rate_learn(self, name: str, target: str, said: dict[str, tuple[int, float]]) -> None:
         requests, tokens = said.get("requests", (-1, 0.0)), said.get("tokens", (-1, 0.0))

@@ -59,6 +59,14 @@ class Store:
         self._down_until = 0.0
         self._down = False
 
+    @property
+    def down(self) -> bool:
+        """Did the store fail less than :data:`RETRY_AFTER` seconds ago?"""
+        return self._down and time.monotonic() < self._down_until
+
+    def flush(self) -> None:
+        """Send what waits to be written off the call path (settles, corrections)."""
+
     def run(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` against the store; raises :class:`StoreDown` if it failed (or failed
         less than :data:`RETRY_AFTER` seconds ago)."""

@@ -141,3 +141,56 @@ def test_store_and_name_are_checked_at_construction():
         aiguard.Budget(usd=1, name="a{b}")
     with pytest.raises(ValueError, match="per="):
         aiguard.Budget(usd=1, per="week")
+
+
+def test_one_round_trip_per_call_for_budget_rate_limit_and_breaker(server, redis_server):
+    def shared(kind: str) -> dict[str, str]:
+        return {"name": f"trip-{kind}", "store": redis_server.url}
+
+    budget = aiguard.Budget(usd=1, **shared("budget"))
+    client = aiguard.wrap(
+        openai.OpenAI(base_url=server.url, api_key=API_KEY),
+        budget=budget,
+        rate_limit=aiguard.RateLimit(rpm=100, tpm=100_000, **shared("rate")),
+        breaker=aiguard.Breaker(failures=3, **shared("breaker")),
+        retry=None,
+    )
+    _ask(client)  # the first call loads the scripts
+    seen: list[str] = []
+    observer = _store.observer
+    _store.observer = lambda operation, seconds, error: seen.append(operation)
+    try:
+        _ask(client)
+        on_path = [op for op in seen if op != "store.flush"]  # the writer thread's
+    finally:
+        _store.observer = observer
+    assert on_path == ["admit"]  # circuit, rate limit and budget: one pipelined round trip
+    assert budget.spent == 2 * REAL and budget.reserved == 0
+
+
+def test_what_was_asked_ahead_and_not_used_is_taken_back(server, redis_server):
+    url = redis_server.url
+    budget = aiguard.Budget(usd=1, name="ahead", store=url)
+    limit = aiguard.RateLimit(rpm=1, name="ahead", store=url)
+    breaker = aiguard.Breaker(failures=1, name="ahead", store=url)
+    raw = openai.OpenAI(base_url=server.url, api_key=API_KEY)
+    client = aiguard.wrap(raw, budget=budget, rate_limit=limit, breaker=breaker, retry=None)
+    _ask(client)
+    with pytest.raises(aiguard.RateLimited):  # the rate limit is spent: the hold goes back
+        aiguard.wrap(client, timeout=0.5).chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, max_tokens=100
+        )
+    assert budget.reserved == 0 and budget.spent == REAL
+    server.fail("gpt-4o", status=500)
+    other = aiguard.wrap(client, rate_limit=None)
+    with pytest.raises(openai.InternalServerError):
+        _ask(other)  # opens the circuit
+    with pytest.raises(aiguard.CircuitOpen):
+        _ask(other)
+    assert budget.reserved == 0 and len(server.requests) == 2
+    tight = aiguard.Budget(usd=WORST / 2, name="tight", store=url)
+    fresh = aiguard.RateLimit(rpm=1, name="fresh", store=url)
+    with pytest.raises(aiguard.BudgetExceeded):  # refused: the request counted ahead goes back
+        _ask(aiguard.wrap(raw, budget=tight, rate_limit=fresh, retry=None))
+    time.sleep(0.1)  # the writer thread takes it back
+    assert fresh.acquire(f"127.0.0.1:{server.port}/gpt-4o", 10)[0] is not None

@@ -18,6 +18,7 @@ LAYERS: list[set[str]] = [
         "_quality_spec",
         "_store",
         "_redis",
+        "_redis_scripts",
         "_ratelimit",
     },
     {

@@ -95,6 +95,16 @@ class Breaker:
     def _refuse(self, store: _store.Store) -> Exception:
         return self._shared.refuse(f"breaker {self.name!r}", store)
 
+    def _probe(self) -> tuple[int, int]:
+        return int(self.reset_after * 1000), int(max(self.reset_after, PROBE_SECONDS) * 1000)
+
+    def plan(self, fleet_key: str) -> tuple[Any, ...] | None:
+        """The store operation :meth:`acquire` will make, to send ahead (None: none)."""
+        store = self._fleet()
+        if store is None or store.down or self.name is None:
+            return None
+        return (store, *store.plan_acquire(self.name, fleet_key, *self._probe()))  # type: ignore[attr-defined]
+
     def acquire(
         self, key: Hashable, fleet_key: str | None = None
     ) -> tuple[bool, float, State | None]:
@@ -107,10 +117,7 @@ class Breaker:
             target = fleet_key or str(key)
             try:
                 allowed, wait_ms, transition, failures = store.acquire(  # type: ignore[attr-defined]
-                    self.name,
-                    target,
-                    int(self.reset_after * 1000),
-                    int(max(self.reset_after, PROBE_SECONDS) * 1000),
+                    self.name, target, *self._probe()
                 )
             except _store.StoreDown:
                 if self.fail == "closed":

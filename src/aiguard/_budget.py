@@ -150,7 +150,7 @@ class Budget:
         if store is not None:
             try:
                 store.flush()  # this process's settles first
-                _, spent, held = store.reserve(self.name, window(self.per)[0], 0, 0, "", 0)
+                spent, held = store.read(self.name, window(self.per)[0])
                 return Decimal(spent) / _NANO, Decimal(held) / _NANO
             except _store.StoreDown:
                 pass
@@ -217,6 +217,25 @@ class Budget:
     def _label(self) -> str:
         return f"budget {self.name!r}" if self.name else "the budget"
 
+    def _reservation(self, amount: Decimal) -> tuple[Any, ...]:
+        """The shared store's arguments to hold ``amount`` under a new lease."""
+        return (
+            self.name,
+            window(self.per)[0],
+            _nano(amount),
+            _nano(self.limit, ROUND_FLOOR),
+            uuid.uuid4().hex,
+            int(self.lease * 1000),
+        )
+
+    def plan(self, amount: Decimal) -> tuple[Any, ...] | None:
+        """The store operation :meth:`reserve` will make, to send ahead (None: nothing to
+        send: in-process, the store down, or refused per call)."""
+        store = self._store()
+        if store is None or store.down or (self.per_call is not None and amount > self.per_call):
+            return None
+        return (store, *store.plan_reserve(*self._reservation(amount)))
+
     def reserve(self, amount: Decimal, model: str) -> _Lease | None:
         """Hold ``amount`` for a call, or raise :class:`BudgetExceeded` and hold nothing.
 
@@ -229,16 +248,8 @@ class Budget:
             raise BudgetExceeded(self._label(), self.per_call, spent, reserved, amount, model, True)
         store = self._store()
         if store is not None:
-            lease = uuid.uuid4().hex
             try:
-                ok, spent_n, held_n = store.reserve(
-                    self.name,
-                    window(self.per)[0],
-                    _nano(amount),
-                    _nano(self.limit, ROUND_FLOOR),
-                    lease,
-                    int(self.lease * 1000),
-                )
+                ok, spent_n, held_n, lease = store.reserve(*self._reservation(amount))
             except _store.StoreDown:
                 if self._shared.fail == "closed":
                     with self._lock:

@@ -10,6 +10,7 @@ provider starts answering 429.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import threading
@@ -223,6 +224,14 @@ class RateLimit:
             window = self._windows[target] = _Window()
         return window
 
+    def plan(self, target: str, tokens: int) -> tuple[Any, ...] | None:
+        """The store operation :meth:`acquire` will make, to send ahead (None: none)."""
+        store = self._store()
+        if store is None or store.down:
+            return None
+        entry = uuid.uuid4().hex
+        return (store, *store.plan_rate(self.name, target, self.rpm, self.tpm, tokens, entry))
+
     def acquire(self, target: str, tokens: int) -> tuple[Ticket | None, float]:
         """Count a request of ``tokens`` on ``target``: (its ticket, 0), or (None, seconds
         until room). Raises StoreUnavailable (fail="closed", the store down)."""
@@ -230,7 +239,9 @@ class RateLimit:
         store = self._store()
         if store is not None:
             try:
-                wait = store.rate_acquire(self.name, target, self.rpm, self.tpm, tokens, entry)
+                wait, entry = store.rate_acquire(
+                    self.name, target, self.rpm, self.tpm, tokens, entry
+                )
             except _store.StoreDown:
                 if self._shared.fail == "closed":
                     raise self._shared.refuse(f"rate limit {self.name!r}", store) from None
@@ -252,6 +263,18 @@ class RateLimit:
                 return  # the estimate stays counted: too many, never too few
         with self._lock:
             self._local(ticket.target).correct(ticket.id, tokens)
+
+    def forget(self, ticket: Ticket) -> None:
+        """The request was counted but never sent (a budget refused it): uncount it."""
+        if ticket.store is not None:
+            with contextlib.suppress(_store.StoreDown):
+                ticket.store.rate_forget(self.name, ticket.target, ticket.id)
+            return
+        with self._lock:
+            window = self._local(ticket.target)
+            held = window.entries.pop(ticket.id, None)
+            if held is not None:
+                window.total -= held[1]
 
     def learn(self, target: str, headers: Mapping[str, str]) -> None:
         """Tighten the limit with what the provider's rate-limit headers say."""

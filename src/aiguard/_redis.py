@@ -34,170 +34,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from aiguard import _store
-
-_RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-for _, id in ipairs(expired) do
-  local held = tonumber(redis.call('HGET', KEYS[3], id) or '0')
-  redis.call('HINCRBY', KEYS[3], '_total', -held)
-  redis.call('HDEL', KEYS[3], id)
-end
-if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
-local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
-local reserved = tonumber(redis.call('HGET', KEYS[3], '_total') or '0')
-local amount = tonumber(ARGV[1])
-if amount > 0 then
-  if spent + reserved + amount > tonumber(ARGV[2]) then return {0, spent, reserved} end
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
-  redis.call('HSET', KEYS[3], ARGV[3], amount)
-  redis.call('HINCRBY', KEYS[3], '_total', amount)
-  reserved = reserved + amount
-end
-return {1, spent, reserved}
-"""
-
-_SETTLE = """
-if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
-local held = redis.call('HGET', KEYS[3], ARGV[1])
-if held then
-  redis.call('HINCRBY', KEYS[3], '_total', -tonumber(held))
-  redis.call('HDEL', KEYS[3], ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-end
-local cost = tonumber(ARGV[2])
-if cost > 0 then
-  redis.call('INCRBY', KEYS[1], cost)
-  if tonumber(ARGV[3]) > 0 then redis.call('EXPIREAT', KEYS[1], ARGV[3]) end
-end
-redis.call('SET', KEYS[4], 1, 'EX', 3600)
-return 1
-"""
-
-# Circuit states: 0 closed, 1 open, 2 half-open. Transitions returned: 0 none, 1 open,
-# 2 half-open, 3 closed.
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local h = redis.call('HMGET', KEYS[1], 'state', 'failures', 'opened', 'probe')
-local state = tonumber(h[1] or '0')
-local failures = tonumber(h[2] or '0')
-if state == 0 then return {1, 0, 0, failures} end
-local left = tonumber(h[3] or '0') + tonumber(ARGV[1]) - now
-if state == 1 and left <= 0 then
-  redis.call('HSET', KEYS[1], 'state', 2, 'probe', now + tonumber(ARGV[2]))
-  return {1, 0, 2, failures}
-end
-if state == 2 and tonumber(h[4] or '0') < now then
-  redis.call('HSET', KEYS[1], 'probe', now + tonumber(ARGV[2]))
-  return {1, 0, 0, failures}
-end
-if left < 0 then left = 0 end
-return {0, left, 0, failures}
-"""
-
-_RECORD = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local h = redis.call('HMGET', KEYS[1], 'state', 'failures')
-local state = tonumber(h[1] or '0')
-local failures = tonumber(h[2] or '0')
-local out = 0
-if ARGV[1] == '1' then
-  if state == 0 and failures == 0 then return 0 end
-  redis.call('HSET', KEYS[1], 'state', 0, 'failures', 0, 'probe', 0)
-  if state ~= 0 then out = 3 end
-else
-  failures = failures + 1
-  if state == 2 or (state == 0 and failures >= tonumber(ARGV[2])) then
-    redis.call('HSET', KEYS[1], 'state', 1, 'failures', failures, 'opened', now, 'probe', 0)
-    out = 1
-  else
-    redis.call('HSET', KEYS[1], 'failures', failures, 'probe', 0)
-  end
-end
-redis.call('PEXPIRE', KEYS[1], 86400000)
-return out
-"""
-
-_RELEASE = "redis.call('HSET', KEYS[1], 'probe', 0) return 1"
-
-# Rate limits: KEYS log, tokens, learned. Returns 0 (counted) or the ms until room.
-_RATE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
-for _, id in ipairs(old) do
-  local n = tonumber(redis.call('HGET', KEYS[2], id) or '0')
-  redis.call('HINCRBY', KEYS[2], '_total', -n)
-  redis.call('HDEL', KEYS[2], id)
-end
-if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000) end
-local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local wait = 0
-local count = redis.call('ZCARD', KEYS[1])
-if rpm > 0 and count + 1 > rpm then
-  local e = redis.call('ZRANGE', KEYS[1], count - rpm, count - rpm, 'WITHSCORES')
-  wait = tonumber(e[2]) + 60000 - now
-end
-if tpm > 0 then
-  local need = tonumber(redis.call('HGET', KEYS[2], '_total') or '0') + math.min(tokens, tpm) - tpm
-  if need > 0 then
-    local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-    local freed = 0
-    for i = 1, #all, 2 do
-      freed = freed + tonumber(redis.call('HGET', KEYS[2], all[i]) or '0')
-      if freed >= need then
-        wait = math.max(wait, tonumber(all[i + 1]) + 60000 - now)
-        break
-      end
-    end
-  end
-end
-local l = redis.call('HMGET', KEYS[3], 'rr', 'ru', 'tr', 'tu')
-local rr, ru = tonumber(l[1] or '0'), tonumber(l[2] or '0')
-local tr, tu = tonumber(l[3] or '0'), tonumber(l[4] or '0')
-if ru > now and rr < 1 then wait = math.max(wait, ru - now) end
-if tu > now and tr < tokens then wait = math.max(wait, tu - now) end
-if wait > 0 then return math.max(wait, 1) end
-redis.call('ZADD', KEYS[1], now, ARGV[4])
-redis.call('HSET', KEYS[2], ARGV[4], tokens)
-redis.call('HINCRBY', KEYS[2], '_total', tokens)
-if ru > now then redis.call('HINCRBY', KEYS[3], 'rr', -1) end
-if tu > now then redis.call('HINCRBY', KEYS[3], 'tr', -tokens) end
-redis.call('PEXPIRE', KEYS[1], 61000)
-redis.call('PEXPIRE', KEYS[2], 61000)
-return 0
-"""
-
-_CORRECT = """
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-if not old then return 0 end
-local delta = tonumber(ARGV[2]) - tonumber(old)
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('HINCRBY', KEYS[2], '_total', delta)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if tonumber(redis.call('HGET', KEYS[3], 'tu') or '0') > now then
-  redis.call('HINCRBY', KEYS[3], 'tr', -delta)
-end
-return 1
-"""
-
-# ARGV: requests remaining, ms to reset, tokens remaining, ms to reset (-1: not said).
-_LEARN = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if tonumber(ARGV[1]) >= 0 then
-  redis.call('HSET', KEYS[1], 'rr', ARGV[1], 'ru', now + tonumber(ARGV[2]))
-end
-if tonumber(ARGV[3]) >= 0 then
-  redis.call('HSET', KEYS[1], 'tr', ARGV[3], 'tu', now + tonumber(ARGV[4]))
-end
-redis.call('PEXPIRE', KEYS[1], 61000)
-return 1
-"""
+from aiguard._redis_scripts import SCRIPTS
 
 
 class RedisStore(_store.Store):
@@ -209,19 +46,7 @@ class RedisStore(_store.Store):
         self.label = label
         self.url = url
         self.keepalive: Any = None
-        self._scripts = {
-            name: client.register_script(source)
-            for name, source in (
-                ("reserve", _RESERVE),
-                ("settle", _SETTLE),
-                ("acquire", _ACQUIRE),
-                ("record", _RECORD),
-                ("release", _RELEASE),
-                ("rate", _RATE),
-                ("correct", _CORRECT),
-                ("learn", _LEARN),
-            )
-        }
+        self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
         self._pending: collections.deque[tuple[list[str], list[Any]]] = collections.deque(
             maxlen=100_000
         )
@@ -270,14 +95,25 @@ class RedisStore(_store.Store):
             keys.append(f"{tag}:done:{lease}")
         return keys
 
+    def read(self, name: str, window: str) -> tuple[int, int]:
+        """(spent, reserved) in nano-USD; expired leases are dropped first."""
+        keys = self._budget_keys(name, window)
+        _, spent, reserved = self.run("budget.read", self._scripts["reserve"], keys, [0, 0, "", 0])
+        return int(spent), int(reserved)
+
+    def plan_reserve(
+        self, name: str, window: str, amount: int, limit: int, lease: str, lease_ms: int
+    ) -> _store.Op:
+        return "reserve", self._budget_keys(name, window), [amount, limit, lease, lease_ms]
+
     def reserve(
         self, name: str, window: str, amount: int, limit: int, lease: str, lease_ms: int
-    ) -> tuple[bool, int, int]:
-        """Hold ``amount`` nano-USD under ``lease`` if it fits: (held, spent, reserved)."""
-        keys = self._budget_keys(name, window)
-        args = [amount, limit, lease, lease_ms]
-        ok, spent, reserved = self.run("budget.reserve", self._scripts["reserve"], keys, args)
-        return bool(ok), int(spent), int(reserved)
+    ) -> tuple[bool, int, int, str]:
+        """Hold ``amount`` nano-USD under a lease if it fits: (held, spent, reserved, the
+        lease's id: ``lease``, or the one of a reservation made ahead)."""
+        _, keys, args = self.plan_reserve(name, window, amount, limit, lease, lease_ms)
+        used, (ok, spent, reserved) = self._call("budget.reserve", "reserve", keys, args, 2)
+        return bool(ok), int(spent), int(reserved), str(used[2])
 
     def settle(self, name: str, window: str, expire_at: int, lease: str, cost: int) -> None:
         """Release ``lease`` and charge ``cost`` nano-USD, once, off the call path. Raises
@@ -323,10 +159,7 @@ class RedisStore(_store.Store):
                     self._pending.extend((k, a) for script, k, a in batch if script == "settle")
 
     def _send(self, batch: list[tuple[str, list[str], list[Any]]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for script, keys, args in batch:
-            self._scripts[script](keys, args, client=pipe)
-        pipe.execute()
+        self.pipelined(batch)
 
     def recovered(self) -> None:
         with self._pending_lock:
@@ -340,10 +173,13 @@ class RedisStore(_store.Store):
 
     # -- circuits ------------------------------------------------------------------------------
 
+    def plan_acquire(self, name: str, target: str, reset_ms: int, probe_ms: int) -> _store.Op:
+        return "acquire", [f"aiguard:{{c:{name}|{target}}}"], [reset_ms, probe_ms]
+
     def acquire(self, name: str, target: str, reset_ms: int, probe_ms: int) -> list[int]:
         """(allowed, ms until a probe, transition, failures) of a shared circuit."""
-        keys = [f"aiguard:{{c:{name}|{target}}}"]
-        out = self.run("breaker.acquire", self._scripts["acquire"], keys, [reset_ms, probe_ms])
+        _, keys, args = self.plan_acquire(name, target, reset_ms, probe_ms)
+        _, out = self._call("breaker.acquire", "acquire", keys, args)
         return [int(x) for x in out]
 
     def record(self, name: str, target: str, ok: bool, threshold: int) -> int:
@@ -362,19 +198,62 @@ class RedisStore(_store.Store):
         tag = f"aiguard:{{r:{name}|{target}}}"
         return [f"{tag}:log", f"{tag}:tokens", f"{tag}:learned"]
 
+    def plan_rate(
+        self, name: str, target: str, rpm: int, tpm: int, tokens: int, entry: str
+    ) -> _store.Op:
+        return "rate", self._rate_keys(name, target), [rpm, tpm, tokens, entry]
+
     def rate_acquire(
         self, name: str, target: str, rpm: int, tpm: int, tokens: int, entry: str
-    ) -> float:
-        """Count a request on a shared limit: 0, or the seconds until room."""
-        keys = self._rate_keys(name, target)
-        args = [rpm, tpm, tokens, entry]
-        return int(self.run("rate.acquire", self._scripts["rate"], keys, args)) / 1000
+    ) -> tuple[float, str]:
+        """Count a request on a shared limit: (0, or the seconds until room; the request's id:
+        ``entry``, or the one of a count made ahead)."""
+        _, keys, args = self.plan_rate(name, target, rpm, tpm, tokens, entry)
+        used, wait = self._call("rate.acquire", "rate", keys, args, 3)
+        return int(wait) / 1000, str(used[3])
+
+    # -- ahead of the call: one round trip for its circuit, rate limit and budgets ------------
+
+    def pipelined(self, ops: list[_store.Op]) -> list[Any]:
+        """The operations' answers, sent in one pipeline (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for script, keys, args in ops:
+            self._scripts[script](keys, args, client=pipe)
+        answers: list[Any] = pipe.execute()
+        return answers
+
+    def _call(
+        self, operation: str, script: str, keys: list[str], args: list[Any], id_at: int = -1
+    ) -> tuple[list[Any], Any]:
+        """(the arguments used, the answer): made ahead by :func:`aiguard._store.prefetch`
+        with the same arguments (but the id at ``id_at``), else asked now."""
+        hit = _store.taken(script, keys)
+        if hit is not None:
+            used, answer = hit
+            if all(a == b for i, (a, b) in enumerate(zip(used, args, strict=True)) if i != id_at):
+                return used, answer
+            self.undo(script, keys, used, answer)
+        return args, self.run(operation, self._scripts[script], keys, args)
+
+    def undo(self, script: str, keys: list[str], args: list[Any], answer: Any) -> None:
+        """Take back an operation made ahead and not used (off the call path)."""
+        if script == "reserve" and int(answer[0]):
+            tag = keys[1].rsplit(":", 1)[0]
+            self._later("settle", [*keys, f"{tag}:done:{args[2]}"], [args[2], 0, 0])
+        elif script == "rate" and int(answer) == 0:
+            self._later("forget", keys[:2], [args[3]])
+        elif script == "acquire" and int(answer[0]) and (int(answer[2]) or int(answer[3])):
+            self._later("release", keys, [])
 
     def rate_correct(self, name: str, target: str, entry: str, tokens: int) -> None:
         """Count a request's real tokens instead of its estimate (off the call path)."""
         if self.down:
             raise _store.StoreDown(self.label)
         self._later("correct", self._rate_keys(name, target), [entry, tokens])
+
+    def rate_forget(self, name: str, target: str, entry: str) -> None:
+        """Uncount a request that was never sent (off the call path)."""
+        self._later("forget", self._rate_keys(name, target)[:2], [entry])
 
     def rate_learn(self, name: str, target: str, said: dict[str, tuple[int, float]]) -> None:
         requests, tokens = said.get("requests", (-1, 0.0)), said.get("tokens", (-1, 0.0))

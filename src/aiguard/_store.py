@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, Literal, TypeVar
 
 from aiguard._errors import StoreUnavailable
@@ -35,6 +36,7 @@ RETRY_AFTER = 1.0
 
 Fail = Literal["open", "closed"]
 T = TypeVar("T")
+Op = tuple[str, list[str], list[Any]]  # a store operation: (script, keys, arguments)
 
 # Told of every store operation: (operation, seconds, error type or None). Set by the telemetry
 # layer (a higher one), so the store reports its latency and errors as metrics.
@@ -252,3 +254,56 @@ def doctor() -> tuple[str, bool]:
         return f"{found}, answering in {1000 * (time.perf_counter() - started):.1f} ms", True
     except StoreDown:
         return f"{store.label}: NOT reachable", False
+
+
+# -- ahead of a call ------------------------------------------------------------------------------
+#
+# A guarded call asks its target's circuit, rate limit and budgets before it sends: on a shared
+# store, :func:`prefetch` sends those operations in one pipeline (one round trip), and each
+# object's own operation then takes its answer from here (:func:`taken`) instead of asking
+# again. What was made ahead and not used (the circuit was open, the budget refused) is taken
+# back by :func:`discard`. Per context: threads and asyncio tasks never see each other's.
+
+Plan = tuple[Any, str, list[str], list[Any]]  # (store, script, keys, arguments)
+_ahead: ContextVar[dict[tuple[str, tuple[str, ...]], tuple[Any, list[Any], Any]] | None] = (
+    ContextVar("aiguard_store_ahead", default=None)
+)
+
+
+def prefetch(plans: list[Plan]) -> None:
+    """Run the plans' operations now, pipelined per store; a store that fails gives none."""
+    discard()
+    ahead: dict[tuple[str, tuple[str, ...]], tuple[Any, list[Any], Any]] = {}
+    groups: dict[int, list[Plan]] = {}
+    for plan in plans:
+        groups.setdefault(id(plan[0]), []).append(plan)
+    for group in groups.values():
+        store = group[0][0]
+        ops = [(script, keys, args) for _, script, keys, args in group]
+        try:
+            answers = store.run("admit", store.pipelined, ops)
+        except StoreDown:
+            continue
+        for (script, keys, args), answer in zip(ops, answers, strict=True):
+            ahead[(script, tuple(keys))] = (store, args, answer)
+    _ahead.set(ahead or None)
+
+
+def taken(script: str, keys: list[str]) -> tuple[list[Any], Any] | None:
+    """The (arguments, answer) of this operation made ahead in this context, once."""
+    ahead = _ahead.get()
+    if not ahead:
+        return None
+    hit = ahead.pop((script, tuple(keys)), None)
+    return None if hit is None else (hit[1], hit[2])
+
+
+def discard() -> None:
+    """Take back what was made ahead in this context and not used."""
+    ahead = _ahead.get()
+    if not ahead:
+        return
+    _ahead.set(None)
+    for (script, keys), (store, args, answer) in ahead.items():
+        with contextlib.suppress(Exception):  # never into the user's call
+            store.undo(script, list(keys), args, answer)

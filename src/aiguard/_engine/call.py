@@ -18,7 +18,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from aiguard import _budget, _capture
+from aiguard import _budget, _capture, _store
 from aiguard import _semconv as sc
 from aiguard._calls import CallFacts
 from aiguard._engine import quality
@@ -103,15 +103,43 @@ class GuardedCall:
         """The target of the next attempt and the seconds left; raises when none is left, or
         :class:`WaitForRoom` when a rate limit's room is worth waiting for."""
         while True:
-            endpoint, remaining = self.routing.next_endpoint()
-            limit = self.policy.rate_limit
-            if limit is None:
-                return endpoint, remaining
-            ticket, wait = limit.acquire(endpoint.fleet_key, self._tokens())
-            if ticket is not None:
-                self.ticket = ticket
-                return endpoint, remaining
-            self.routing.rate_limited(endpoint, wait, remaining, limit.max_wait)
+            self._prefetch()
+            try:
+                endpoint, remaining = self.routing.next_endpoint()
+                limit = self.policy.rate_limit
+                if limit is None:
+                    return endpoint, remaining
+                ticket, wait = limit.acquire(endpoint.fleet_key, self._tokens())
+                if ticket is not None:
+                    self.ticket = ticket
+                    return endpoint, remaining
+                self.routing.rate_limited(endpoint, wait, remaining, limit.max_wait)
+            except BaseException:
+                _store.discard()
+                raise
+
+    def _prefetch(self) -> None:
+        """On a shared store, ask the next target's circuit, rate limit and budgets in one
+        round trip (their own calls then take the answers; see :func:`aiguard._store.prefetch`)."""
+        if self.routing.index >= len(self.endpoints):
+            return
+        endpoint = self.endpoints[self.routing.index]
+        policy = self.policy
+        plans = []
+        try:
+            if policy.breaker is not None:
+                plans.append(policy.breaker.plan(endpoint.fleet_key))
+            if policy.rate_limit is not None:
+                plans.append(policy.rate_limit.plan(endpoint.fleet_key, self._tokens()))
+            if self.ledger.budgets and self.route.priced:
+                amount = self.ledger.worst_case(endpoint, lambda: self.route.estimate(self.request))
+                if amount:
+                    plans.extend(budget.plan(amount) for budget in self.ledger.budgets)
+            found = [plan for plan in plans if plan is not None]
+            if len(found) > 1:
+                _store.prefetch(found)
+        except Exception as exc:  # never into the user's call: each asks on its own then
+            report_fault("asking the store ahead", exc)
 
     def _tokens(self) -> int:
         """The request's tokens as providers' rate limits count them: prompt + max output."""
@@ -163,7 +191,15 @@ class GuardedCall:
 
         Raises :class:`BudgetExceeded` (nothing sent) when a budget has no room for it.
         """
-        reserved = self._reserve(endpoint) if self.ledger.budgets else ZERO
+        try:
+            reserved = self._reserve(endpoint) if self.ledger.budgets else ZERO
+        except BaseException:
+            ticket, self.ticket = self.ticket, None
+            if ticket is not None and self.policy.rate_limit is not None:
+                self.policy.rate_limit.forget(ticket)  # counted, never sent
+            raise
+        finally:
+            _store.discard()  # what was asked ahead and not used
         self.routing.attempt_started()
         request = self.request
         if endpoint.model != request.get("model") or remaining is not None:

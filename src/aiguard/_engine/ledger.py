@@ -39,11 +39,10 @@ class Ledger:
         # The attempt in progress's holds on shared budgets (attempts run one at a time).
         self.leases: list[Any] = []
 
-    def reserve(
+    def worst_case(
         self, endpoint: Endpoint, estimate: Callable[[], tuple[int, int | None]]
     ) -> Decimal:
-        """Hold an attempt's worst-case cost on every budget, or raise BudgetExceeded (after
-        releasing what it held). ``estimate`` gives the request's token bounds."""
+        """An attempt's worst-case cost on ``endpoint`` (zero: unknown, settled after)."""
         try:
             price = prices.lookup(endpoint.price_provider, endpoint.model)
             if price is None or not price.per_token:
@@ -51,9 +50,19 @@ class Ledger:
             if self.estimate is None:
                 inputs, outputs = estimate()
                 self.estimate = (inputs, DEFAULT_MAX_OUTPUT_TOKENS if outputs is None else outputs)
-            amount = price.worst_case(*self.estimate)
+            amount: Decimal = price.worst_case(*self.estimate)
+            return amount
         except Exception as exc:  # a fault in aiguard's pricing must not stop the call
             report_fault("estimating a call's cost", exc)
+            return ZERO
+
+    def reserve(
+        self, endpoint: Endpoint, estimate: Callable[[], tuple[int, int | None]]
+    ) -> Decimal:
+        """Hold an attempt's worst-case cost on every budget, or raise BudgetExceeded (after
+        releasing what it held). ``estimate`` gives the request's token bounds."""
+        amount = self.worst_case(endpoint, estimate)
+        if not amount:
             return ZERO
         leases: list[Any] = []
         try:

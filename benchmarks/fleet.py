@@ -121,6 +121,19 @@ def measure(calls: dict[str, Callable[[], Any]], rounds: int, batch: int) -> dic
     return samples
 
 
+def round_trip(url: str, n: int) -> float:
+    """The median µs of one PING to the same server: one round trip, for scale."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    times = []
+    for _ in range(n):
+        started = time.perf_counter_ns()
+        client.ping()
+        times.append((time.perf_counter_ns() - started) / 1000)
+    return round(statistics.median(times), 1)
+
+
 def summarize(samples: dict[str, list[float]]) -> dict[str, Any]:
     local = samples["local"]
     out: dict[str, Any] = {"local_us_per_call": round(statistics.median(local), 1)}
@@ -143,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     process, url, folder = start_redis()
     try:
         result = summarize(measure(cases(url), rounds, batch))
+        result["redis_round_trip_us"] = round_trip(url, 200 if args.quick else 2000)
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import os
 import threading
 from typing import Any
 
@@ -57,6 +58,16 @@ class RedisStore(_store.Store):
         self._flushing = threading.Lock()
         self._writer: threading.Thread | None = None
         atexit.register(self.flush)
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        """In a forked child (a pre-forking server's worker): no writer thread yet, fresh
+        locks; the parent's queue stays the parent's."""
+        self._queue = []
+        self._ready = threading.Condition()
+        self._flushing = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._writer = None
 
     @classmethod
     def make(cls, given: object, what: str) -> RedisStore:

@@ -192,7 +192,7 @@ def resolve(given: object, what: str = "store=") -> Store | None:
         from aiguard import _redis
     except ImportError:
         raise ImportError(
-            "a Redis store needs the redis package: pip install 'aiguard[redis]'"
+            "a Redis store needs the redis package (aiguard's redis extra): pip install redis"
         ) from None
     with _stores_lock:
         store = _stores.get(key)

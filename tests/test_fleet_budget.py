@@ -111,7 +111,7 @@ def test_redis_stopped_and_started_again(server, redis_server, telemetry, caplog
             assert "redis://127.0.0.1" in str(refused.value) and "Nothing was sent" in str(
                 refused.value
             )
-        assert time.perf_counter() - started < 2 * _store.TIMEOUT + 0.5
+        assert time.perf_counter() - started < 2  # refused connections: no wait at all
     assert len(server.requests) == (4 if fail == "open" else 1)
     assert [r.message for r in caplog.records].count(
         next(r.message for r in caplog.records if "failed" in r.message)
@@ -126,6 +126,29 @@ def test_redis_stopped_and_started_again(server, redis_server, telemetry, caplog
     expected = REAL * (4 if fail == "open" else 1)
     assert other.spent == expected
     assert any("answers again" in r.message for r in caplog.records)
+
+
+def test_a_frozen_redis_costs_a_call_at_most_the_store_timeout(server, redis_server):
+    budget = aiguard.Budget(usd=1, name="frozen", store=redis_server.url)
+    client = aiguard.wrap(
+        openai.OpenAI(base_url=server.url, api_key=API_KEY), budget=budget, retry=None
+    )
+    _ask(client)
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing
+    try:
+        started = time.perf_counter()
+        _ask(client)  # waits for the store's timeout once, then serves on its own account
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        _ask(client)  # the store is left alone for RETRY_AFTER: no wait
+        second = time.perf_counter() - started
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    assert _store.TIMEOUT <= first < _store.TIMEOUT + 1.5
+    assert second < _store.TIMEOUT
+    time.sleep(_store.RETRY_AFTER)
+    assert budget.spent == 3 * REAL  # the settles that waited reached the store
 
 
 def test_store_and_name_are_checked_at_construction():

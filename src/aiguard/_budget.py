@@ -248,9 +248,12 @@ class Budget:
             raise BudgetExceeded(self._label(), self.per_call, spent, reserved, amount, model, True)
         store = self._store()
         if store is not None:
+            asked, sent = self._reservation(amount), not store.down
             try:
-                ok, spent_n, held_n, lease = store.reserve(*self._reservation(amount))
+                ok, spent_n, held_n, lease = store.reserve(*asked)
             except _store.StoreDown:
+                if sent:  # its answer never came: it may land late
+                    store.forget_hold(asked[0], asked[1], asked[4])
                 if self._shared.fail == "closed":
                     with self._lock:
                         self._refusals += 1

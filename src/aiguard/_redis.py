@@ -55,7 +55,7 @@ class RedisStore(_store.Store):
         # Settles and corrections, sent off the call path by one daemon thread.
         self._queue: list[tuple[str, list[str], list[Any]]] = []
         self._ready = threading.Condition()
-        self._flushing = threading.Lock()
+        self._flushing = threading.RLock()  # a flush's success may flush what waited
         self._writer: threading.Thread | None = None
         atexit.register(self.flush)
         os.register_at_fork(after_in_child=self._forked)
@@ -65,7 +65,7 @@ class RedisStore(_store.Store):
         locks; the parent's queue stays the parent's."""
         self._queue = []
         self._ready = threading.Condition()
-        self._flushing = threading.Lock()
+        self._flushing = threading.RLock()  # a flush's success may flush what waited
         self._pending_lock = threading.Lock()
         self._writer = None
 
@@ -156,11 +156,15 @@ class RedisStore(_store.Store):
             self.flush()
 
     def flush(self) -> None:
-        """Send the settles and corrections waiting in the queue, in one pipelined round trip
-        (a read that must see them calls it first)."""
+        """Send the settles and corrections waiting in the queue, and the settles kept while
+        the store was down, in one pipelined round trip (a read that must see them calls it
+        first)."""
         with self._flushing:
             with self._ready:
                 batch, self._queue = self._queue, []
+            with self._pending_lock:
+                kept, self._pending = list(self._pending), collections.deque(maxlen=100_000)
+            batch = [("settle", keys, args) for keys, args in kept] + batch
             if not batch:
                 return
             try:
@@ -173,14 +177,22 @@ class RedisStore(_store.Store):
         self.pipelined(batch)
 
     def recovered(self) -> None:
+        self.flush()
+
+    def forget_hold(self, name: str, window: str, lease: str) -> None:
+        """A reservation whose answer never came may still land: release it when the store
+        answers again (a settle of nothing, sent once)."""
         with self._pending_lock:
-            pending, self._pending = list(self._pending), collections.deque(maxlen=100_000)
-        if pending:
-            try:
-                self._send([("settle", keys, args) for keys, args in pending])
-            except Exception:  # tried again when the store next recovers
+            self._pending.append((self._budget_keys(name, window, lease), [lease, 0, 0]))
+
+    def abandon(self, ops: list[_store.Op]) -> None:
+        """Operations sent ahead whose answer never came: take back the holds among them
+        (counts and probes expire by themselves within a minute)."""
+        for script, keys, args in ops:
+            if script == "reserve":
+                tag = keys[1].rsplit(":", 1)[0]
                 with self._pending_lock:
-                    self._pending.extend(pending)
+                    self._pending.append(([*keys, f"{tag}:done:{args[2]}"], [args[2], 0, 0]))
 
     # -- circuits ------------------------------------------------------------------------------
 

@@ -283,6 +283,7 @@ def prefetch(plans: list[Plan]) -> None:
         try:
             answers = store.run("admit", store.pipelined, ops)
         except StoreDown:
+            store.abandon(ops)
             continue
         for (script, keys, args), answer in zip(ops, answers, strict=True):
             ahead[(script, tuple(keys))] = (store, args, answer)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -224,7 +223,7 @@ class Budget:
             window(self.per)[0],
             _nano(amount),
             _nano(self.limit, ROUND_FLOOR),
-            uuid.uuid4().hex,
+            _store.new_id(),
             int(self.lease * 1000),
         )
 
@@ -290,7 +289,7 @@ class Budget:
                     self._reserved = max(self._reserved - reserved, _ZERO)
             reserved = _ZERO
             win, expire = window(self.per)
-            lease_id = lease.id if lease is not None else uuid.uuid4().hex
+            lease_id = lease.id if lease is not None else _store.new_id()
             try:
                 store.settle(self.name, win, expire, lease_id, _nano(cost))
                 return

@@ -15,7 +15,6 @@ import math
 import re
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -229,13 +228,13 @@ class RateLimit:
         store = self._store()
         if store is None or store.down:
             return None
-        entry = uuid.uuid4().hex
+        entry = _store.new_id()
         return (store, *store.plan_rate(self.name, target, self.rpm, self.tpm, tokens, entry))
 
     def acquire(self, target: str, tokens: int) -> tuple[Ticket | None, float]:
         """Count a request of ``tokens`` on ``target``: (its ticket, 0), or (None, seconds
         until room). Raises StoreUnavailable (fail="closed", the store down)."""
-        entry = uuid.uuid4().hex
+        entry = _store.new_id()
         store = self._store()
         if store is not None:
             try:

@@ -28,14 +28,20 @@ import atexit
 import collections
 import os
 import threading
+import time
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from aiguard import _store
 from aiguard._redis_scripts import SCRIPTS
+
+# Settles and corrections wait this long for a call's round trip to carry them; then the
+# writer thread sends them itself.
+CARRY_SECONDS = 0.05
 
 
 class RedisStore(_store.Store):
@@ -146,13 +152,16 @@ class RedisStore(_store.Store):
                     target=self._write, name="aiguard-store-writer", daemon=True
                 )
                 self._writer.start()
-            self._ready.notify()
+            if len(self._queue) == 1:
+                self._ready.notify()
 
     def _write(self) -> None:
+        """Send what the calls did not carry within :data:`CARRY_SECONDS` (a quiet process)."""
         while True:
             with self._ready:
                 while not self._queue:
                     self._ready.wait()
+            time.sleep(CARRY_SECONDS)
             self.flush()
 
     def flush(self) -> None:
@@ -237,12 +246,40 @@ class RedisStore(_store.Store):
 
     # -- ahead of the call: one round trip for its circuit, rate limit and budgets ------------
 
+    def carried(self, ops: list[_store.Op]) -> list[Any]:
+        """The operations' answers, sent in one round trip with whatever waits in the queue
+        ahead of them (settles and corrections ride along a call's own round trip)."""
+        with self._ready:
+            queued, self._queue = self._queue, []
+        try:
+            answers = self.pipelined([*queued, *ops])
+        except Exception:
+            with self._pending_lock:
+                self._pending.extend((k, a) for script, k, a in queued if script == "settle")
+            raise
+        return answers[len(queued) :]
+
     def pipelined(self, ops: list[_store.Op]) -> list[Any]:
-        """The operations' answers, sent in one pipeline (one round trip)."""
+        """The operations' answers, sent in one pipeline: one round trip (redis-py's own
+        scripts in a pipeline would ask SCRIPT EXISTS first, a second one). Scripts a restarted
+        server lost are loaded again and only the operations that found none are sent again."""
+        answers = self._evalsha(ops)
+        missing = [i for i, a in enumerate(answers) if isinstance(a, NoScriptError)]
+        if missing:
+            for script in self._scripts.values():
+                self.client.script_load(script.script)
+            for i, answer in zip(missing, self._evalsha([ops[i] for i in missing]), strict=True):
+                answers[i] = answer
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
+
+    def _evalsha(self, ops: list[_store.Op]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         for script, keys, args in ops:
-            self._scripts[script](keys, args, client=pipe)
-        answers: list[Any] = pipe.execute()
+            pipe.evalsha(self._scripts[script].sha, len(keys), *keys, *args)
+        answers: list[Any] = pipe.execute(raise_on_error=False)
         return answers
 
     def _call(
@@ -256,7 +293,7 @@ class RedisStore(_store.Store):
             if all(a == b for i, (a, b) in enumerate(zip(used, args, strict=True)) if i != id_at):
                 return used, answer
             self.undo(script, keys, used, answer)
-        return args, self.run(operation, self._scripts[script], keys, args)
+        return args, self.run(operation, self.carried, [(script, keys, args)])[0]
 
     def undo(self, script: str, keys: list[str], args: list[Any], answer: Any) -> None:
         """Take back an operation made ahead and not used (off the call path)."""

@@ -17,6 +17,7 @@ object does meanwhile is its ``fail=``: ``"open"`` serves on its process-local s
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -41,6 +42,24 @@ Op = tuple[str, list[str], list[Any]]  # a store operation: (script, keys, argum
 # Told of every store operation: (operation, seconds, error type or None). Set by the telemetry
 # layer (a higher one), so the store reports its latency and errors as metrics.
 observer: Callable[[str, float, str | None], None] | None = None
+
+
+# Ids of reservations and counted requests: unique across processes (a random prefix, drawn
+# again in a forked child) and cheap (a counter; os.urandom per call costs tens of µs).
+_ids = itertools.count()
+_prefix = [os.urandom(8).hex()]
+
+
+def _reseed() -> None:
+    _prefix[0] = os.urandom(8).hex()
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
+def new_id() -> str:
+    """An id no other reservation or request of the fleet has."""
+    return f"{_prefix[0]}{next(_ids):x}"
 
 
 class StoreDown(Exception):
@@ -281,7 +300,7 @@ def prefetch(plans: list[Plan]) -> None:
         store = group[0][0]
         ops = [(script, keys, args) for _, script, keys, args in group]
         try:
-            answers = store.run("admit", store.pipelined, ops)
+            answers = store.run("admit", store.carried, ops)
         except StoreDown:
             store.abandon(ops)
             continue

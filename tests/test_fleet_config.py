@@ -92,3 +92,28 @@ def test_doctor_checks_the_store(redis_server):
     assert "Traceback" not in down.stderr
     local = _aiguard("doctor")
     assert "store: in-process" in local.stdout
+
+
+def test_a_redis_client_sync_or_asyncio_is_a_store_too(redis_server, server):
+    import asyncio
+
+    import openai
+    import redis
+    import redis.asyncio
+    from tests.conftest import API_KEY, MESSAGES
+
+    sync = aiguard.Budget(usd=1, name="clients", store=redis.Redis.from_url(redis_server.url))
+    sync.settle(Decimal(0), Decimal("0.25"))
+    assert sync.spent == Decimal("0.25")  # a read sends this process's settles first
+    given = redis.asyncio.Redis.from_url(redis_server.url)
+    shared = aiguard.Budget(usd=1, name="clients", store=given)
+    assert shared.spent == Decimal("0.25")  # the same account, through either client
+
+    async def ask() -> None:
+        raw = openai.AsyncOpenAI(base_url=server.url, api_key=API_KEY)
+        client = aiguard.wrap(raw, budget=shared, retry=None)
+        await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=10)
+        await given.aclose()
+
+    asyncio.run(ask())
+    assert shared.spent > Decimal("0.25") and shared.reserved == 0

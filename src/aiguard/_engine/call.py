@@ -21,7 +21,7 @@ from opentelemetry.trace import Span
 from aiguard import _budget, _capture, _store
 from aiguard import _semconv as sc
 from aiguard._calls import CallFacts
-from aiguard._engine import quality
+from aiguard._engine import admission, quality
 from aiguard._engine.checking import check_name, run_checks
 from aiguard._engine.contract import Endpoint, Reader, Route
 from aiguard._engine.decisions import Routing
@@ -35,7 +35,7 @@ from aiguard._errors import (
     StoreUnavailable,
     StreamTruncated,
 )
-from aiguard._messages import DEFAULT_MAX_OUTPUT_TOKENS, Message, Part
+from aiguard._messages import Message, Part
 from aiguard._output import InvalidOutput, answer_messages, answer_text, chunk_text, reask_request
 from aiguard._policy import Failure, Policy
 from aiguard._ratelimit import Ticket
@@ -103,13 +103,21 @@ class GuardedCall:
         """The target of the next attempt and the seconds left; raises when none is left, or
         :class:`WaitForRoom` when a rate limit's room is worth waiting for."""
         while True:
-            self._prefetch()
+            admission.prefetch(
+                self.endpoints,
+                self.routing.index,
+                self.policy,
+                self.ledger,
+                self.route,
+                self.request,
+            )
             try:
                 endpoint, remaining = self.routing.next_endpoint()
                 limit = self.policy.rate_limit
                 if limit is None:
                     return endpoint, remaining
-                ticket, wait = limit.acquire(endpoint.fleet_key, self._tokens())
+                tokens = admission.tokens(self.route, self.request, self.ledger)
+                ticket, wait = limit.acquire(endpoint.fleet_key, tokens)
                 if ticket is not None:
                     self.ticket = ticket
                     return endpoint, remaining
@@ -117,46 +125,6 @@ class GuardedCall:
             except BaseException:
                 _store.discard()
                 raise
-
-    def _prefetch(self) -> None:
-        """On a shared store, ask the next target's circuit, rate limit and budgets in one
-        round trip (their own calls then take the answers; see :func:`aiguard._store.prefetch`)."""
-        if self.routing.index >= len(self.endpoints):
-            return
-        endpoint = self.endpoints[self.routing.index]
-        policy = self.policy
-        plans = []
-        try:
-            if policy.breaker is not None:
-                plans.append(policy.breaker.plan(endpoint.fleet_key))
-            if policy.rate_limit is not None:
-                plans.append(policy.rate_limit.plan(endpoint.fleet_key, self._tokens()))
-            if self.ledger.budgets and self.route.priced:
-                amount = self.ledger.worst_case(endpoint, lambda: self.route.estimate(self.request))
-                if amount:
-                    plans.extend(budget.plan(amount) for budget in self.ledger.budgets)
-            found = [plan for plan in plans if plan is not None]
-            if len(found) > 1:
-                _store.prefetch(found)
-        except Exception as exc:  # never into the user's call: each asks on its own then
-            report_fault("asking the store ahead", exc)
-
-    def _tokens(self) -> int:
-        """The request's tokens as providers' rate limits count them: prompt + max output."""
-        if not self.route.priced:
-            return 0
-        ledger = self.ledger
-        try:
-            if ledger.estimate is None:
-                inputs, outputs = self.route.estimate(self.request)
-                ledger.estimate = (
-                    inputs,
-                    DEFAULT_MAX_OUTPUT_TOKENS if outputs is None else outputs,
-                )
-            return sum(ledger.estimate)
-        except Exception as exc:  # a fault in aiguard's estimate must not stop the call
-            report_fault("estimating a call's tokens", exc)
-            return 0
 
     # -- input checks, before anything is sent or reserved --------------------------------------
 

@@ -103,6 +103,8 @@ AIGUARD_ATTRIBUTES: dict[str, str] = {
     "aiguard.stream.chunks": INT,
     "aiguard.stream.abandoned": BOOL,
     "aiguard.evaluation.passed": BOOL,
+    "aiguard.rate_limit.wait_s": DOUBLE,
+    "aiguard.rate_limit.skipped": INT,
 }
 ENUMS: dict[str, set[str]] = {
     "gen_ai.operation.name": {
@@ -153,6 +155,9 @@ AIGUARD_METRICS = {
     "aiguard.evaluation.score",
     "aiguard.evaluations",
     "aiguard.evaluations.dropped",
+    "aiguard.waits",
+    "aiguard.store.duration",
+    "aiguard.store.errors",
 }
 DETAILED_USAGE = "gen_ai.client.inference.usage.detailed."
 

@@ -10,7 +10,17 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "aiguard"
 # Lower layers first; a module may import its own layer and those before it.
 LAYERS: list[set[str]] = [
     {"_errors", "_types", "_messages", "_semconv", "_version"},
-    {"_policy", "_budget", "_breaker", "_output", "_quality_spec"},
+    {
+        "_policy",
+        "_budget",
+        "_breaker",
+        "_output",
+        "_quality_spec",
+        "_store",
+        "_redis",
+        "_redis_scripts",
+        "_ratelimit",
+    },
     {
         "prices",
         "_patterns",

@@ -365,7 +365,7 @@ def test_aiguard_config_naming_no_file_is_an_error(tmp_path, monkeypatch):
             [policy.default]
             timeout = 3
             """,
-            "aiguard.toml:2: policy: unknown key; the policy file takes policies",
+            "aiguard.toml:2: policy: unknown key; the policy file takes policies, store",
             id="misspelt top-level table",
         ),
     ],

@@ -133,6 +133,9 @@ def test_report_counts_calls_attempts_tokens_and_costs_exactly(spans_file, serve
         "fallbacks": 1,
         "budget_refusals": 1,
         "check_refusals": 1,
+        "rate_limit_refusals": 0,
+        "rate_limit_waits": 0,
+        "rate_limit_wait_s": 0,
         "nested": 0,
     }
     assert summary["attempts"] == {

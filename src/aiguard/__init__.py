@@ -42,6 +42,8 @@ if TYPE_CHECKING:
         CircuitOpen,
         DeadlineExceeded,
         OutputInvalid,
+        RateLimited,
+        StoreUnavailable,
         StreamTruncated,
     )
     from aiguard._evaluation import feedback
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from aiguard._policy_file import PolicyFileError
     from aiguard._policy_file import reload as reload_policies
     from aiguard._quality_spec import Review
+    from aiguard._ratelimit import RateLimit
     from aiguard._types import Usage
     from aiguard._wrap import wrap
 
@@ -71,6 +74,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Retry": ("aiguard._policy", "Retry"),
     "Review": ("aiguard._quality_spec", "Review"),
     "StreamTruncated": ("aiguard._errors", "StreamTruncated"),
+    "RateLimited": ("aiguard._errors", "RateLimited"),
+    "RateLimit": ("aiguard._ratelimit", "RateLimit"),
+    "StoreUnavailable": ("aiguard._errors", "StoreUnavailable"),
     "Target": ("aiguard._policy", "Target"),
     "Usage": ("aiguard._types", "Usage"),
     "budget": ("aiguard._budget", "budget"),
@@ -121,8 +127,11 @@ __all__ = [
     "OutputInvalid",
     "Policy",
     "PolicyFileError",
+    "RateLimit",
+    "RateLimited",
     "Retry",
     "Review",
+    "StoreUnavailable",
     "StreamTruncated",
     "Target",
     "Usage",

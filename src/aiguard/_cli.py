@@ -261,7 +261,7 @@ def doctor(out: TextIO) -> int:
     """Print the effective configuration and check the collector is reachable."""
     from opentelemetry import metrics, trace
 
-    from aiguard import _capture, _policy_file, adapters
+    from aiguard import _capture, _policy_file, _store, adapters
     from aiguard._config import _grpc
 
     env = os.environ.get
@@ -303,6 +303,9 @@ def doctor(out: TextIO) -> int:
     except aiguard.PolicyFileError as error:
         print(f"policy file: INVALID\n{error}", file=out)
         status = 1
+    store, usable = _store.doctor()
+    print(f"store: {store}", file=out)
+    status = status or (0 if usable else 1)
     if endpoint and not missing:
         reachable, why = _reachable(endpoint, protocol)
         print(f"collector: {'reachable' if reachable else 'NOT reachable'} ({why})", file=out)

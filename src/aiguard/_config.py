@@ -22,7 +22,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from aiguard import _capture
+from aiguard import _capture, _store
 from aiguard._policy import parse_mode
 from aiguard._telemetry import Telemetry, install, report_fault
 
@@ -49,6 +49,7 @@ def configure(
     capture_content: str | bool | None = None,
     capture_pii: bool = False,
     capture_max_chars: int = 8192,
+    store: Any = ...,
 ) -> None:
     """Set where aiguard's spans and metrics go. Safe to call more than once.
 
@@ -71,9 +72,15 @@ def configure(
     ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``. Captured text is always scrubbed of
     secrets, and of PII unless ``capture_pii=True``, and cut at ``capture_max_chars``.
 
+    ``store`` sets the default store of every *named* budget, breaker and rate limit made
+    without ``store=``: a ``redis://`` URL, a ``redis.Redis`` / ``redis.asyncio.Redis``, or None
+    (in-process; the default, unless ``AIGUARD_STORE`` names one). See ``docs/fleet.md``.
+    ``configure(store=...)`` alone leaves the telemetry as it is.
+
     Example::
 
         aiguard.configure(service_name="support-bot", exporter="console")
+        aiguard.configure(store="redis://cache:6379/0")
     """
     # Everything is checked before anything changes: a refused call leaves aiguard as it was.
     if service_name is not None and (not isinstance(service_name, str) or not service_name):
@@ -95,6 +102,12 @@ def configure(
         )
     if capture_content is not None:
         parse_mode(capture_content)  # a ValueError naming the modes
+    if store is not ...:
+        _store.resolve(store, "configure(store=...)")  # refused before anything changes
+        _store.configure(store)
+        given = (service_name, tracer_provider, meter_provider, exporter, capture_content)
+        if all(value is None for value in given) and not capture_pii and capture_max_chars == 8192:
+            return  # the store alone
     with _lock:
         if tracer_provider is None:
             _check_service_name(service_name)

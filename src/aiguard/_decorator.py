@@ -41,6 +41,7 @@ from aiguard._messages import Message, Part
 from aiguard._policy import Policy, Retry, Target
 from aiguard._policy_file import resolve
 from aiguard._quality_spec import Review
+from aiguard._ratelimit import RateLimit
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
 
@@ -179,6 +180,7 @@ def guard(
     evaluate: Any = ...,
     sample: float = ...,
     review: Review | None = ...,
+    rate_limit: RateLimit | None = ...,
     name: str | None = None,
     validate_args: bool = True,
     kind: Literal["tool", "agent"] | None = None,
@@ -203,6 +205,7 @@ def guard(
     evaluate: Any = ...,
     sample: Any = ...,
     review: Any = ...,
+    rate_limit: Any = ...,
     name: str | None = None,
     validate_args: bool = True,
     kind: Literal["tool", "agent"] | None = None,
@@ -247,6 +250,7 @@ def guard(
         evaluate=evaluate,
         sample=sample,
         review=review,
+        rate_limit=rate_limit,
     )
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"guard(name=...) must be a non-empty string, got {name!r}")

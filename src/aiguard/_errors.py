@@ -147,3 +147,40 @@ class OutputInvalid(AIGuardError):
             f"the answer did not validate after {asks} ask(s): {shown}. The last answer is in "
             ".raw. Make the prompt state the format, raise reasks=, or loosen output=."
         )
+
+
+class RateLimited(AIGuardError):
+    """A rate limit (:class:`aiguard.RateLimit`) had no room for the call on any target, and
+    the call could not wait for it; no request was sent.
+
+    ``targets`` lists the ``(model, seconds until room is back)`` of each target tried;
+    ``retry_after`` is the shortest of those waits.
+    """
+
+    def __init__(self, targets: list[tuple[str, float]]) -> None:
+        self.targets = targets
+        self.retry_after = min((wait for _, wait in targets), default=0.0)
+        parts = ", ".join(f"{model!r} (room in {wait:.1f}s)" for model, wait in targets)
+        super().__init__(
+            f"rate limit reached for every target: {parts}. Nothing was sent. Retry after "
+            f"{self.retry_after:.1f}s, give the call a longer timeout= so it can wait, or add a "
+            "fallback on another provider."
+        )
+
+
+class StoreUnavailable(AIGuardError):
+    """The shared store (Redis) of a budget, breaker or rate limit with ``fail="closed"`` could
+    not be reached, so aiguard refused the call; no request was sent.
+
+    ``what`` names the object (``budget 'tenant-42'``) and ``store`` the store (its address,
+    never its password).
+    """
+
+    def __init__(self, what: str, store: str) -> None:
+        self.what = what
+        self.store = store
+        super().__init__(
+            f"the store {store} of {what} is unreachable and it has fail='closed': the call was "
+            "refused. Nothing was sent. aiguard retries the store by itself; use fail='open' to "
+            "keep serving on process-local state while it is down."
+        )

@@ -18,6 +18,7 @@ from aiguard._budget import Budget, _check_tag
 from aiguard._output import OutputSpec
 from aiguard._quality_spec import Review, evaluators, fraction
 from aiguard._quality_spec import review as _review
+from aiguard._ratelimit import RateLimit
 
 # Content capture modes (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT); a policy may set one.
 MODES = ("NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT")
@@ -183,6 +184,8 @@ class Policy:
     evaluate: tuple[Callable[..., Any], ...]
     sample: float
     review: Review | None
+    # Requests and tokens per minute per target (see aiguard.RateLimit).
+    rate_limit: RateLimit | None
 
     def __init__(
         self,
@@ -203,6 +206,7 @@ class Policy:
         evaluate: Iterable[Callable[..., Any]] | Callable[..., Any] | None = (),
         sample: float = 1.0,
         review: Review | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         set_ = object.__setattr__
         set_(self, "retry", _retry(retry))
@@ -247,6 +251,12 @@ class Policy:
         set_(self, "evaluate", evaluators(evaluate))
         set_(self, "sample", fraction("sample=", sample))
         set_(self, "review", _review(review))
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise TypeError(
+                f"rate_limit= must be an aiguard.RateLimit (e.g. aiguard.RateLimit(rpm=500)) or "
+                f"None, got {rate_limit!r}"
+            )
+        set_(self, "rate_limit", rate_limit)
 
     def retry_for(self, target: Target | None) -> Retry:
         """The retry policy of a fallback target (its own, else the policy's)."""

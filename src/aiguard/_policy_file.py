@@ -20,7 +20,8 @@ The format (in ``pyproject.toml`` the same tables under ``[tool.aiguard.policies
     fallback = ["gpt-4o-mini", { model = "gpt-4o-mini", retry = { attempts = 2 } }]
     timeout = 30
     breaker = { failures = 5, reset_after = 30 }
-    budget = { usd = 5.0, per_call_usd = 0.25, name = "default" }
+    budget = { usd = 5.0, per_call_usd = 0.25, name = "default", per = "day" }
+    rate_limit = { rpm = 500, tpm = 30000, name = "openai-tier-1" }
     checks = ["NoSecrets", "NotEmpty", { name = "NoPII", action = "redact" },
               { name = "MaxInputTokens", n = 8000 }]
     tag = "support"
@@ -33,11 +34,15 @@ The format (in ``pyproject.toml`` the same tables under ``[tool.aiguard.policies
     [policies.summaries]
     retry = { attempts = 2 }
 
+    [store]                      # the default store of every named budget, breaker, rate limit
+    url = "redis://cache:6379/0"
+
 A key left out keeps aiguard's default (as when the keyword is not passed in code); named
 policies do not inherit from one another. ``retry`` takes the fields of :class:`aiguard.Retry`,
 ``breaker`` those of :class:`aiguard.Breaker`, ``budget`` those of :class:`aiguard.Budget` (its
-``name`` defaults to the policy's name), and ``checks`` the built-in checks of
-:mod:`aiguard.checks` by name, alone or as a table of ``name`` and the check's parameters.
+``name`` defaults to the policy's name), ``rate_limit`` those of :class:`aiguard.RateLimit`,
+and ``checks`` the built-in checks of :mod:`aiguard.checks` by name, alone or as a table of
+``name`` and the check's parameters.
 Fallback clients, ``output`` and custom checks are objects, so they are given in code.
 
 Each named policy is built once per process: every client and function using it shares its
@@ -67,7 +72,7 @@ from pydantic import (
     ValidationError,
 )
 
-from aiguard import _policy_quality
+from aiguard import _policy_quality, _store
 from aiguard._budget import Budget
 from aiguard._errors import AIGuardError
 from aiguard._policy import Policy
@@ -211,12 +216,20 @@ _budgets: dict[tuple[Path, str], Budget] = {}
 
 
 def _budget(path: Path, policy: str, table: _BudgetTable) -> Budget:
-    fresh = Budget(table.usd, per_call_usd=table.per_call_usd, name=table.name or policy)
+    fresh = Budget(
+        table.usd,
+        per_call_usd=table.per_call_usd,
+        name=table.name or policy,
+        per=table.per,
+        fail=table.fail,
+        lease=table.lease,
+    )
     kept = _budgets.get((path, policy))
-    if kept is not None and (kept.limit, kept.per_call, kept.name) == (
+    if kept is not None and (kept.limit, kept.per_call, kept.name, kept.per) == (
         fresh.limit,
         fresh.per_call,
         fresh.name,
+        fresh.per,
     ):
         return kept
     _budgets[(path, policy)] = fresh
@@ -227,7 +240,7 @@ def _policy(source: _Source, name: str, table: _PolicyTable) -> Policy:
     given: dict[str, Any] = {}
     for key, value in table.given().items():
         try:
-            if key in ("retry", "breaker"):
+            if key in ("retry", "breaker", "rate_limit"):
                 given[key] = value.build()
             elif key == "fallback":
                 given[key] = [target.build() for target in value]
@@ -287,6 +300,11 @@ def _build(source: _Source) -> dict[str, Policy]:
         table = _FileTable.model_validate(source.table)
     except ValidationError as error:
         raise _invalid(source, error) from None
+    if table.store is not None:
+        try:
+            _store.file_default(table.store.url)
+        except (TypeError, ValueError, ImportError) as error:
+            raise _error(source, ("store", "url"), str(error)) from None
     return {name: _policy(source, name, policy) for name, policy in table.policies.items()}
 
 

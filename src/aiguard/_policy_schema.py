@@ -24,6 +24,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from aiguard import checks as builtin_checks
 from aiguard._breaker import Breaker
 from aiguard._policy import Retry, Target, parse_mode
+from aiguard._ratelimit import RateLimit
 
 # -- the file's schema ---------------------------------------------------------------------------
 
@@ -150,10 +151,15 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str | dict) else value
 
 
+Fail = Literal["open", "closed"]
+
+
 class _BreakerTable(_Table):
     what: ClassVar[str] = "breaker"
     failures: Annotated[int, Field(gt=0)] | None = None
     reset_after: Seconds | None = None
+    name: Text | None = None
+    fail: Fail | None = None
 
     def build(self) -> Breaker:
         return Breaker(**self.given())
@@ -164,6 +170,26 @@ class _BudgetTable(_Table):
     usd: Annotated[float, Field(gt=0)]
     per_call_usd: Annotated[float, Field(gt=0)] | None = None
     name: Text | None = None
+    per: Literal["hour", "day", "month"] | None = None
+    fail: Fail = "open"
+    lease: Annotated[float, Field(gt=0)] = 600.0
+
+
+class _RateLimitTable(_Table):
+    what: ClassVar[str] = "rate_limit"
+    rpm: Annotated[int, Field(gt=0)] | None = None
+    tpm: Annotated[int, Field(gt=0)] | None = None
+    name: Text | None = None
+    fail: Fail | None = None
+    max_wait: Seconds | None = None
+
+    def build(self) -> RateLimit:
+        return RateLimit(**self.given())
+
+
+class _StoreTable(_Table):
+    what: ClassVar[str] = "store"
+    url: Text
 
 
 class _NotEmpty(_Table):
@@ -274,6 +300,7 @@ class _PolicyTable(_Table):
     timeout: Annotated[float, Field(gt=0)] | None = None
     breaker: _BreakerTable | None = None
     budget: _BudgetTable | None = None
+    rate_limit: _RateLimitTable | None = None
     checks: list[CheckValue] = []
     tag: Annotated[Text, Field(max_length=128)] | None = None
     fallback_on: Annotated[list[FailureName], BeforeValidator(_one_or_many)] = []
@@ -286,3 +313,4 @@ class _PolicyTable(_Table):
 class _FileTable(_Table):
     what: ClassVar[str] = "the policy file"
     policies: dict[str, _PolicyTable] = {}
+    store: _StoreTable | None = None

@@ -111,6 +111,8 @@ class Summary:
     abandoned: int = 0
     retries: int = 0
     fallbacks: int = 0
+    rate_waits: int = 0  # calls that waited for a rate limit's room
+    rate_wait_s: float = 0.0
     nested: int = 0
     latency: dict[str, list[int]] = field(default_factory=dict)  # "" is every call
     function_latency: dict[str, list[int]] = field(default_factory=dict)
@@ -139,6 +141,9 @@ class Summary:
                 "fallbacks": self.fallbacks,
                 "budget_refusals": self.errors["aiguard.BudgetExceeded"],
                 "check_refusals": self.errors["aiguard.CheckFailed"],
+                "rate_limit_refusals": self.errors["aiguard.RateLimited"],
+                "rate_limit_waits": self.rate_waits,
+                "rate_limit_wait_s": round(self.rate_wait_s, 3),
                 "nested": self.nested,
             },
             "latency_ms": {
@@ -300,6 +305,10 @@ def _add_call(summary: Summary, span: _Span, spans: dict[tuple[str, str], _Span]
     summary.retries += _int(attrs.get(sc.GUARD_RETRIES))
     if attrs.get(sc.FALLBACK_USED) is True:
         summary.fallbacks += 1
+    waited = attrs.get(sc.RATE_LIMIT_WAIT)
+    if isinstance(waited, int | float) and waited > 0:
+        summary.rate_waits += 1
+        summary.rate_wait_s += waited
     if _guard_above(span, spans) is not None:
         summary.nested += 1
     if span.end < span.start or span.start <= 0:
@@ -431,6 +440,11 @@ def _print_table(summary: Summary, out: TextIO) -> None:
         ["fallbacks", str(calls["fallbacks"])],
         ["budget refusals", str(calls["budget_refusals"])],
         ["check refusals", str(calls["check_refusals"])],
+        ["rate-limit refusals", str(calls["rate_limit_refusals"])],
+        [
+            "rate-limit waits",
+            f"{calls['rate_limit_waits']} ({calls['rate_limit_wait_s']:g} s)",
+        ],
     ]
     _table(out, None, rows)
 

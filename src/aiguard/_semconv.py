@@ -82,6 +82,9 @@ TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
 STREAM_CHUNKS = "aiguard.stream.chunks"
 STREAM_ABANDONED = "aiguard.stream.abandoned"
 REFUSAL_KIND = "aiguard.refusal"
+WAIT_KIND = "aiguard.wait"
+RATE_LIMIT_WAIT = "aiguard.rate_limit.wait_s"
+RATE_LIMIT_SKIPPED = "aiguard.rate_limit.skipped"
 CHECKS = "aiguard.checks"
 CHECK_NAME = "aiguard.check"
 CHECK_FAILED = "aiguard.check.failed"
@@ -106,6 +109,13 @@ METRIC_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
 METRIC_CHUNK_TIME = "gen_ai.client.operation.time_per_output_chunk"
 METRIC_REFUSALS = "aiguard.refusals"
 METRIC_REASKS = "aiguard.reasks"
+# The shared store (Redis): each operation's duration, and its failures.
+METRIC_STORE_DURATION = "aiguard.store.duration"
+METRIC_STORE_ERRORS = "aiguard.store.errors"
+STORE_OPERATION = "aiguard.store.operation"
+STORE_BUCKETS = [0.0001 * 2**i for i in range(14)]  # 0.1 ms ... 0.8 s
+# Calls that waited for a rate limit's room, and how long.
+METRIC_WAITS = "aiguard.waits"
 TOKEN_TYPE = "gen_ai.token.type"
 # The attributes the conventions put on the GenAI client metrics (plus error.type on failure).
 METRIC_KEYS = (OPERATION, PROVIDER, REQUEST_MODEL, SERVER_ADDRESS, SERVER_PORT)

@@ -18,6 +18,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from aiguard import _semconv as sc
+from aiguard import _store
 from aiguard._types import Usage
 from aiguard._version import __version__
 
@@ -115,6 +116,23 @@ class Telemetry:
             sc.METRIC_REFUSALS,
             unit="{call}",
             description="Calls aiguard refused before sending (budget, check)",
+        )
+        self.waits = meter.create_histogram(
+            sc.METRIC_WAITS,
+            unit="s",
+            description="Time calls waited before sending, by kind (rate_limit)",
+            explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS,
+        )
+        self.store_duration = meter.create_histogram(
+            sc.METRIC_STORE_DURATION,
+            unit="s",
+            description="Duration of operations on the shared store (Redis)",
+            explicit_bucket_boundaries_advisory=sc.STORE_BUCKETS,
+        )
+        self.store_errors = meter.create_counter(
+            sc.METRIC_STORE_ERRORS,
+            unit="{error}",
+            description="Operations on the shared store that failed",
         )
 
     def tracing(self) -> bool:
@@ -298,3 +316,18 @@ def current() -> Telemetry:
 
 def install(telemetry: Telemetry | None) -> None:
     _state.telemetry = telemetry
+
+
+def _store_observed(operation: str, seconds: float, error: str | None) -> None:
+    """A shared-store operation finished: its duration, and its failure, as metrics."""
+    telemetry = current()
+    if not telemetry.measuring():
+        return
+    attrs: Attrs = {sc.STORE_OPERATION: operation}
+    if error is not None:
+        attrs[sc.ERROR_TYPE] = error
+        telemetry.count(telemetry.store_errors, attrs)
+    telemetry.record(telemetry.store_duration, seconds, attrs)
+
+
+_store.observer = _store_observed

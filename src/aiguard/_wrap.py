@@ -14,6 +14,7 @@ from aiguard._budget import Budget
 from aiguard._policy import Policy, Retry, Target
 from aiguard._policy_file import resolve
 from aiguard._quality_spec import Review
+from aiguard._ratelimit import RateLimit
 from aiguard.adapters._proxy import GuardedProxy, unwrap
 
 C = TypeVar("C")
@@ -39,6 +40,7 @@ def wrap(
     evaluate: Any = ...,
     sample: float = ...,  # type: ignore[assignment]
     review: Review | None = ...,  # type: ignore[assignment]
+    rate_limit: RateLimit | None = ...,  # type: ignore[assignment]
     provider: str | None = None,
 ) -> C:
     """Return ``client`` guarded: same type, same API, same results, with policies and telemetry.
@@ -62,6 +64,8 @@ def wrap(
     over the process's setting. ``evaluate`` (evaluators, see :mod:`aiguard.evaluators`) judge
     a ``sample`` fraction of answers off the call path; ``review`` (an :class:`aiguard.Review`)
     sends calls to a human review queue (see docs/quality.md).
+    over the process's setting. ``rate_limit`` (an :class:`aiguard.RateLimit`) keeps each
+    target under its requests and tokens per minute, across processes with a store.
     ``policy`` is an :class:`aiguard.Policy` or the name of one in the policy file
     (``policy="default"`` reads ``[policies.default]`` of ``aiguard.toml``); keywords override it.
 
@@ -99,6 +103,7 @@ def wrap(
         evaluate=evaluate,
         sample=sample,
         review=review,
+        rate_limit=rate_limit,
     )
     if provider is not None and (not isinstance(provider, str) or not provider.strip()):
         raise TypeError(f"provider= must be a non-empty string, got {provider!r}")

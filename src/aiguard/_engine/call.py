@@ -18,25 +18,27 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from aiguard import _budget, _capture
+from aiguard import _budget, _capture, _store
 from aiguard import _semconv as sc
 from aiguard._calls import CallFacts
-from aiguard._engine import quality
+from aiguard._engine import admission, quality
 from aiguard._engine.checking import check_name, run_checks
 from aiguard._engine.contract import Endpoint, Reader, Route
 from aiguard._engine.decisions import Routing
 from aiguard._engine.ledger import ZERO, Ledger, cost_basis
 from aiguard._engine.record import CallRecord
-from aiguard._engine.state import frame
+from aiguard._engine.state import frame, rate_headers
 from aiguard._engine.stream import Ended, Lifecycle
 from aiguard._errors import (
     BudgetExceeded,
     OutputInvalid,
+    StoreUnavailable,
     StreamTruncated,
 )
 from aiguard._messages import Message, Part
 from aiguard._output import InvalidOutput
 from aiguard._policy import Failure, Policy
+from aiguard._ratelimit import Ticket
 from aiguard._telemetry import Attrs, Telemetry, report_fault
 from aiguard._types import Usage
 
@@ -74,6 +76,7 @@ class GuardedCall:
     checked: list[str] | None = None
     failed_check: str | None = None
     deferred: bool = False  # a stream was handed to the user: it ends the call
+    ticket: Ticket | None = None  # the attempt's count on its rate limit
     # call_info / call_ref and online evaluation (see aiguard._engine.quality)
     facts: CallFacts | None = None
     result: Any = None  # the answer, kept for the evaluators until the call ends
@@ -97,8 +100,31 @@ class GuardedCall:
         return self.routing.endpoints
 
     def next_endpoint(self) -> tuple[Endpoint, float | None]:
-        """The target of the next attempt and the seconds left; raises when none is left."""
-        return self.routing.next_endpoint()
+        """The target of the next attempt and the seconds left; raises when none is left, or
+        :class:`WaitForRoom` when a rate limit's room is worth waiting for."""
+        while True:
+            admission.prefetch(
+                self.endpoints,
+                self.routing.index,
+                self.policy,
+                self.ledger,
+                self.route,
+                self.request,
+            )
+            try:
+                endpoint, remaining = self.routing.next_endpoint()
+                limit = self.policy.rate_limit
+                if limit is None:
+                    return endpoint, remaining
+                tokens = admission.tokens(self.route, self.request, self.ledger)
+                ticket, wait = limit.acquire(endpoint.fleet_key, tokens)
+                if ticket is not None:
+                    self.ticket = ticket
+                    return endpoint, remaining
+                self.routing.rate_limited(endpoint, wait, remaining, limit.max_wait)
+            except BaseException:
+                _store.discard()
+                raise
 
     # -- input checks, before anything is sent or reserved --------------------------------------
 
@@ -133,7 +159,15 @@ class GuardedCall:
 
         Raises :class:`BudgetExceeded` (nothing sent) when a budget has no room for it.
         """
-        reserved = self._reserve(endpoint) if self.ledger.budgets else ZERO
+        try:
+            reserved = self._reserve(endpoint) if self.ledger.budgets else ZERO
+        except BaseException:
+            ticket, self.ticket = self.ticket, None
+            if ticket is not None and self.policy.rate_limit is not None:
+                self.policy.rate_limit.forget(ticket)  # counted, never sent
+            raise
+        finally:
+            _store.discard()  # what was asked ahead and not used
         self.routing.attempt_started()
         request = self.request
         if endpoint.model != request.get("model") or remaining is not None:
@@ -152,7 +186,13 @@ class GuardedCall:
                 token = otel_context.attach(trace.set_span_in_context(self.record.span))
             except Exception as exc:
                 report_fault("attaching the span context", exc)
-        attempt = _Attempt(endpoint, token, self.enter(), time.perf_counter(), reserved)
+        scope = self.enter()
+        limit = self.policy.rate_limit
+        if limit is not None:  # the provider's rate-limit headers tighten the limit
+            target = endpoint.fleet_key
+            sink = rate_headers.set(lambda headers: limit.learn(target, headers))
+            scope.append((rate_headers, sink))
+        attempt = _Attempt(endpoint, token, scope, time.perf_counter(), reserved)
         return attempt, request
 
     def enter(self) -> list[tuple[ContextVar[Any], Token[Any]]]:
@@ -179,7 +219,7 @@ class GuardedCall:
             return ZERO
         try:
             return self.ledger.reserve(endpoint, lambda: self.route.estimate(self.request))
-        except BudgetExceeded:
+        except (BudgetExceeded, StoreUnavailable):
             self.telemetry.count(
                 self.telemetry.refusals,
                 {sc.REQUEST_MODEL: endpoint.model, sc.REFUSAL_KIND: "budget"},
@@ -206,6 +246,7 @@ class GuardedCall:
             or self.ledger.budgets
             or record.capture
             or self._evaluated
+            or self.ticket
         ):
             return
         seconds = time.perf_counter() - attempt.started
@@ -234,6 +275,11 @@ class GuardedCall:
         record = self.record
         if self.route.priced:
             self._price(attempt, attrs, usage, seconds, stream is not None)
+        ticket, self.ticket = self.ticket, None
+        if ticket is not None and usage is not None and usage.input_tokens is not None:
+            assert self.policy.rate_limit is not None
+            used = usage.input_tokens + (usage.output_tokens or 0)
+            self.policy.rate_limit.correct(ticket, used)
         if stream is not None:
             attrs.update(stream)
         output = None
@@ -363,6 +409,7 @@ class GuardedCall:
             or self.ledger.budgets
             or record.capture
             or self._evaluated
+            or self.ticket
         ):
             try:
                 attrs, usage = reader.result()
@@ -382,7 +429,7 @@ class GuardedCall:
         self._detach(attempt)
         self.ledger.release(attempt.reserved)
         if self.policy.breaker is not None:
-            self.policy.breaker.release(attempt.endpoint.breaker_key)
+            self.policy.breaker.release(attempt.endpoint.breaker_key, attempt.endpoint.fleet_key)
 
     def failed(self, attempt: _Attempt, error: BaseException) -> float:
         """Record a failed attempt and decide: the seconds to wait before the next attempt.

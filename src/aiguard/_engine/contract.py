@@ -154,6 +154,15 @@ class Endpoint:
     _target: Attrs | None = None
 
     @property
+    def fleet_key(self) -> str:
+        """The target as every process names it (host, port and model): a shared circuit's or
+        rate limit's key, where ``breaker_key`` names objects of this process."""
+        address = self.server.get(sc.SERVER_ADDRESS)
+        if address is None:
+            return f"{self.provider}/{self.model}"
+        return f"{address}:{self.server.get(sc.SERVER_PORT, '')}/{self.model}"
+
+    @property
     def price_provider(self) -> str:
         return self.pricing or self.provider
 

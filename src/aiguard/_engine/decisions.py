@@ -17,7 +17,7 @@ from aiguard import _semconv as sc
 from aiguard._engine.contract import Endpoint
 from aiguard._engine.record import CallRecord
 from aiguard._engine.state import RETRIED, testing
-from aiguard._errors import CircuitOpen, DeadlineExceeded
+from aiguard._errors import CircuitOpen, DeadlineExceeded, RateLimited
 from aiguard._policy import Failure, Policy, Retry
 from aiguard._telemetry import Attrs, Telemetry, error_type
 
@@ -30,6 +30,13 @@ class Failed:
     error: BaseException
     failure: Failure
     wait: float | None = None
+
+
+class WaitForRoom(Exception):
+    """A rate limit will have room in ``seconds``: sleep, then ask for the target again."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
 
 
 @dataclass(slots=True)
@@ -48,6 +55,8 @@ class Routing:
     reasks: int = 0
     history: list[Failed] = field(default_factory=list)
     skipped: list[tuple[str, float]] = field(default_factory=list)
+    limited: list[tuple[str, float]] = field(default_factory=list)  # no room: (model, wait)
+    waited: float = 0.0  # seconds waited for rate limits
 
     def next_endpoint(self) -> tuple[Endpoint, float | None]:
         """The target of the next attempt and the seconds left; raises when none is left."""
@@ -56,7 +65,7 @@ class Routing:
             endpoint = self.endpoints[self.index]
             if breaker is None:
                 break
-            allowed, wait, transition = breaker.acquire(endpoint.breaker_key)
+            allowed, wait, transition = breaker.acquire(endpoint.breaker_key, endpoint.fleet_key)
             if transition is not None:
                 self.breaker_changed(endpoint, transition)
             if allowed:
@@ -74,6 +83,35 @@ class Routing:
             if remaining <= 0:
                 raise self.deadline_passed()
         return self.endpoints[self.index], remaining
+
+    def rate_limited(
+        self, endpoint: Endpoint, wait: float, remaining: float | None, max_wait: float
+    ) -> None:
+        """A rate limit has no room on the target for ``wait`` seconds: wait for it if the
+        deadline allows (raises :class:`WaitForRoom`), else fall back like an open circuit,
+        else raise :class:`RateLimited`. Nothing is sent meanwhile."""
+        breaker = self.policy.breaker
+        if breaker is not None:  # a probe it granted is not used
+            breaker.release(endpoint.breaker_key, endpoint.fleet_key)
+        attrs: Attrs = {sc.WAIT_KIND: "rate_limit", sc.REQUEST_MODEL: endpoint.model}
+        if wait <= max_wait and (remaining is None or wait < remaining):
+            self.waited += wait
+            self.telemetry.record(self.telemetry.waits, wait, attrs)
+            self.record.event(
+                "aiguard.rate_limit.wait",
+                {sc.REQUEST_MODEL: endpoint.model, sc.RATE_LIMIT_WAIT: wait},
+            )
+            raise WaitForRoom(wait)
+        self.limited.append((endpoint.model, wait))
+        self.record.event("aiguard.rate_limit.skipped", {sc.FALLBACK_MODEL: endpoint.model})
+        if self.index + 1 < len(self.endpoints):
+            self.move_on(Failure.RATE_LIMIT)
+            return
+        self.telemetry.count(
+            self.telemetry.refusals,
+            {sc.REQUEST_MODEL: endpoint.model, sc.REFUSAL_KIND: "rate_limit"},
+        )
+        raise RateLimited(self.limited)
 
     def attempt_started(self) -> None:
         self.attempts += 1
@@ -96,7 +134,7 @@ class Routing:
     def breaker_record(self, endpoint: Endpoint, ok: bool) -> None:
         """Tell the target's circuit how an attempt went."""
         if self.policy.breaker is not None:
-            state = self.policy.breaker.record(endpoint.breaker_key, ok)
+            state = self.policy.breaker.record(endpoint.breaker_key, ok, endpoint.fleet_key)
             if state is not None:
                 self.breaker_changed(endpoint, state)
 
@@ -212,5 +250,9 @@ class Routing:
             attrs[sc.FALLBACK_MODEL] = self.endpoints[self.index].model
         if self.skipped:
             attrs[sc.BREAKER_SKIPPED] = len(self.skipped)
+        if self.limited:
+            attrs[sc.RATE_LIMIT_SKIPPED] = len(self.limited)
+        if self.waited:
+            attrs[sc.RATE_LIMIT_WAIT] = self.waited
         if self.reasks:
             attrs[sc.REASKS] = self.reasks

@@ -25,7 +25,7 @@ from aiguard._capture import CaptureSettings
 from aiguard._engine import quality
 from aiguard._engine.call import REASK, GuardedCall
 from aiguard._engine.contract import Endpoint, Reader, Route
-from aiguard._engine.decisions import Routing
+from aiguard._engine.decisions import Routing, WaitForRoom
 from aiguard._engine.ledger import Ledger
 from aiguard._engine.record import CallRecord
 from aiguard._engine.state import frame, sdk_call
@@ -207,7 +207,11 @@ def attempts(run: GuardedCall, items: bool = False) -> Generator[Any, Any, Any]:
     if run.policy.checks:
         yield from run.checks()
     while True:
-        endpoint, remaining = run.next_endpoint()
+        try:
+            endpoint, remaining = run.next_endpoint()
+        except WaitForRoom as later:  # a rate limit has room soon enough
+            yield Sleep(later.seconds)
+            continue
         attempt, request = run.start_attempt(endpoint, remaining)
         first: Any = None
         opened: Any = None  # a stream being read up to its first chunk

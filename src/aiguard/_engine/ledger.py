@@ -16,7 +16,7 @@ from typing import Any
 from aiguard import prices
 from aiguard._budget import Budget
 from aiguard._engine.contract import Endpoint
-from aiguard._errors import BudgetExceeded
+from aiguard._errors import AIGuardError
 from aiguard._messages import DEFAULT_MAX_OUTPUT_TOKENS
 from aiguard._telemetry import report_fault
 from aiguard._types import Usage
@@ -28,7 +28,7 @@ _lock = threading.Lock()  # nested calls may finish on other threads
 class Ledger:
     """What one guarded call holds on budgets and what it cost."""
 
-    __slots__ = ("budgets", "cost", "costed", "estimate", "parent")
+    __slots__ = ("budgets", "cost", "costed", "estimate", "leases", "parent")
 
     def __init__(self, budgets: tuple[Budget, ...], parent: Ledger | None) -> None:
         self.budgets = budgets
@@ -36,12 +36,13 @@ class Ledger:
         self.cost = ZERO  # over this call's attempts and the guarded calls nested in it
         self.costed = False
         self.estimate: tuple[int, int] | None = None  # the request's token bounds, made once
+        # The attempt in progress's holds on shared budgets (attempts run one at a time).
+        self.leases: list[Any] = []
 
-    def reserve(
+    def worst_case(
         self, endpoint: Endpoint, estimate: Callable[[], tuple[int, int | None]]
     ) -> Decimal:
-        """Hold an attempt's worst-case cost on every budget, or raise BudgetExceeded (after
-        releasing what it held). ``estimate`` gives the request's token bounds."""
+        """An attempt's worst-case cost on ``endpoint`` (zero: unknown, settled after)."""
         try:
             price = prices.lookup(endpoint.price_provider, endpoint.model)
             if price is None or not price.per_token:
@@ -49,20 +50,35 @@ class Ledger:
             if self.estimate is None:
                 inputs, outputs = estimate()
                 self.estimate = (inputs, DEFAULT_MAX_OUTPUT_TOKENS if outputs is None else outputs)
-            amount = price.worst_case(*self.estimate)
+            amount: Decimal = price.worst_case(*self.estimate)
+            return amount
         except Exception as exc:  # a fault in aiguard's pricing must not stop the call
             report_fault("estimating a call's cost", exc)
             return ZERO
-        held: list[Budget] = []
+
+    def reserve(
+        self, endpoint: Endpoint, estimate: Callable[[], tuple[int, int | None]]
+    ) -> Decimal:
+        """Hold an attempt's worst-case cost on every budget, or raise BudgetExceeded (after
+        releasing what it held). ``estimate`` gives the request's token bounds."""
+        amount = self.worst_case(endpoint, estimate)
+        if not amount:
+            return ZERO
+        leases: list[Any] = []
         try:
             for budget in self.budgets:
-                budget.reserve(amount, endpoint.model)
-                held.append(budget)
-        except BudgetExceeded:
-            for budget in held:
-                budget.settle(amount, ZERO)
+                leases.append(budget.reserve(amount, endpoint.model))
+        except AIGuardError:  # BudgetExceeded, or StoreUnavailable (fail="closed")
+            for budget, lease in zip(self.budgets, leases, strict=False):
+                budget.settle(amount, ZERO, lease)
             raise
+        self.leases = leases
         return amount
+
+    def _settle(self, reserved: Decimal, charged: Decimal) -> None:
+        leases, self.leases = self.leases, []
+        for budget, lease in zip(self.budgets, leases or [None] * len(self.budgets), strict=True):
+            budget.settle(reserved, charged, lease)
 
     def charge(
         self,
@@ -95,8 +111,7 @@ class Ledger:
             report_fault("pricing a call", exc)
             cost = reserved or None  # a hard budget assumes the worst
         charged = reserved if cost is None else cost
-        for budget in self.budgets:
-            budget.settle(reserved, charged)
+        self._settle(reserved, charged)
         if charged or cost is not None:
             self.add(charged)
         return cost, charged
@@ -104,8 +119,7 @@ class Ledger:
     def release(self, reserved: Decimal) -> None:
         """An attempt that failed reported no usage: it costs nothing."""
         if reserved:
-            for budget in self.budgets:
-                budget.settle(reserved, ZERO)
+            self._settle(reserved, ZERO)
 
     def add(self, cost: Decimal) -> None:
         with _lock:
@@ -119,7 +133,7 @@ class Ledger:
 
     def remaining(self) -> Decimal | None:
         """The least any budget in force has left (None: no budget)."""
-        return min(b.remaining for b in self.budgets) if self.budgets else None
+        return min(b.remaining_seen() for b in self.budgets) if self.budgets else None
 
 
 def cost_basis(endpoint: Endpoint) -> str:

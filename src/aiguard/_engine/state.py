@@ -32,6 +32,12 @@ frame: ContextVar[Frame | None] = ContextVar("aiguard_frame", default=None)
 # the whole await).
 in_sdk: ContextVar[bool] = ContextVar("aiguardin_sdk", default=False)
 
+# Told the response headers of the attempt in progress (a rate limit learns from them); set by
+# the engine for the attempt, called by an adapter's HTTP hook.
+rate_headers: ContextVar[Callable[[Any], None] | None] = ContextVar(
+    "aiguard_rate_headers", default=None
+)
+
 # Set on an exception a guard gave up on after retrying, so an outer guard does not retry it again.
 RETRIED = "_aiguard_retried"
 

@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from aiguard._engine.state import in_sdk
+from aiguard._engine.state import in_sdk, rate_headers
 from aiguard._policy import DEFAULT_RETRY, Policy, Retry, Target
-from aiguard._telemetry import current
+from aiguard._telemetry import current, report_fault
 from aiguard.adapters._proxy import Guard
 
 # The guarded attempt in progress in this context: id() of its client, whether the SDK keeps its
@@ -38,6 +38,33 @@ def hush(client: Any) -> None:
     if isinstance(vars(client).get("request"), _Request):
         return
     client.request = _Request(client)
+    _listen(client)
+
+
+def _learn(response: Any) -> None:
+    sink = rate_headers.get()
+    if sink is not None:
+        try:
+            sink(response.headers)
+        except Exception as exc:  # never into the user's call
+            report_fault("reading rate-limit headers", exc)
+
+
+async def _learn_async(response: Any) -> None:
+    _learn(response)
+
+
+def _listen(client: Any) -> None:
+    """Hand each response's headers of a guarded attempt to its rate limit (an httpx hook on
+    the client's own HTTP client; other requests find no rate limit and pass)."""
+    http = getattr(client, "_client", None)
+    hooks = getattr(http, "event_hooks", None)
+    if not isinstance(hooks, dict):
+        return
+    responses = list(hooks.get("response", []))
+    hook = _learn_async if inspect.iscoroutinefunction(getattr(http, "send", None)) else _learn
+    if hook not in responses:
+        http.event_hooks = {**hooks, "response": [*responses, hook]}  # type: ignore[union-attr]
 
 
 class _Request:

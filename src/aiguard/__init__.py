@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from aiguard._quality_spec import Review
     from aiguard._types import Usage
     from aiguard._wrap import wrap
+    from aiguard.adapters._pivot import Untranslatable
 
 
 # public name -> (module, attribute in it; None for the module itself)
@@ -72,6 +73,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Review": ("aiguard._quality_spec", "Review"),
     "StreamTruncated": ("aiguard._errors", "StreamTruncated"),
     "Target": ("aiguard._policy", "Target"),
+    "Untranslatable": ("aiguard.adapters._pivot", "Untranslatable"),
     "Usage": ("aiguard._types", "Usage"),
     "budget": ("aiguard._budget", "budget"),
     "call_info": ("aiguard._calls", "call_info"),
@@ -125,6 +127,7 @@ __all__ = [
     "Review",
     "StreamTruncated",
     "Target",
+    "Untranslatable",
     "Usage",
     "__version__",
     "budget",

@@ -50,6 +50,7 @@ from aiguard.adapters._bedrock_messages import (
     converse_messages,
     event_text,
     reask,
+    tool_definitions,
 )
 from aiguard.adapters._bedrock_openai import openai_chat, openai_chat_async
 from aiguard.adapters._proxy import (
@@ -307,6 +308,9 @@ class ConverseRoute(Route):
     def messages(self, request: dict[str, Any]) -> list[Message]:
         return converse_messages(request)
 
+    def tool_definitions(self, request: dict[str, Any]) -> list[Any] | None:
+        return tool_definitions(request)
+
     def answer_text(self, result: Any) -> Any:
         return answer_text(result)
 
@@ -458,13 +462,12 @@ def _foreign(owner: _pivot.Foreign, name: str, target: Target, policy: Policy) -
 
 def wrap(client: Any, policy: Policy, provider: str | None) -> Any:
     primary = _Client(client, provider, policy)
+
+    def view(other: Any) -> _Client:
+        return _Client(other, None, policy)
+
     others = _pivot.fallback_clients(
-        policy,
-        supports,
-        lambda other: _Client(other, None, policy),
-        "bedrock-runtime client",
-        False,
-        _PIVOT,
+        policy, supports, view, "bedrock-runtime client", False, _PIVOT
     )
     tree: dict[str, Any] = {}
     by_operation: dict[str, Guard] = {}

@@ -40,6 +40,7 @@ from aiguard.adapters._gemini_parts import (
     gemini_messages,
     plain,
     reask,
+    tool_definitions,
 )
 from aiguard.adapters._gemini_pivot import openai_chat as openai_chat
 from aiguard.adapters._gemini_pivot import openai_chat_async as openai_chat_async
@@ -244,6 +245,9 @@ class GenerateRoute(Route):
         return gemini_messages(
             request.get("contents"), _field(_config(request), "system_instruction")
         )
+
+    def tool_definitions(self, request: dict[str, Any]) -> list[Any] | None:
+        return tool_definitions(_config(request))
 
     def answer_text(self, result: Any) -> Any:
         return answer_text(result)

@@ -19,6 +19,7 @@ from typing import Any
 
 from google.genai import _transformers, types
 
+from aiguard.adapters._gemini_parts import lower_types
 from aiguard.adapters._pivot import Untranslatable, converted, converted_async, dropped
 
 # Config fields with no effect on the request the model sees (client-side settings).
@@ -132,19 +133,7 @@ def _schema(value: Any) -> Any:
     """A ``types.Schema`` as JSON Schema (its types in lower case); a dict as it is."""
     if isinstance(value, dict) or value is None:
         return value
-    dumped = value.model_dump(mode="json", exclude_none=True)
-
-    def lower(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {
-                k: (v.lower() if k == "type" and isinstance(v, str) else lower(v))
-                for k, v in node.items()
-            }
-        if isinstance(node, list):
-            return [lower(v) for v in node]
-        return node
-
-    return lower(dumped)
+    return lower_types(value.model_dump(mode="json", exclude_none=True))
 
 
 def _tools(config: dict[str, Any]) -> dict[str, Any]:

@@ -267,3 +267,28 @@ def ollama_client(server: Any) -> Any:
 
 
 MESSAGES_BEDROCK = [{"role": "user", "content": [{"text": m["content"]}]} for m in MESSAGES]
+
+
+def test_a_gemini_chat_falls_back_and_keeps_the_answer_in_its_history(server, telemetry):
+    chat = _gemini(server, _gpt(server)).chats.create(model=GEMINI)
+    assert chat.send_message("Hello").text == "Hello from gpt-x."
+    history = chat.get_history()
+    assert [c.role for c in history] == ["user", "model"]
+    assert history[1].parts[0].text == "Hello from gpt-x."
+
+
+def test_a_translated_gemini_stream_closed_early_closes_the_local_model(server, telemetry):
+    from tests.test_cross_fallback import _local_model
+
+    from aiguard.adapters._llama_lock import model_lock
+
+    llm = _local_model()
+    if llm is None:
+        pytest.skip("the local model needs the test-local extra")
+    client = _gemini(server, llm, "smollm2")
+    stream = client.models.generate_content_stream(model=GEMINI, contents="Hello")
+    assert isinstance(next(iter(stream)), types.GenerateContentResponse)
+    assert model_lock(llm).lock.locked()  # the local model streams for this call
+    stream.close()
+    assert not model_lock(llm).lock.locked()
+    assert telemetry.span(f"chat {GEMINI}").attributes["aiguard.stream.abandoned"] is True

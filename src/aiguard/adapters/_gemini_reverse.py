@@ -6,8 +6,7 @@ What a Gemini request says that an OpenAI chat request cannot (built-in tools su
 Search, audio or video parts, cached contents, safety settings...) raises
 :class:`aiguard.adapters._pivot.Untranslatable` naming it: nothing is sent, never a wrong request.
 Settings that change nothing of the answer's meaning (``top_k``, ``thinking_config``,
-``labels``...) are dropped and named in an ``aiguard.translation.dropped``
-span event.
+``labels``...) are dropped and named in an ``aiguard.translation.dropped`` span event.
 """
 
 from __future__ import annotations

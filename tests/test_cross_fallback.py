@@ -65,6 +65,8 @@ class Side:
     text: Callable[[list[Any]], str] | None = None
     remote: bool = True
     is_async: bool = True  # has an async client
+    # The call on an async client, when not ``call`` (a google-genai client's ``aio``).
+    call_async: Callable[[Any, str, bool], Any] | None = None
 
 
 def _openai_text(items: list[Any]) -> str:
@@ -156,9 +158,52 @@ def _gemini(server: MockServer, is_async: bool, llm: Any) -> Any:
     return genai.Client(api_key=API_KEY, http_options={"base_url": server.gemini_url})
 
 
-# Fallback targets only: a Side of three fields (and a row below) each.
-SIDES["bedrock"] = Side("aws.bedrock", "anthropic.claude-3-5-haiku-20241022-v1:0", _bedrock)
-SIDES["gemini"] = Side("gcp.gen_ai", "gemini-2.0-flash", _gemini)
+def _bedrock_call(client: Any, model: str, stream: bool) -> Any:
+    ask = {"modelId": model, "messages": BEDROCK_MESSAGES, "inferenceConfig": {"maxTokens": 8}}
+    return client.converse_stream(**ask)["stream"] if stream else client.converse(**ask)
+
+
+def _bedrock_text(items: list[Any]) -> str:
+    if "output" in items[0]:
+        return "".join(b.get("text", "") for b in items[0]["output"]["message"]["content"])
+    deltas = [i["contentBlockDelta"]["delta"] for i in items if "contentBlockDelta" in i]
+    return "".join(d.get("text", "") for d in deltas)
+
+
+def _gemini_call(models: Any, model: str, stream: bool) -> Any:
+    ask = {"model": model, "contents": "Hello", "config": {"max_output_tokens": 8}}
+    return models.generate_content_stream(**ask) if stream else models.generate_content(**ask)
+
+
+def _gemini_types() -> Any:
+    try:
+        from google.genai import types
+    except ImportError:
+        return None
+    return types.GenerateContentResponse
+
+
+BEDROCK_MESSAGES = [{"role": "user", "content": [{"text": "Hello"}]}]
+SIDES["bedrock"] = Side(
+    "aws.bedrock",
+    "anthropic.claude-3-5-haiku-20241022-v1:0",
+    _bedrock,
+    _bedrock_call,
+    dict,
+    dict,
+    _bedrock_text,
+    is_async=False,  # boto3 has no asyncio client
+)
+SIDES["gemini"] = Side(
+    "gcp.gen_ai",
+    "gemini-2.0-flash",
+    _gemini,
+    lambda c, m, s: _gemini_call(c.models, m, s),
+    _gemini_types(),
+    _gemini_types(),
+    lambda items: "".join(i.text or "" for i in items),
+    call_async=lambda c, m, s: _gemini_call(c.aio.models, m, s),
+)
 
 # (primary, fallback target).
 PAIRS = [
@@ -175,6 +220,16 @@ PAIRS = [
     ("anthropic", "bedrock"),
     ("openai", "gemini"),
     ("anthropic", "gemini"),
+    ("gemini", "openai"),
+    ("gemini", "anthropic"),
+    ("gemini", "ollama"),
+    ("gemini", "llama_cpp"),
+    ("gemini", "bedrock"),
+    ("bedrock", "openai"),
+    ("bedrock", "anthropic"),
+    ("bedrock", "ollama"),
+    ("bedrock", "llama_cpp"),
+    ("bedrock", "gemini"),
 ]
 
 
@@ -182,8 +237,9 @@ def _ask(side: Side, client: Any, is_async: bool, stream: bool) -> list[Any]:
     assert side.call is not None, "a primary needs its call"
 
     async def run_async() -> list[Any]:
-        assert side.call is not None
-        result = await side.call(client, side.model, stream)
+        call = side.call_async or side.call
+        assert call is not None
+        result = await call(client, side.model, stream)
         return [chunk async for chunk in result] if stream else [result]
 
     if is_async:
@@ -435,6 +491,7 @@ def test_openai_tools_and_system_reach_ollama(server, telemetry):
 
 def test_every_adapter_answers_the_pivot_and_classifies_its_errors():
     import importlib
+    import inspect
 
     from aiguard.adapters import ADAPTERS
 
@@ -443,11 +500,22 @@ def test_every_adapter_answers_the_pivot_and_classifies_its_errors():
         module = importlib.import_module(name)
         for member in ("classify", "openai_chat", "openai_chat_async"):
             assert callable(getattr(module, member, None)), f"{name}.{member}"
-    for name in ("_openai", "_anthropic", "_ollama", "_llama_cpp"):
-        module = importlib.import_module(f"aiguard.adapters.{name}")
-        for member in ("to_openai_chat", "from_openai_chat", "from_openai_chunks"):
+        # Every adapter is a primary too: all four members of PivotPrimary.
+        for member in (
+            "to_openai_chat",
+            "from_openai_chat",
+            "from_openai_chunks",
+            "from_openai_chunks_async",
+        ):
             assert callable(getattr(module, member, None)), f"{name}.{member}"
-        assert callable(module.from_openai_chunks_async)
+        # The streams as the contract says: sync, an iterator; async, an async iterator.
+        assert list(module.from_openai_chunks(iter(()))) == [], name
+        assert inspect.isasyncgen(module.from_openai_chunks_async(_no_chunks())), name
+
+
+async def _no_chunks() -> Any:
+    return
+    yield
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])

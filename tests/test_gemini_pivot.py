@@ -15,6 +15,7 @@ from google.genai import errors, types
 from tests.conftest import API_KEY
 
 from aiguard.adapters import _gemini
+from aiguard.adapters._pivot import Untranslatable
 
 MODEL = "gemini-2.0-flash"
 WEATHER = {
@@ -167,7 +168,7 @@ def test_geminis_errors_propagate_and_the_sdk_does_not_retry(server):
 )
 def test_what_gemini_cannot_take_is_refused_before_sending(server, request_change, named):
     answer, _ = _gemini.openai_chat(_client(server))
-    with pytest.raises(TypeError, match=named):
+    with pytest.raises(Untranslatable, match=named):
         answer({"model": MODEL, "messages": CONVERSATION[:2], **request_change})
     assert server.requests == []
 
@@ -259,7 +260,7 @@ def test_a_gemini_request_as_an_openai_chat_request():
     ],
 )
 def test_what_openai_cannot_take_is_named(config, contents, named):
-    with pytest.raises(TypeError, match=named):
+    with pytest.raises(Untranslatable, match=named):
         _gemini.to_openai_chat({"model": MODEL, "contents": contents, "config": config})
 
 

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from aiguard._ratelimit import RateLimit
     from aiguard._types import Usage
     from aiguard._wrap import wrap
+    from aiguard.adapters._pivot import Untranslatable
 
 
 # public name -> (module, attribute in it; None for the module itself)
@@ -78,6 +79,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "RateLimit": ("aiguard._ratelimit", "RateLimit"),
     "StoreUnavailable": ("aiguard._errors", "StoreUnavailable"),
     "Target": ("aiguard._policy", "Target"),
+    "Untranslatable": ("aiguard.adapters._pivot", "Untranslatable"),
     "Usage": ("aiguard._types", "Usage"),
     "budget": ("aiguard._budget", "budget"),
     "call_info": ("aiguard._calls", "call_info"),
@@ -134,6 +136,7 @@ __all__ = [
     "StoreUnavailable",
     "StreamTruncated",
     "Target",
+    "Untranslatable",
     "Usage",
     "__version__",
     "budget",

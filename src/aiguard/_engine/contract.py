@@ -80,6 +80,15 @@ class Route:
         (read only when a check, a budget or content capture asks)."""
         return []
 
+    def tool_definitions(self, request: dict[str, Any]) -> list[Any] | None:
+        """The request's tool definitions, recorded as ``gen_ai.tool.definitions`` with content
+        capture on: dicts of OpenAI chat's shape (``{"type": "function", "function": {"name",
+        "description", "parameters"}}``) or flat (``{"type", "name", "description",
+        "parameters"}``; Anthropic's ``input_schema`` too). None: no tools. By default the
+        request's ``tools`` (OpenAI chat and Responses, Anthropic, Ollama)."""
+        tools = request.get("tools")
+        return list(tools) if isinstance(tools, list | tuple) else None
+
     def answer_text(self, result: Any) -> Any:
         """What output validation checks in an answer: its text (or an object the SDK parsed
         already). By default the answer itself (a decorated function's return value)."""

@@ -131,7 +131,7 @@ def _inference_record(
 def _captured_input(route: Route, request: dict[str, Any], capture: CaptureSettings) -> Attrs:
     try:
         attrs = _capture.input_attributes(route.messages(request), capture)
-        attrs.update(_capture.tool_definitions(request.get("tools")))
+        attrs.update(_capture.tool_definitions(route.tool_definitions(request)))
         return attrs
     except Exception as exc:
         report_fault("capturing message content", exc)

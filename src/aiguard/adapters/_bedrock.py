@@ -37,9 +37,11 @@ from aiguard._telemetry import Attrs
 from aiguard._types import Usage
 
 # The pivot of cross-provider fallback, both ways.
+from aiguard.adapters import _bedrock_from_openai, _pivot
 from aiguard.adapters._bedrock_from_openai import (
     from_openai_chat,
     from_openai_chunks,
+    from_openai_chunks_async,
     to_openai_chat,
 )
 from aiguard.adapters._bedrock_messages import (
@@ -48,6 +50,7 @@ from aiguard.adapters._bedrock_messages import (
     converse_messages,
     event_text,
     reask,
+    tool_definitions,
 )
 from aiguard.adapters._bedrock_openai import openai_chat, openai_chat_async
 from aiguard.adapters._proxy import (
@@ -55,7 +58,6 @@ from aiguard.adapters._proxy import (
     GuardedProxy,
     Patch,
     guarded_method,
-    same_kind_clients,
     the_class,
     unwrap,
 )
@@ -66,6 +68,7 @@ __all__ = [
     "converse_messages",
     "from_openai_chat",
     "from_openai_chunks",
+    "from_openai_chunks_async",
     "openai_chat",
     "openai_chat_async",
     "supports",
@@ -161,9 +164,10 @@ _answering: ContextVar[str | None] = ContextVar("aiguard_bedrock_model", default
 
 
 class _Answered(wrapt.ObjectProxy):  # type: ignore[type-arg]
-    """The ``EventStream`` of a ``converse_stream`` answer, holding the rest of the answer."""
+    """The ``EventStream`` of a ``converse_stream`` answer (or the events another provider's
+    answer became), holding the rest of the answer."""
 
-    def __init__(self, stream: EventStream, response: dict[str, Any]) -> None:
+    def __init__(self, stream: Any, response: dict[str, Any]) -> None:
         super().__init__(stream)
         self._self_response = response
 
@@ -304,6 +308,9 @@ class ConverseRoute(Route):
     def messages(self, request: dict[str, Any]) -> list[Message]:
         return converse_messages(request)
 
+    def tool_definitions(self, request: dict[str, Any]) -> list[Any] | None:
+        return tool_definitions(request)
+
     def answer_text(self, result: Any) -> Any:
         return answer_text(result)
 
@@ -432,20 +439,46 @@ def pivot_server(client: Any) -> Attrs:
     return server_attributes(client.meta.endpoint_url)
 
 
+_PIVOT = _pivot.primary(_bedrock_from_openai)
+
+
+def _foreign(owner: _pivot.Foreign, name: str, target: Target, policy: Policy) -> Endpoint:
+    """Another SDK's client answering through the pivot, as the target's model (the converse
+    answer names none); a stream, as a response whose ``stream`` yields converse events."""
+    streams = name == "converse_stream"
+    endpoint = owner.streaming(streams).endpoint(target, policy)
+    send = endpoint.invoke
+
+    def invoke(request: dict[str, Any]) -> Any:
+        _answering.set(endpoint.model)
+        result = send(request)
+        if not streams:
+            return result
+        return _Answered(result, {"ResponseMetadata": _bedrock_from_openai.metadata("")})
+
+    endpoint.invoke = invoke
+    return endpoint
+
+
 def wrap(client: Any, policy: Policy, provider: str | None) -> Any:
     primary = _Client(client, provider, policy)
-    others = same_kind_clients(
-        policy, supports, lambda other: _Client(other, None, policy), "bedrock-runtime client"
+
+    def view(other: Any) -> _Client:
+        return _Client(other, None, policy)
+
+    others = _pivot.fallback_clients(
+        policy, supports, view, "bedrock-runtime client", False, _PIVOT
     )
     tree: dict[str, Any] = {}
     by_operation: dict[str, Guard] = {}
     for name, operation, route in _METHODS:
-        fallbacks = [
-            (others[id(unwrap(t.client))] if t.client is not None else primary).endpoint(
-                name, t.model, policy, t
-            )
-            for t in policy.fallback
-        ]
+        fallbacks = []
+        for t in policy.fallback:
+            owner = others[id(unwrap(t.client))] if t.client is not None else primary
+            if isinstance(owner, _pivot.Foreign):  # another SDK's client, via the pivot
+                fallbacks.append(_foreign(owner, name, t, policy))
+            else:
+                fallbacks.append(owner.endpoint(name, t.model, policy, t))
 
         def endpoints(
             method: Callable[..., Any],

@@ -1,17 +1,27 @@
 """Bedrock as the primary of a cross-provider fallback: a converse request sent as an OpenAI chat
 request (plain dicts), and the OpenAI answer (plain or streamed) made what ``converse`` /
-``converse_stream`` return. What cannot be translated faithfully raises a ``ValueError`` naming
-it: never a different request.
+``converse_stream`` return (the stream's events; the adapter puts them in the response's
+``stream``). What cannot be translated faithfully raises
+:class:`aiguard.adapters._pivot.Untranslatable` naming it: never a different request; settings
+that change nothing of the answer's meaning are dropped and named in an
+``aiguard.translation.dropped`` span event.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
-from aiguard.adapters._bedrock_openai import STOP_REASONS, tool_use_block, untranslatable
+from aiguard.adapters._bedrock_openai import PIVOT, STOP_REASONS, tool_use_block
+from aiguard.adapters._bedrock_openai import untranslatable as _untranslatable
+from aiguard.adapters._pivot import Untranslatable, converted, converted_async, dropped
+
+
+def untranslatable(what: str) -> Untranslatable:
+    return _untranslatable(what, PIVOT)
+
 
 # -- a converse request, sent as OpenAI's; OpenAI's answer, as Bedrock's -----------------------
 
@@ -60,21 +70,31 @@ def _openai_messages(message: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-_CONVERSE_KNOWN = {"modelId", "messages", "system", "inferenceConfig", "toolConfig"}
+# ``model`` is the engine's name of ``modelId``; ``stream`` is set for ``converse_stream``.
+_CONVERSE_KNOWN = {"modelId", "model", "messages", "system", "inferenceConfig", "toolConfig"}
+_CONVERSE_DROPPED = {"requestMetadata", "performanceConfig", "additionalModelResponseFieldPaths"}
 
 
-def to_openai_chat(request: Mapping[str, Any], stream: bool = False) -> dict[str, Any]:
-    """A ``converse`` request (its keyword arguments) as an OpenAI chat request dict."""
-    extra = sorted(k for k in request if k not in _CONVERSE_KNOWN)
+def to_openai_chat(request: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``converse`` request (its keyword arguments; ``stream=True`` for ``converse_stream``)
+    as an OpenAI chat request dict."""
+    stream = request.get("stream") is True
+    given = {k: v for k, v in request.items() if k != "stream" and v is not None}
+    extra = sorted(k for k in given if k not in _CONVERSE_KNOWN | _CONVERSE_DROPPED)
     if extra:
         raise untranslatable(f"the converse parameter(s) {', '.join(extra)}")
+    dropped(set(given) & _CONVERSE_DROPPED, PIVOT)
+    request = given
     messages: list[dict[str, Any]] = []
     system = _openai_content(request.get("system") or [])
     if system:
         messages.append({"role": "system", "content": system})
     for message in request.get("messages") or []:
         messages += _openai_messages(message)
-    chat: dict[str, Any] = {"model": request["modelId"], "messages": messages}
+    chat: dict[str, Any] = {
+        "model": request.get("model", request.get("modelId")),
+        "messages": messages,
+    }
     config = request.get("inferenceConfig") or {}
     for key, name in (("maxTokens", "max_tokens"), ("temperature", "temperature")):
         if key in config:
@@ -122,7 +142,7 @@ def _bedrock_usage(usage: Any) -> dict[str, int]:
     return counted
 
 
-def _metadata(request_id: str) -> dict[str, Any]:
+def metadata(request_id: str) -> dict[str, Any]:
     return {"RequestId": request_id, "HTTPStatusCode": 200, "HTTPHeaders": {}, "RetryAttempts": 0}
 
 
@@ -135,7 +155,7 @@ def from_openai_chat(answer: Mapping[str, Any]) -> dict[str, Any]:
         blocks.append({"text": message["content"]})
     blocks += [tool_use_block(call) for call in message.get("tool_calls") or ()]
     response: dict[str, Any] = {
-        "ResponseMetadata": _metadata(str(answer.get("id") or "")),
+        "ResponseMetadata": metadata(str(answer.get("id") or "")),
         "output": {"message": {"role": "assistant", "content": blocks}},
         "stopReason": STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
     }
@@ -145,39 +165,60 @@ def from_openai_chat(answer: Mapping[str, Any]) -> dict[str, Any]:
     return response
 
 
-def from_openai_chunks(chunks: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+class _Events:
     """``chat.completion.chunk`` dicts as ``converse_stream`` events, as botocore yields them:
     ``messageStart``, the blocks' starts, deltas and stops, ``messageStop``, ``metadata``."""
-    started = False
-    text: int | None = None  # the text block's index
-    tools: dict[int, int] = {}  # OpenAI tool call index -> block index
-    stop: str | None = None
-    usage: dict[str, int] | None = None
-    for chunk in chunks:
+
+    def __init__(self) -> None:
+        self.started = False
+        self.text: int | None = None  # the text block's index
+        self.tools: dict[int, int] = {}  # OpenAI tool call index -> block index
+        self.stop: str | None = None
+        self.usage: dict[str, int] | None = None
+
+    def feed(self, chunk: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         if chunk.get("usage"):
-            usage = _bedrock_usage(chunk["usage"])
+            self.usage = _bedrock_usage(chunk["usage"])
         for choice in chunk.get("choices") or []:
-            if not started:
-                started = True
+            if not self.started:
+                self.started = True
                 yield {"messageStart": {"role": "assistant"}}
             delta = choice.get("delta") or {}
             if delta.get("content"):
-                if text is None:
-                    text = len(tools)
-                yield {"contentBlockDelta": {"delta": {"text": delta["content"]}, **_at(text)}}
+                if self.text is None:
+                    self.text = len(self.tools)
+                yield {"contentBlockDelta": {"delta": {"text": delta["content"]}, **_at(self.text)}}
             for call in delta.get("tool_calls") or []:
-                yield from _tool_events(call, tools, text)
+                yield from _tool_events(call, self.tools, self.text)
             if choice.get("finish_reason"):
-                stop = STOP_REASONS.get(choice["finish_reason"], "end_turn")
-    if stop is None:
-        return  # cut short: no end, as a cut Bedrock stream would have none
-    for index in sorted({*tools.values(), *([text] if text is not None else [])}):
-        yield {"contentBlockStop": _at(index)}
-    yield {"messageStop": {"stopReason": stop}}
-    metadata: dict[str, Any] = {"metrics": {"latencyMs": 0}}
-    if usage is not None:
-        metadata["usage"] = usage
-    yield {"metadata": metadata}
+                self.stop = STOP_REASONS.get(choice["finish_reason"], "end_turn")
+
+    def end(self) -> Iterator[dict[str, Any]]:
+        if self.stop is None:
+            return  # cut short: no end, as a cut Bedrock stream would have none
+        text = [self.text] if self.text is not None else []
+        for index in sorted({*self.tools.values(), *text}):
+            yield {"contentBlockStop": _at(index)}
+        yield {"messageStop": {"stopReason": self.stop}}
+        meta: dict[str, Any] = {"metrics": {"latencyMs": 0}}
+        if self.usage is not None:
+            meta["usage"] = self.usage
+        yield {"metadata": meta}
+
+
+def from_openai_chunks(chunks: Iterator[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``chat.completion.chunk`` dicts as the events of a ``converse_stream`` response's
+    ``stream``; closing it closes ``chunks``."""
+    events = _Events()
+    return converted(chunks, events.feed, events.end)
+
+
+def from_openai_chunks_async(
+    chunks: AsyncIterator[Mapping[str, Any]],
+) -> AsyncIterator[dict[str, Any]]:
+    """:func:`from_openai_chunks` for an async iterator of chunk dicts."""
+    events = _Events()
+    return converted_async(chunks, events.feed, events.end)
 
 
 def _at(index: int) -> dict[str, int]:

@@ -114,3 +114,28 @@ def reask(request: dict[str, Any], raw: Any, errors: list[str]) -> dict[str, Any
 
 
 _shapes.reads(answer_text)
+
+
+def tool_definitions(request: Mapping[str, Any]) -> list[Any] | None:
+    """A converse request's ``toolConfig.tools`` as flat definitions (``type``, ``name``,
+    ``description``, ``parameters``): each ``toolSpec``, a ``systemTool`` by its name; cache
+    points are no tools."""
+    config = request.get("toolConfig")
+    tools = config.get("tools") if isinstance(config, Mapping) else None
+    if not isinstance(tools, list | tuple):
+        return None
+    out: list[Any] = []
+    for tool in tools:
+        spec = tool.get("toolSpec") if isinstance(tool, Mapping) else None
+        system = tool.get("systemTool") if isinstance(tool, Mapping) else None
+        if isinstance(spec, Mapping):
+            found: dict[str, Any] = {"type": "function", "name": spec.get("name")}
+            if spec.get("description"):
+                found["description"] = spec["description"]
+            schema = spec.get("inputSchema")
+            if isinstance(schema, Mapping) and schema.get("json") is not None:
+                found["parameters"] = schema["json"]
+            out.append(found)
+        elif isinstance(system, Mapping):
+            out.append({"type": "system_tool", "name": system.get("name")})
+    return out or None

@@ -2,8 +2,10 @@
 
 This way: :func:`openai_chat` answers an OpenAI chat request with a Bedrock client (Bedrock as a
 fallback target). The other way (Bedrock as the primary) is in
-:mod:`aiguard.adapters._bedrock_from_openai`. What cannot be translated faithfully raises a
-``ValueError`` naming it: never a different request.
+:mod:`aiguard.adapters._bedrock_from_openai`. What cannot be translated faithfully raises
+:class:`aiguard.adapters._pivot.Untranslatable` naming it: never a different request. What
+changes nothing of the answer's meaning (``user``, ``seed``...) is dropped and named in an
+``aiguard.translation.dropped`` span event.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
+from aiguard.adapters._pivot import Untranslatable, dropped
+
 PROVIDER = "aws.bedrock"
+PIVOT = "OpenAI chat format"
 
 # Bedrock's stop reason -> OpenAI's finish reason, and back.
 _FINISH = {
@@ -50,8 +55,13 @@ _IMAGE_FORMATS = {
 }
 
 
-def untranslatable(what: str) -> ValueError:
-    return ValueError(f"cannot translate {what} between OpenAI chat and Bedrock converse")
+# Of those, what Bedrock does without (named in the span event when set).
+_DROPPED = ("user", "store", "metadata", "seed", "service_tier", "parallel_tool_calls")
+
+
+def untranslatable(what: str, target: str = PROVIDER) -> Untranslatable:
+    """``what`` has no equivalent at ``target`` (Bedrock; or the pivot, Bedrock the primary)."""
+    return Untranslatable(f"{what} has no equivalent between OpenAI chat and Bedrock", target)
 
 
 # -- an OpenAI chat request, sent to Bedrock ---------------------------------------------------
@@ -158,6 +168,7 @@ def converse_request(request: Mapping[str, Any]) -> dict[str, Any]:
         raise untranslatable(f"the parameter(s) {', '.join(extra)}")
     if (request.get("n") or 1) != 1 or request.get("logprobs"):
         raise untranslatable("n > 1 or logprobs")
+    dropped((k for k in _DROPPED if request.get(k) is not None), PROVIDER)
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for message in request["messages"]:
@@ -285,7 +296,7 @@ def openai_chat(
 
     ``stream=True`` answers an iterator of chunk dicts (the usage in a last chunk when
     ``stream_options.include_usage``). Bedrock's own errors (``ClientError``...) propagate as
-    they are; a request that cannot be translated raises ``ValueError`` before anything is sent.
+    they are; a request that cannot be translated raises ``Untranslatable`` before anything is sent.
     ``timeout`` is not used: a boto3 client's timeouts are its configuration.
     """
 

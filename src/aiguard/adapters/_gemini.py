@@ -32,6 +32,7 @@ from aiguard._messages import Message, estimate_input_tokens, to_json
 from aiguard._policy import Failure, Policy
 from aiguard._telemetry import Attrs
 from aiguard._types import Usage
+from aiguard.adapters import _gemini_reverse, _pivot
 from aiguard.adapters._gemini_parts import (
     answer_messages,
     answer_text,
@@ -39,6 +40,7 @@ from aiguard.adapters._gemini_parts import (
     gemini_messages,
     plain,
     reask,
+    tool_definitions,
 )
 from aiguard.adapters._gemini_pivot import openai_chat as openai_chat
 from aiguard.adapters._gemini_pivot import openai_chat_async as openai_chat_async
@@ -54,7 +56,6 @@ from aiguard.adapters._proxy import (
     Patch,
     View,
     guarded_method,
-    same_kind_clients,
     the_class,
     unwrap,
 )
@@ -245,6 +246,9 @@ class GenerateRoute(Route):
             request.get("contents"), _field(_config(request), "system_instruction")
         )
 
+    def tool_definitions(self, request: dict[str, Any]) -> list[Any] | None:
+        return tool_definitions(_config(request))
+
     def answer_text(self, result: Any) -> Any:
         return answer_text(result)
 
@@ -354,16 +358,32 @@ _METHODS: tuple[tuple[str, Route], ...] = (
 )
 
 
+_PIVOT = _pivot.primary(_gemini_reverse)
+
+
+_Others = dict[int, _Client | _pivot.Foreign]
+
+
 def _models_tree(
-    primary: _Client, others: dict[int, _Client], policy: Policy, is_async: bool
+    primary: _Client, others: _Others | TypeError, policy: Policy, is_async: bool
 ) -> dict[str, Any]:
+    """The guarded methods of ``models``; ``others`` is a TypeError when a fallback client of
+    another SDK cannot answer this flavour (sync or async) of a ``genai.Client``: raised at
+    each call of it, as the other flavour works."""
     tree: dict[str, Any] = {}
     for name, route in _METHODS:
 
         def endpoints(method: Callable[..., Any], model: str, name: str = name) -> list[Endpoint]:
+            if isinstance(others, TypeError):
+                raise TypeError(str(others))
             out = [primary.endpoint(method, model, policy, is_async)]
             for t in policy.fallback:
                 owner = others[id(unwrap(t.client))] if t.client is not None else primary
+                if isinstance(owner, _pivot.Foreign):  # another SDK's client, via the pivot
+                    if name != "embed_content":  # it answers chats only
+                        streams = name == "generate_content_stream"
+                        out.append(owner.streaming(streams).endpoint(t, policy))
+                    continue
                 send = method if owner is primary else getattr(owner.models(is_async), name)
                 out.append(owner.endpoint(send, t.model, policy, is_async, t))
             return out
@@ -388,8 +408,9 @@ def wrap(client: Any, policy: Policy, provider: str | None) -> Any:
         )
     tree: dict[str, Any] = {"chats": _CHATS}
     if isinstance(client, genai.Client):
-        tree["models"] = _models_tree(primary, _others(policy, False), policy, False)
-        aio = _models_tree(primary, _others(policy, True), policy, True)
+        sync, async_ = _flavours(policy)
+        tree["models"] = _models_tree(primary, sync, policy, False)
+        aio = _models_tree(primary, async_, policy, True)
         tree["aio"] = {"models": aio, "chats": _CHATS}
     else:
         tree["models"] = _models_tree(primary, _others(policy, True), policy, True)
@@ -408,15 +429,32 @@ def _chats(proxy: Any, chats: Any) -> Any:
 _CHATS = View(_chats)
 
 
-def _others(policy: Policy, is_async: bool) -> dict[int, _Client]:
+def _flavours(policy: Policy) -> tuple[_Others | TypeError, _Others | TypeError]:
+    """The fallback clients of a ``genai.Client``'s sync and async models: a TypeError for a
+    flavour that a fallback of another SDK cannot answer (raised now if it answers neither)."""
+    found: list[_Others | TypeError] = []
+    for is_async in (False, True):
+        try:
+            found.append(_others(policy, is_async))
+        except TypeError as exc:
+            found.append(exc)
+    if isinstance(found[0], TypeError) and isinstance(found[1], TypeError):
+        raise found[0]
+    return found[0], found[1]
+
+
+def _others(policy: Policy, is_async: bool) -> _Others:
     """The fallback targets' clients: any google-genai client that has the same flavour of
-    ``models`` (a ``genai.Client`` has both, through ``client.aio``)."""
+    ``models`` (a ``genai.Client`` has both, through ``client.aio``), or another SDK's client
+    answering chats through the pivot (``generate_content`` and its stream)."""
 
     def accepts(other: Any) -> bool:
         return supports(other) and (isinstance(other, genai.Client) or _is_async(other) == is_async)
 
     kind = "google-genai async client" if is_async else "google-genai client"
-    return same_kind_clients(policy, accepts, lambda other: _Client(other, policy, None), kind)
+    return _pivot.fallback_clients(
+        policy, accepts, lambda other: _Client(other, policy, None), kind, is_async, _PIVOT
+    )
 
 
 _METHOD_NAMES = tuple(name for name, _ in _METHODS)

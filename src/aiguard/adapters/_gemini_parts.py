@@ -157,3 +157,49 @@ def _part_of(item: Any) -> Any:
 
 
 _shapes.reads(answer_text)
+
+
+def tool_definitions(config: Any) -> list[Any] | None:
+    """A request's ``config.tools`` as flat definitions (``type``, ``name``, ``description``,
+    ``parameters``): each function declaration, a Python function by its name and docstring, a
+    built-in tool (``google_search``, ``code_execution``...) named by its kind."""
+    tools = config.get("tools") if isinstance(config, dict) else getattr(config, "tools", None)
+    if not isinstance(tools, list | tuple):
+        return None
+    out: list[Any] = []
+    for tool in tools:
+        if callable(tool) and not isinstance(tool, types.Tool | dict):
+            described = {"description": tool.__doc__} if tool.__doc__ else {}
+            out.append({"type": "function", "name": getattr(tool, "__name__", ""), **described})
+            continue
+        given = plain(tool)
+        if not isinstance(given, dict):
+            continue
+        for declaration in given.get("function_declarations") or ():
+            out.append(_declaration(declaration))
+        out += [{"type": k, "name": k} for k in given if k != "function_declarations"]
+    return out or None
+
+
+def _declaration(declaration: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "function", "name": declaration.get("name")}
+    if declaration.get("description"):
+        out["description"] = declaration["description"]
+    schema = declaration.get("parameters_json_schema")
+    if schema is None and declaration.get("parameters") is not None:
+        schema = lower_types(declaration["parameters"])  # a types.Schema, dumped
+    if schema is not None:
+        out["parameters"] = schema
+    return out
+
+
+def lower_types(node: Any) -> Any:
+    """A dumped ``types.Schema`` as JSON Schema: its types (``OBJECT``...) in lower case."""
+    if isinstance(node, dict):
+        return {
+            k: (v.lower() if k == "type" and isinstance(v, str) else lower_types(v))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [lower_types(v) for v in node]
+    return node

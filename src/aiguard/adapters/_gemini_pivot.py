@@ -7,9 +7,10 @@ and answers with a ``chat.completion`` dict, or for ``stream=True`` an iterator 
 ``chat.completion.chunk`` dicts. Gemini's own errors propagate unchanged. The other way round
 (a Gemini request sent to another provider) is :mod:`aiguard.adapters._gemini_reverse`.
 
-What the request says that Gemini cannot take raises a :class:`TypeError` naming it before
-anything is sent; OpenAI-only fields that change nothing of the answer (``user``,
-``stream_options``, ``store``...) are dropped (:func:`dropped` names them).
+What the request says that Gemini cannot take raises
+:class:`aiguard.adapters._pivot.Untranslatable` naming it before anything is sent; OpenAI-only
+fields that change nothing of the answer (``user``, ``store``...) are dropped (:func:`dropped`
+names them, and an ``aiguard.translation.dropped`` span event).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from google import genai
 from google.genai import types
 
 from aiguard._engine.state import current_deadline
+from aiguard.adapters import _pivot
 from aiguard.adapters._gemini_send import PROVIDER, attempt_config
 
 # OpenAI request fields with no bearing on the answer's content: dropped.
@@ -44,6 +46,8 @@ _IGNORED = frozenset(
         "safety_identifier",
     }
 )
+# Of those, what is honoured another way (the usage always streams; the deadline is read).
+_HONOURED = frozenset({"stream_options", "timeout"})
 # Fields translated by :func:`gemini_request`.
 _KNOWN = frozenset(
     {
@@ -82,8 +86,8 @@ def dropped(request: dict[str, Any]) -> list[str]:
     return sorted(key for key in request if key in _IGNORED)
 
 
-def _untranslatable(what: str) -> TypeError:
-    return TypeError(f"a Gemini fallback cannot take {what}: no Gemini equivalent")
+def _untranslatable(what: str) -> _pivot.Untranslatable:
+    return _pivot.Untranslatable(f"{what} has no Gemini equivalent", PROVIDER)
 
 
 # -- the request -------------------------------------------------------------------------------
@@ -168,7 +172,7 @@ def gemini_contents(messages: Any) -> tuple[list[types.Content], str | None]:
     """OpenAI chat messages as Gemini contents and a system instruction (system and developer
     messages, joined). Consecutive tool answers make one ``user`` content, as Gemini wants."""
     if not isinstance(messages, list | tuple):
-        raise TypeError("an OpenAI chat request needs messages=[...]")
+        raise _untranslatable("a request without messages=[...]")
     system: list[str] = []
     contents: list[types.Content] = []
     names: dict[str, str] = {}  # tool call id -> function name, for the answers
@@ -234,10 +238,11 @@ def _output_format(fmt: Any) -> dict[str, Any]:
 
 def gemini_request(request: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat request as ``generate_content`` keywords (``model``, ``contents``,
-    ``config``); raises :class:`TypeError` naming what Gemini cannot take."""
+    ``config``); raises :class:`Untranslatable` naming what Gemini cannot take."""
     unknown = sorted(key for key in request if key not in _KNOWN and key not in _IGNORED)
     if unknown:
         raise _untranslatable(", ".join(unknown))
+    _pivot.dropped((key for key in dropped(request) if key not in _HONOURED), PROVIDER)
     contents, system = gemini_contents(request.get("messages"))
     config: dict[str, Any] = {"system_instruction": system} if system else {}
     limit = request.get("max_completion_tokens", request.get("max_tokens"))

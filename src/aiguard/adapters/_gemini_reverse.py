@@ -3,18 +3,23 @@ OpenAI answer (a ``chat.completion`` dict, or ``chat.completion.chunk`` dicts) b
 SDK's own ``GenerateContentResponse`` objects, so a Gemini caller gets Gemini's types.
 
 What a Gemini request says that an OpenAI chat request cannot (built-in tools such as Google
-Search, audio or video parts, cached contents, safety settings...) raises a :class:`TypeError`
-naming it: the caller skips that target with the reason, never sends a wrong request.
+Search, audio or video parts, cached contents, safety settings...) raises
+:class:`aiguard.adapters._pivot.Untranslatable` naming it: nothing is sent, never a wrong request.
+Settings that change nothing of the answer's meaning (``top_k``, ``thinking_config``,
+``labels``...) are dropped and named in an ``aiguard.translation.dropped`` span event.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from google.genai import _transformers, types
+
+from aiguard.adapters._gemini_parts import lower_types
+from aiguard.adapters._pivot import Untranslatable, converted, converted_async, dropped
 
 # Config fields with no effect on the request the model sees (client-side settings).
 _CLIENT_SIDE = frozenset(
@@ -33,11 +38,19 @@ _TRANSLATED = frozenset(
     {*_SAMPLING, "system_instruction", "stop_sequences", "tools", "tool_config"}
     | {"response_mime_type", "response_schema", "response_json_schema"}
 )
+# Config fields that shape how the model works, not what the answer means: dropped.
+_DROPPED = frozenset(
+    {"top_k", "thinking_config", "labels", "media_resolution"}
+    | {"model_selection_config", "routing_config"}
+)
+# The request's keywords (``generate_content``'s), besides those the engine may add.
+_REQUEST_KEYS = frozenset({"model", "contents", "config", "stream"})
+PIVOT = "OpenAI chat format"
 _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY", "tool_calls": "STOP"}
 
 
-def _cannot(what: str) -> TypeError:
-    return TypeError(f"a Gemini request with {what} cannot be sent as an OpenAI chat request")
+def _cannot(what: str) -> Untranslatable:
+    return Untranslatable(f"a Gemini request with {what} has no equivalent", PIVOT)
 
 
 def _config(config: Any) -> dict[str, Any]:
@@ -119,19 +132,7 @@ def _schema(value: Any) -> Any:
     """A ``types.Schema`` as JSON Schema (its types in lower case); a dict as it is."""
     if isinstance(value, dict) or value is None:
         return value
-    dumped = value.model_dump(mode="json", exclude_none=True)
-
-    def lower(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {
-                k: (v.lower() if k == "type" and isinstance(v, str) else lower(v))
-                for k, v in node.items()
-            }
-        if isinstance(node, list):
-            return [lower(v) for v in node]
-        return node
-
-    return lower(dumped)
+    return lower_types(value.model_dump(mode="json", exclude_none=True))
 
 
 def _tools(config: dict[str, Any]) -> dict[str, Any]:
@@ -180,11 +181,16 @@ def _output(config: dict[str, Any]) -> dict[str, Any]:
 
 def to_openai_chat(request: dict[str, Any]) -> dict[str, Any]:
     """A ``generate_content`` request (``model``, ``contents``, ``config``) as an OpenAI chat
-    request dict; raises :class:`TypeError` naming what cannot be translated."""
+    request dict (``stream=True`` asks for the usage too); raises :class:`Untranslatable`
+    naming what cannot be translated, drops (with a span event) what changes no meaning."""
+    unknown = sorted(key for key in request if key not in _REQUEST_KEYS)
+    if unknown:
+        raise _cannot(", ".join(f"{key}=" for key in unknown))
     config = _config(request.get("config"))
-    left = sorted(set(config) - _TRANSLATED)
+    left = sorted(set(config) - _TRANSLATED - _DROPPED)
     if left:
         raise _cannot(", ".join(left))
+    dropped(set(config) & _DROPPED, PIVOT)
     messages: list[dict[str, Any]] = []
     system = config.get("system_instruction")
     if system is not None:
@@ -202,6 +208,9 @@ def to_openai_chat(request: dict[str, Any]) -> dict[str, Any]:
         out["stop"] = list(config["stop_sequences"])
     out.update(_tools(config))
     out.update(_output(config))
+    if request.get("stream") is True:
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
     return out
 
 
@@ -307,21 +316,16 @@ class _Chunks:
         return [_response(held, [_candidate(held["message"], held["reason"], 0)])]
 
 
-def from_openai_chunks(chunks: Iterable[dict[str, Any]]) -> Iterator[types.GenerateContentResponse]:
-    """OpenAI ``chat.completion.chunk`` dicts as a stream of ``GenerateContentResponse``."""
+def from_openai_chunks(chunks: Iterator[dict[str, Any]]) -> Iterator[types.GenerateContentResponse]:
+    """OpenAI ``chat.completion.chunk`` dicts as a stream of ``GenerateContentResponse``;
+    closing it closes ``chunks``."""
     reader = _Chunks()
-    for chunk in chunks:
-        yield from reader.take(chunk)
-    yield from reader.flush()
+    return converted(chunks, reader.take, reader.flush)
 
 
-async def from_openai_chunks_async(
-    chunks: AsyncIterable[dict[str, Any]],
+def from_openai_chunks_async(
+    chunks: AsyncIterator[dict[str, Any]],
 ) -> AsyncIterator[types.GenerateContentResponse]:
     """:func:`from_openai_chunks` for an async iterator of chunk dicts."""
     reader = _Chunks()
-    async for chunk in chunks:
-        for response in reader.take(chunk):
-            yield response
-    for response in reader.flush():
-        yield response
+    return converted_async(chunks, reader.take, reader.flush)

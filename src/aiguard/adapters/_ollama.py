@@ -245,6 +245,11 @@ class ChatRoute(_GenerationRoute):
         inputs = estimate_input_tokens(chat_messages(request.get("messages")), tools)
         return inputs, _max_output(request.get("options"))
 
+    def tool_definitions(self, request: dict[str, Any]) -> list[Any] | None:
+        # Python functions among them, as the schema the client sends for them.
+        tools = request.get("tools")
+        return [tool_schema(t) for t in tools] if isinstance(tools, list | tuple) else None
+
 
 class GenerateRoute(_GenerationRoute):
     """``generate``: a prompt, an optional system prompt, images and earlier context."""

@@ -45,6 +45,7 @@ LAYERS: list[set[str]] = [
         "_decorator",
         "_instrument",
         "_config",
+        "_exporters",
         "_policy_file",
         "_policy_schema",
         "_policy_quality",
@@ -63,6 +64,7 @@ LAYERS: list[set[str]] = [
         "_serve",
         "_review_cli",
         "_report_quality",
+        "_report_print",
     },
 ]
 

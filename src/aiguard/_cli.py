@@ -182,7 +182,7 @@ def _export_too(capture: Capture, jsonl: str | None) -> None:
 
         capture.tracer_provider.add_span_processor(SimpleSpanProcessor(JsonlSpanExporter(jsonl)))
     if _endpoint():
-        from aiguard._config import _otlp, _timeout
+        from aiguard._exporters import _otlp, _timeout
 
         exporter = _otlp("TRACES")(**_timeout())
         capture.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -214,7 +214,7 @@ def _endpoint() -> str | None:
 
 def _missing_otlp() -> str | None:
     """Why the OTLP span exporter the environment selects cannot be used, or None if it can."""
-    from aiguard._config import _grpc
+    from aiguard._exporters import _grpc
 
     grpc = _grpc("TRACES")
     module = f"opentelemetry.exporter.otlp.proto.{'grpc' if grpc else 'http'}.trace_exporter"
@@ -262,7 +262,7 @@ def doctor(out: TextIO) -> int:
     from opentelemetry import metrics, trace
 
     from aiguard import _capture, _policy_file, _store, adapters
-    from aiguard._config import _grpc
+    from aiguard._exporters import _grpc
 
     env = os.environ.get
     print(f"aiguard {aiguard.__version__} on Python {sys.version.split()[0]}", file=out)

@@ -49,6 +49,7 @@ from typing import Any, TextIO
 
 from aiguard import _report_quality
 from aiguard import _semconv as sc
+from aiguard._report_print import PERCENTILES, print_table
 from aiguard._report_read import (
     _MAX_DEPTH,
     _OLD_GUARD_REQUEST_MODEL,
@@ -63,7 +64,6 @@ from aiguard._report_read import (
 )
 
 NO_TAG = "(none)"
-PERCENTILES = (50, 95, 99)
 
 
 class _Usage:
@@ -206,7 +206,7 @@ def report(
         json.dump(summary.as_json(), out, indent=2)
         out.write("\n")
     else:
-        _print_table(summary, out)
+        print_table(summary.as_json(), summary.path, _skipped_note(summary.skipped), out)
     return 0
 
 
@@ -416,87 +416,6 @@ def _skipped_note(skipped: _Skipped) -> str:
         if count
     ]
     return f" (skipped {skipped.total}: {', '.join(parts)})"
-
-
-def _print_table(summary: Summary, out: TextIO) -> None:
-    data = summary.as_json()
-    calls = data["calls"]
-    print(f"aiguard report: {summary.path}", file=out)
-    print(
-        f"{summary.calls} guarded calls, {summary.attempts} inference attempts"
-        f"{_skipped_note(summary.skipped)}",
-        file=out,
-    )
-
-    print("\nGuarded calls", file=out)
-    rows: list[list[str]] = [["total", str(calls["total"])]]
-    if calls["nested"]:
-        rows.append(["  nested in another", str(calls["nested"])])
-    rows += [["ok", str(calls["ok"])], ["errors", str(calls["errors"])]]
-    rows += [[f"  {kind}", str(n)] for kind, n in calls["errors_by_type"].items()]
-    rows += [
-        ["abandoned streams", str(calls["abandoned"])],
-        ["retries", str(calls["retries"])],
-        ["fallbacks", str(calls["fallbacks"])],
-        ["budget refusals", str(calls["budget_refusals"])],
-        ["check refusals", str(calls["check_refusals"])],
-        ["rate-limit refusals", str(calls["rate_limit_refusals"])],
-        [
-            "rate-limit waits",
-            f"{calls['rate_limit_waits']} ({calls['rate_limit_wait_s']:g} s)",
-        ],
-    ]
-    _table(out, None, rows)
-
-    latency = data["latency_ms"]
-    rows = [["all calls", *_latency_cells(latency["all"])]]
-    rows += [[model, *_latency_cells(p)] for model, p in latency["by_model"].items()]
-    rows += [[f"{name}()", *_latency_cells(p)] for name, p in latency["by_function"].items()]
-    print("\nLatency of guarded calls (ms, nearest rank)", file=out)
-    _table(out, ["", "calls", "p50", "p95", "p99"], rows)
-
-    attempts = data["attempts"]
-    print(f"\nInference attempts: {attempts['total']}, failed {attempts['errors']}", file=out)
-    _table(out, None, [[f"  {kind}", str(n)] for kind, n in attempts["errors_by_type"].items()])
-
-    headers = ["", "attempts", "errors", "input tok", "output tok", "cache read", "cost USD"]
-    total = ["total", *_usage_cells(data["total"])]
-    print("\nBy model", file=out)
-    _table(out, headers, [[m, *_usage_cells(u)] for m, u in data["by_model"].items()] + [total])
-    print("\nBy tag", file=out)
-    _table(out, headers, [[t, *_usage_cells(u)] for t, u in data["by_tag"].items()] + [total])
-    _report_quality.print_quality(data["quality"], out, _table)
-
-
-def _latency_cells(p: dict[str, Any]) -> list[str]:
-    return [str(p["count"])] + [
-        "-" if p[f"p{n}"] is None else f"{p[f'p{n}']:.1f}" for n in PERCENTILES
-    ]
-
-
-def _usage_cells(usage: dict[str, Any]) -> list[str]:
-    cost = usage["cost_usd"]
-    return [
-        str(usage["attempts"]),
-        str(usage["errors"]),
-        str(usage["input_tokens"]),
-        str(usage["output_tokens"]),
-        str(usage["cache_read_tokens"]),
-        "-" if cost is None else f"{Decimal(cost):.6f}",
-    ]
-
-
-def _table(out: TextIO, headers: list[str] | None, rows: Iterable[list[str]]) -> None:
-    """Columns aligned with two spaces between them: the first to the left, numbers right."""
-    lines = ([headers] if headers else []) + list(rows)
-    if not lines:
-        return
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for line in lines:
-        cells = [line[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)
-        ]
-        print(("  " + "  ".join(cells)).rstrip(), file=out)
 
 
 def _tags(by_tag: dict[str, _Usage]) -> list[tuple[str, _Usage]]:

@@ -18,7 +18,7 @@ import os
 from typing import Any, TextIO
 
 from aiguard import _review
-from aiguard._config import _grpc
+from aiguard._exporters import _grpc
 
 VERDICTS = ("good", "bad")
 

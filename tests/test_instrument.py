@@ -160,3 +160,27 @@ def test_opentelemetry_instrument_finds_the_entry_point(server, tmp_path):
     assert done.returncode == 0, done.stderr
     # one span for the call, recorded by aiguard's guard
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [["chat gpt-4o", "ok"]]
+
+
+def test_instrumenting_imports_no_sdk_and_patches_one_when_the_app_imports_it():
+    # Each SDK costs up to seconds to import (google-genai, anthropic): instrument() patches the
+    # ones already imported and the others when the app imports them, never importing one itself.
+    script = textwrap.dedent(
+        """
+        import sys, aiguard, wrapt
+        aiguard.instrument()
+        sdks = ("openai", "anthropic", "ollama", "llama_cpp", "botocore", "google.genai")
+        print(sorted(name for name in sdks if name in sys.modules))
+        import anthropic
+        from anthropic.resources.messages import Messages
+        print(isinstance(Messages.__dict__["create"], wrapt.FunctionWrapper))
+        aiguard.uninstrument()
+        print(isinstance(Messages.__dict__["create"], wrapt.FunctionWrapper))
+        aiguard.instrument()
+        print(isinstance(Messages.__dict__["create"], wrapt.FunctionWrapper))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split("\n")[:4] == ["[]", "True", "False", "True"]

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Collection
+from types import ModuleType
 from typing import Any
 
 import wrapt
@@ -39,6 +40,9 @@ class _Instrumentation:
         self.lock = threading.Lock()
         self.policy: Policy | None = None
         self.patched: list[tuple[type, str, Any]] = []
+        self.patched_sdks: set[str] = set()
+        # SDKs not imported yet whose import will patch them (wrapt's post-import hooks).
+        self.hooked: set[str] = set()
         self.guarded: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
@@ -46,7 +50,7 @@ _state = _Instrumentation()
 
 
 def instrument(policy: Policy | str | None = None) -> None:
-    """Guard every OpenAI, Anthropic, Ollama and llama.cpp client of this process.
+    """Guard every OpenAI, Anthropic, Gemini, Bedrock, Ollama and llama.cpp client of this process.
 
     ``policy`` (a :class:`Policy` or a policy file's name) sets retries and the rest; without
     one the policy file's ``default`` applies if there is one, else telemetry and cost only (the
@@ -61,16 +65,31 @@ def instrument(policy: Policy | str | None = None) -> None:
     with _state.lock:
         _state.policy = resolved
         _state.guarded = weakref.WeakKeyDictionary()
-        if _state.patched:
+    # An SDK already imported is patched now; the others when (if ever) the app imports them,
+    # so instrumenting costs no SDK's import time.
+    for sdk in adapters.ADAPTERS:
+        module = sys.modules.get(sdk)
+        if module is not None:
+            _on_import(module)
+        elif sdk not in _state.hooked:
+            _state.hooked.add(sdk)
+            wrapt.register_post_import_hook(_on_import, sdk)
+
+
+def _on_import(module: ModuleType) -> None:
+    """Patch an SDK's methods (its adapter's ``PATCHES``) while instrumentation is on."""
+    sdk = module.__name__
+    with _state.lock:
+        if _state.policy is None or sdk in _state.patched_sdks:
             return
-        for sdk in adapters.ADAPTERS:
-            try:
-                importlib.import_module(sdk)
-            except ImportError:
-                continue
+        _state.patched_sdks.add(sdk)
+        try:
             adapter = adapters.loaded(sdk)
-            for patch in adapter.PATCHES if adapter is not None else ():
-                _patch(sdk, patch)
+        except Exception as exc:  # never break the app's import
+            report_fault(f"instrumenting {sdk}", exc)
+            return
+        for patch in adapter.PATCHES if adapter is not None else ():
+            _patch(sdk, patch)
 
 
 def _patch(sdk: str, patch: Patch) -> None:
@@ -95,6 +114,7 @@ def uninstrument() -> None:
             with contextlib.suppress(Exception):
                 setattr(cls, method, original)
         _state.patched.clear()
+        _state.patched_sdks.clear()
         _state.guarded = weakref.WeakKeyDictionary()
         _state.policy = None
 

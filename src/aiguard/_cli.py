@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import importlib
+import importlib.util
 import os
 import socket
 import sys
@@ -212,6 +213,13 @@ def _endpoint() -> str | None:
     return env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env("OTEL_EXPORTER_OTLP_ENDPOINT") or None
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a broken install
+        return False
+
+
 def _missing_otlp() -> str | None:
     """Why the OTLP span exporter the environment selects cannot be used, or None if it can."""
     from aiguard._exporters import _grpc
@@ -266,13 +274,7 @@ def doctor(out: TextIO) -> int:
 
     env = os.environ.get
     print(f"aiguard {aiguard.__version__} on Python {sys.version.split()[0]}", file=out)
-    sdks = []
-    for sdk in adapters.ADAPTERS:
-        try:
-            __import__(sdk)
-            sdks.append(sdk)
-        except ImportError:
-            pass
+    sdks = [sdk for sdk in adapters.ADAPTERS if _installed(sdk)]  # found, not imported (slow)
     print(f"provider SDKs installed: {', '.join(sdks) or 'none'}", file=out)
     print(f"tracer provider: {type(trace.get_tracer_provider()).__name__}", file=out)
     print(f"meter provider:  {type(metrics.get_meter_provider()).__name__}", file=out)

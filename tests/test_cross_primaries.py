@@ -280,11 +280,10 @@ def test_a_gemini_chat_falls_back_and_keeps_the_answer_in_its_history(server, te
 def test_a_translated_gemini_stream_closed_early_closes_the_local_model(server, telemetry):
     from tests.test_cross_fallback import _local_model
 
-    from aiguard.adapters._llama_lock import model_lock
-
     llm = _local_model()
     if llm is None:
         pytest.skip("the local model needs the test-local extra")
+    from aiguard.adapters._llama_lock import model_lock  # imports llama_cpp
     client = _gemini(server, llm, "smollm2")
     stream = client.models.generate_content_stream(model=GEMINI, contents="Hello")
     assert isinstance(next(iter(stream)), types.GenerateContentResponse)

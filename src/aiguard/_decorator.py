@@ -38,8 +38,7 @@ from aiguard._engine.driver import (
 from aiguard._engine.state import current_deadline
 from aiguard._errors import CheckFailed, DeadlineExceeded
 from aiguard._messages import Message, Part
-from aiguard._policy import Policy, Retry, Target
-from aiguard._policy_file import resolve
+from aiguard._policy import Policy, Retry, Target, resolve
 from aiguard._quality_spec import Review
 from aiguard._ratelimit import RateLimit
 from aiguard._telemetry import Attrs

@@ -27,8 +27,7 @@ import wrapt
 
 from aiguard import adapters
 from aiguard._engine import state
-from aiguard._policy import NO_RETRY, Policy
-from aiguard._policy_file import resolve
+from aiguard._policy import NO_RETRY, Policy, resolve
 from aiguard._telemetry import report_fault
 from aiguard.adapters._proxy import Patch
 

@@ -271,13 +271,7 @@ class Policy:
         A ``str`` names a policy in the policy file (``aiguard.toml``), read once and shared by
         everything that names it: ``aiguard.Policy.build("default")``.
         """
-        if isinstance(policy, str):
-            # The one import of a higher layer, at call time and only for a name: the policy
-            # file builds policies, so it sits above this module (wrap and guard resolve names
-            # themselves, with aiguard._policy_file.resolve).
-            from aiguard._policy_file import named_policy
-
-            policy = named_policy(policy)
+        policy = resolve(policy)
         if policy is not None and not isinstance(policy, Policy):
             raise TypeError(
                 f"policy= must be an aiguard.Policy or the name of a policy in the policy file "
@@ -290,6 +284,20 @@ class Policy:
             return cls(**given)
         merged = {f.name: getattr(policy, f.name) for f in fields(cls)}
         return cls(**(merged | given))
+
+
+def resolve(policy: Policy | str | None) -> Policy | None:
+    """``policy=`` as ``wrap``, ``guard`` and ``instrument`` take it: a :class:`Policy`, the name
+    of one in the policy file (read once and shared by everything that names it), or None.
+
+    The one import of a higher layer, at call time and only for a name: the policy file builds
+    policies, so it sits above this module, and reading it loads pydantic and its schema.
+    """
+    if isinstance(policy, str):
+        from aiguard._policy_file import named_policy
+
+        return named_policy(policy)
+    return policy
 
 
 def _retry(value: Any) -> Retry:

@@ -343,13 +343,6 @@ def _current() -> _Loaded:
         return _loaded
 
 
-def resolve(policy: Policy | str | None) -> Policy | None:
-    """``policy=`` as ``wrap``, ``guard`` and ``instrument`` take it: a :class:`Policy`, the
-    name of one in the policy file (read once and shared by everything that names it), or None.
-    """
-    return named_policy(policy) if isinstance(policy, str) else policy
-
-
 def named_policy(name: str) -> Policy:
     """The policy called ``name`` in the policy file (what ``policy="name"`` resolves to).
 

@@ -11,8 +11,7 @@ from typing import Any, TypeVar
 from aiguard import adapters
 from aiguard._breaker import Breaker
 from aiguard._budget import Budget
-from aiguard._policy import Policy, Retry, Target
-from aiguard._policy_file import resolve
+from aiguard._policy import Policy, Retry, Target, resolve
 from aiguard._quality_spec import Review
 from aiguard._ratelimit import RateLimit
 from aiguard.adapters._proxy import GuardedProxy, unwrap

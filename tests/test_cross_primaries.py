@@ -284,6 +284,7 @@ def test_a_translated_gemini_stream_closed_early_closes_the_local_model(server, 
     if llm is None:
         pytest.skip("the local model needs the test-local extra")
     from aiguard.adapters._llama_lock import model_lock  # imports llama_cpp
+
     client = _gemini(server, llm, "smollm2")
     stream = client.models.generate_content_stream(model=GEMINI, contents="Hello")
     assert isinstance(next(iter(stream)), types.GenerateContentResponse)

@@ -2,11 +2,12 @@
 
 ``aiguard.instrument()`` (or ``opentelemetry-instrument python app.py``, through the
 ``opentelemetry_instrumentor`` entry point) patches the model-calling methods of the OpenAI,
-Anthropic, Ollama and llama.cpp SDK classes, and botocore's ``_make_api_call`` for Bedrock. A
-call on any client, made before or after, then runs through the same guard as
-``aiguard.wrap(client)``: spans, metrics and cost always; retries, fallbacks, budgets and checks
-only as the policy says (the policy file's ``default``, if there is one). Without a retry policy
-the SDK keeps its own retries, so behaviour is unchanged.
+Anthropic, Gemini, Ollama and llama.cpp SDK classes, and botocore's ``_make_api_call`` for
+Bedrock (each adapter's ``PATCHES``), when the app imports that SDK. A call on any client, made
+before or after, then runs through the same guard as ``aiguard.wrap(client)``: spans, metrics
+and cost always; retries, fallbacks, budgets and checks only as the policy says (the policy
+file's ``default``, if there is one). Without a retry policy the SDK keeps its own retries; the
+deliberate differences of docs/drop-in.md still apply.
 
 A call already inside a guard (a client the app wrapped itself) passes straight through, so
 nothing is recorded twice.

@@ -159,17 +159,23 @@ class Endpoint:
     # How this target's errors are classified, when not by the route (a fallback client of
     # another SDK: its own adapter's ``classify``).
     classify: Callable[[BaseException], tuple[Failure, float | None]] | None = None
-    # The provider and server attributes, made on first use.
+    # The provider and server attributes, and the fleet key, made on first use.
     _target: Attrs | None = None
+    _fleet: str | None = None
 
     @property
     def fleet_key(self) -> str:
         """The target as every process names it (host, port and model): a shared circuit's or
         rate limit's key, where ``breaker_key`` names objects of this process."""
-        address = self.server.get(sc.SERVER_ADDRESS)
-        if address is None:
-            return f"{self.provider}/{self.model}"
-        return f"{address}:{self.server.get(sc.SERVER_PORT, '')}/{self.model}"
+        key = self._fleet
+        if key is None:
+            address = self.server.get(sc.SERVER_ADDRESS)
+            if address is None:
+                key = f"{self.provider}/{self.model}"
+            else:
+                key = f"{address}:{self.server.get(sc.SERVER_PORT, '')}/{self.model}"
+            self._fleet = key
+        return key
 
     @property
     def price_provider(self) -> str:
